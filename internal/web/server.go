@@ -1,0 +1,199 @@
+// Package web is Parley's HTTP face: the pages, the WebSocket endpoint through which
+// two people chat, transcripts, health checks and the development mail viewer. It
+// turns HTTP and WebSocket frames into calls on the domain interfaces of package chat,
+// so every backend combination is served by the same code.
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/hub"
+)
+
+// Defaults for zero Config values. They are the contract's limits (4000 characters,
+// 16 KiB frames) and what keeps one connection from costing the server much.
+const (
+	DefaultReadLimit    = 16 << 10
+	DefaultRatePerSec   = 20
+	DefaultRateBurst    = 40
+	DefaultPingInterval = 25 * time.Second
+	DefaultIdleTimeout  = 60 * time.Second
+	DefaultSendQueue    = 64
+	defaultPublicURL    = "http://127.0.0.1:8080"
+)
+
+// Config is what the web server needs to know about where and how it runs. Zero
+// values are replaced by defaults in NewServer.
+type Config struct {
+	PublicURL      string        // scheme://host[:port] people reach; Origin check and absolute links
+	AllowedOrigins []string      // extra allowed Origins (besides PublicURL's): "host[:port]" or "scheme://host[:port]", path.Match patterns
+	Dev            bool          // development mode: /dev/mail is served
+	AdminEmails    []string      // may see anyone's history/transcripts
+	MaxText        int           // max message characters (4000)
+	ReadLimit      int64         // WebSocket frame read limit (16 KiB)
+	RatePerSec     float64       // per-connection message rate (20/s)
+	RateBurst      int           // (40)
+	PingInterval   time.Duration // ping period; a connection silent for IdleTimeout is closed
+	IdleTimeout    time.Duration
+	SendQueue      int    // per-connection bounded send queue length
+	CookieKey      []byte // HMAC key for the session cookie
+	OutboxDir      string // where the embedded mailer writes .eml files (for /dev/mail)
+}
+
+// Deps are the backends the server talks to, chosen and built by package cli. Archive
+// may be nil when transcripts are not served by this process.
+type Deps struct {
+	Config   Config
+	Sessions chat.SessionStore
+	Messages chat.MessageStore
+	Broker   chat.Broker
+	Presence chat.Presence
+	Queue    chat.Queue
+	Archive  chat.Archive
+	Logger   *slog.Logger
+}
+
+// Server is Parley's http.Handler. It holds no chat state of its own beyond this
+// replica's open WebSockets (in the hub); everything else lives in the stores, so any
+// replica can serve any request.
+type Server struct {
+	cfg      Config
+	sessions chat.SessionStore
+	messages chat.MessageStore
+	broker   chat.Broker
+	presence chat.Presence
+	queue    chat.Queue
+	archive  chat.Archive
+	log      *slog.Logger
+
+	auth    authenticator
+	hub     *hub.Hub
+	admins  map[string]bool
+	public  *url.URL
+	handler http.Handler
+
+	connMu   sync.Mutex
+	conns    map[*wsConn]struct{} // open WebSockets, closed by Shutdown
+	closing  bool
+	connWG   sync.WaitGroup
+	shutOnce sync.Once
+}
+
+// NewServer builds the handler with its routes, filling defaults for zero Config values.
+func NewServer(d Deps) *Server {
+	cfg := withDefaults(d.Config)
+	log := d.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if len(d.Config.CookieKey) == 0 {
+		log.Warn("no cookie key configured; using a random one, so sign-ins do not survive a restart")
+	}
+	s := &Server{
+		cfg: cfg, sessions: d.Sessions, messages: d.Messages, broker: d.Broker,
+		presence: d.Presence, queue: d.Queue, archive: d.Archive, log: log,
+		admins: make(map[string]bool), conns: make(map[*wsConn]struct{}),
+	}
+	s.public, _ = url.Parse(cfg.PublicURL)
+	if s.public == nil {
+		s.public = &url.URL{Scheme: "http", Host: "127.0.0.1:8080"}
+	}
+	for _, e := range cfg.AdminEmails {
+		if n, err := chat.NormalizeEmail(e); err == nil {
+			s.admins[n] = true
+		}
+	}
+	s.auth = newCookieAuth(cfg.CookieKey, s.public.Scheme == "https")
+	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: d.Broker, Logger: log})
+	s.handler = s.secureHeaders(s.routes())
+	return s
+}
+
+// withDefaults returns cfg with every zero value replaced by its default.
+func withDefaults(cfg Config) Config {
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = defaultPublicURL
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if cfg.MaxText <= 0 {
+		cfg.MaxText = chat.DefaultMaxText
+	}
+	if cfg.ReadLimit <= 0 {
+		cfg.ReadLimit = DefaultReadLimit
+	}
+	if cfg.RatePerSec <= 0 {
+		cfg.RatePerSec = DefaultRatePerSec
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = DefaultRateBurst
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.SendQueue <= 0 {
+		cfg.SendQueue = DefaultSendQueue
+	}
+	if len(cfg.CookieKey) == 0 {
+		cfg.CookieKey = make([]byte, 32)
+		_, _ = rand.Read(cfg.CookieKey)
+	}
+	return cfg
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handler.ServeHTTP(w, r)
+}
+
+// Shutdown closes every WebSocket with StatusGoingAway, so clients reconnect to another
+// replica, and waits for their goroutines (http.Server.Shutdown does not wait for
+// hijacked connections). New WebSockets are refused from then on.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.connMu.Lock()
+	s.closing = true
+	open := make([]*wsConn, 0, len(s.conns))
+	for c := range s.conns {
+		open = append(open, c)
+	}
+	s.connMu.Unlock()
+	for _, c := range open {
+		c.goAway()
+	}
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.hub.Close()
+}
+
+// isAdmin reports whether email may see anyone's history and transcripts.
+func (s *Server) isAdmin(email string) bool { return email != "" && s.admins[email] }
+
+// absoluteURL turns a path on this site into a link people can follow from an email.
+func (s *Server) absoluteURL(path string) string { return s.cfg.PublicURL + path }
+
+// secureHeaders sets the headers every response carries: no inline script, no framing,
+// no content sniffing, no referrer leaking room names to other sites.
+func (s *Server) secureHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		next.ServeHTTP(w, r)
+	})
+}
