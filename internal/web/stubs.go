@@ -11,24 +11,6 @@ func notYet() http.Handler {
 	})
 }
 
-// replaced by pages
-func (s *Server) handleHome() http.Handler { return notYet() }
-
-// replaced by pages
-func (s *Server) handleJoin() http.Handler { return notYet() }
-
-// replaced by pages
-func (s *Server) handleRoom() http.Handler { return notYet() }
-
-// replaced by pages
-func (s *Server) handleHistory() http.Handler { return notYet() }
-
-// replaced by pages
-func (s *Server) handleSignOut() http.Handler { return notYet() }
-
-// replaced by pages
-func (s *Server) handleStatic() http.Handler { return notYet() }
-
 // replaced by endofchat
 func (s *Server) handleTranscript() http.Handler { return notYet() }
 

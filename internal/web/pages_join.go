@@ -1,0 +1,54 @@
+package web
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"parley/internal/chat"
+)
+
+// handleJoin serves POST /join (form fields room and email): a valid form signs the
+// person in and sends them to the room; an invalid one shows the form again, 400, with
+// what was typed and the reason. Whether the room is full is not checked here: the
+// WebSocket tells, because the room may fill or free up before the page loads.
+func (s *Server) handleJoin() http.Handler {
+	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+		room := strings.TrimSpace(r.PostFormValue("room"))
+		typed := r.PostFormValue("email")
+		email, err := chat.NormalizeEmail(typed)
+		if rerr := chat.ValidateRoom(room); rerr != nil {
+			err = rerr // the room is the first field of the form, so its reason comes first
+		}
+		if err != nil {
+			viewer, _ := s.currentEmail(r)
+			s.render(w, r, http.StatusBadRequest, "home", homePage{
+				layoutData: layoutData{Viewer: viewer},
+				Room:       room, Email: strings.TrimSpace(typed), Error: chat.ErrorMessage(err),
+			})
+			return
+		}
+		s.admitToRoom(w, r, room, email)
+	}))
+}
+
+// admitToRoom is what a valid join form leads to. With trust sign-in the typed email
+// is believed: the cookie is set and the person goes to the room. Sign-in by emailed
+// link replaces this one function with "check your email" for unverified people.
+func (s *Server) admitToRoom(w http.ResponseWriter, r *http.Request, room, email string) {
+	s.signIn(w, r, email)
+	http.Redirect(w, r, roomPath(room), http.StatusSeeOther)
+}
+
+// roomPath is the URL path of a room's page. Valid room names need no escaping, but
+// the escaping keeps the function safe for any input.
+func roomPath(room string) string { return "/rooms/" + url.PathEscape(room) }
+
+// handleSignOut serves POST /signout: the cookie is removed and the person goes home.
+func (s *Server) handleSignOut() http.Handler {
+	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.signOut(w, r)
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	}))
+}

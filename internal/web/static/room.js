@@ -1,0 +1,568 @@
+// Parley room page: one WebSocket to /rooms/{room}/ws, reconnecting by itself.
+//
+// Guarantees the page keeps (see docs/protocol.md):
+//   - a message is shown once: frames with seq <= the last shown seq are dropped, and
+//     a reconnect asks only for seq > that (after=SEQ);
+//   - a message typed here is kept until the server acknowledges it and is sent again,
+//     with the same id, after every reconnect (the server stores a resend only once);
+//   - user text only ever reaches the page through textContent, never as HTML.
+'use strict';
+
+(function () {
+  var root = document.getElementById('room');
+  if (!root) { return; }
+
+  var ROOM = root.dataset.room;
+  var YOU = root.dataset.you;
+  var MAX_TEXT = parseInt(root.dataset.maxText, 10) || 4000;
+  var BYE_TEXT = root.dataset.byeText || 'Bye!';
+
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_CAP_MS = 15000;
+  var RATE_RETRY_MS = 2000;
+  var MAX_GAP_RETRIES = 3;
+  var CLOSE_GOING_AWAY = 1001;
+  var CLOSE_POLICY = 1008;
+  var CLOSE_ROOM_FULL = 4003;
+
+  // Human words for every error code of the protocol.
+  var ERROR_TEXT = {
+    room_full: 'This room already has two people in a chat. Pick another room name, or wait until their chat ends.',
+    chat_ended: 'This chat has ended; no more messages can be sent in it.',
+    invalid_frame: 'The server did not understand what the page sent. Reload the page and try again.',
+    too_long: 'That message is too long: a message has at most ' + MAX_TEXT + ' characters.',
+    empty: 'A message cannot be empty.',
+    rate_limited: 'You are sending messages too quickly. Waiting a moment before sending again…',
+    not_allowed: 'You are not allowed to do that in this chat.'
+  };
+
+  var el = {
+    status: document.getElementById('status'),
+    statusText: document.getElementById('status-text'),
+    myRole: document.getElementById('my-role'),
+    peer: document.getElementById('peer'),
+    peerRole: document.getElementById('peer-role'),
+    presence: document.getElementById('peer-presence'),
+    presenceText: document.getElementById('peer-presence-text'),
+    list: document.getElementById('messages'),
+    empty: document.getElementById('empty'),
+    scroller: document.querySelector('.conversation'),
+    banner: document.getElementById('banner'),
+    form: document.getElementById('composer'),
+    text: document.getElementById('text'),
+    count: document.getElementById('count'),
+    send: document.getElementById('send'),
+    bye: document.getElementById('bye'),
+    end: document.getElementById('end')
+  };
+
+  var state = {
+    ws: null,
+    welcomed: false,     // the current socket has had its welcome frame
+    session: '',         // session id from the first welcome; reattaches after an end
+    lastSeq: 0,          // highest seq shown
+    role: '',
+    peer: null,
+    ended: false,
+    transcript: '',
+    stopped: false,      // no more reconnects (room full, transcript received…)
+    attempt: 0,          // reconnects since the last welcome, for backoff
+    failedOpens: 0,      // sockets that closed before any welcome
+    timer: 0,
+    endRequested: false, // End chat pressed, not yet confirmed by an ended frame
+    counter: 0,
+    gapRetries: 0
+  };
+
+  // Messages typed here and not yet acknowledged, by client id, in send order.
+  var pending = new Map();
+  // List items of messages typed here, by client id, until their message frame arrives.
+  var ownItems = new Map();
+  var idPrefix = 'c-' + randomToken() + '-';
+
+  function randomToken() {
+    var bytes = new Uint8Array(8);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ('0' + b.toString(16)).slice(-2); }).join('');
+  }
+
+  function nextID() {
+    state.counter += 1;
+    return idPrefix + state.counter;
+  }
+
+  // ---- status line, banner, header ----
+
+  function setStatus(kind, text) {
+    el.status.dataset.state = kind;
+    el.statusText.textContent = text;
+  }
+
+  function showBanner(kind, text, link) {
+    el.banner.textContent = text;
+    if (link) {
+      el.banner.appendChild(document.createTextNode(' '));
+      el.banner.appendChild(link);
+    }
+    el.banner.dataset.kind = kind;
+    el.banner.hidden = false;
+  }
+
+  function hideBanner() {
+    el.banner.hidden = true;
+    el.banner.textContent = '';
+  }
+
+  function makeLink(href, text) {
+    var a = document.createElement('a');
+    a.href = href;
+    a.textContent = text;
+    return a;
+  }
+
+  function roleLabel(role) {
+    return role === 'host' ? 'host' : role === 'participant' ? 'participant' : '';
+  }
+
+  function setBadge(badge, role) {
+    badge.textContent = roleLabel(role);
+    badge.hidden = !role;
+  }
+
+  function showPeer(email) {
+    state.peer = email || null;
+    if (state.peer) {
+      el.peer.textContent = state.peer;
+      setBadge(el.peerRole, state.role === 'host' ? 'participant' : state.role === 'participant' ? 'host' : '');
+    } else {
+      el.peer.textContent = 'waiting for the other person — tell them to join room “' + ROOM + '”';
+      setBadge(el.peerRole, '');
+    }
+  }
+
+  function showPresence(online) {
+    el.presence.dataset.online = online ? 'true' : 'false';
+    el.presence.title = online ? 'online' : 'offline';
+    el.presenceText.textContent = online ? 'online' : 'offline';
+  }
+
+  function setInputEnabled(on) {
+    el.text.disabled = !on;
+    el.send.disabled = !on;
+    el.bye.disabled = !on;
+    el.end.disabled = !on;
+  }
+
+  // ---- message list ----
+
+  function nearBottom() {
+    var s = el.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    el.scroller.scrollTop = el.scroller.scrollHeight;
+  }
+
+  // firstPending is the first item still waiting for its message frame: confirmed
+  // messages go before it, so the list stays in seq order with unconfirmed ones last.
+  function firstPending() {
+    return el.list.querySelector('li[data-seq=""]');
+  }
+
+  function formatTime(iso) {
+    var d = iso ? new Date(iso) : new Date();
+    if (isNaN(d.getTime())) { d = new Date(); }
+    return d;
+  }
+
+  // newItem builds a message item; text goes in with textContent only.
+  function newItem(from, kind, text) {
+    var li = document.createElement('li');
+    var mine = from === YOU;
+    li.className = 'msg ' + (mine ? 'mine' : 'theirs') + (kind && kind !== 'chat' ? ' ' + kind : '');
+    li.dataset.seq = '';
+    var bubble = document.createElement('div');
+    bubble.className = 'bubble';
+    var p = document.createElement('p');
+    p.className = 'text';
+    p.textContent = text;
+    bubble.appendChild(p);
+    var meta = document.createElement('div');
+    meta.className = 'meta';
+    var who = document.createElement('span');
+    who.className = 'who';
+    who.textContent = mine ? 'You' : from;
+    var time = document.createElement('time');
+    var tick = document.createElement('span');
+    tick.className = 'tick';
+    meta.appendChild(who);
+    meta.appendChild(time);
+    meta.appendChild(tick);
+    li.appendChild(bubble);
+    li.appendChild(meta);
+    return li;
+  }
+
+  function setItemTime(li, iso) {
+    var d = formatTime(iso);
+    var t = li.querySelector('time');
+    t.dateTime = d.toISOString();
+    t.title = d.toLocaleString();
+    t.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function setItemState(li, st, label) {
+    li.dataset.state = st;
+    li.querySelector('.tick').textContent = label;
+  }
+
+  function addItem(li, beforeNode) {
+    var stick = nearBottom();
+    el.list.insertBefore(li, beforeNode || null);
+    el.empty.hidden = true;
+    if (stick || li.classList.contains('mine')) { scrollToBottom(); }
+  }
+
+  function addNotice(text) {
+    var li = document.createElement('li');
+    li.className = 'notice';
+    li.dataset.seq = '0';
+    li.textContent = text;
+    addItem(li, firstPending());
+  }
+
+  // ---- frames from the server ----
+
+  function onWelcome(f) {
+    if (state.session && f.session && f.session !== state.session) {
+      // A different chat than the one shown (the server could not reattach): start
+      // over from its first message rather than mix two chats.
+      state.session = f.session;
+      state.lastSeq = 0;
+      Array.prototype.forEach.call(el.list.querySelectorAll('li:not([data-seq=""])'), function (li) { li.remove(); });
+      reconnectNow();
+      return;
+    }
+    state.session = f.session || state.session;
+    state.welcomed = true;
+    state.attempt = 0;
+    state.failedOpens = 0;
+    state.role = f.role || '';
+    setBadge(el.myRole, state.role);
+    showPeer(f.peer);
+    if (typeof f.peer_online === 'boolean') { showPresence(f.peer_online); }
+    if (f.status && f.status !== 'inprogress') {
+      markEnded(null);
+    } else {
+      setStatus('connected', 'Connected');
+      setInputEnabled(true);
+      hideBanner();
+    }
+    if (f.transcript) { onTranscript({ url: f.transcript }); }
+    flushPending();
+    if (state.endRequested && !state.ended) { transmit({ type: 'end' }); }
+  }
+
+  function onMessage(f) {
+    if (typeof f.seq !== 'number' || f.seq <= state.lastSeq) {
+      if (f.id && pending.has(f.id) && f.from === YOU) { confirmOwn(f.id, 'sent'); }
+      return; // already shown
+    }
+    if (f.seq > state.lastSeq + 1 && state.gapRetries < MAX_GAP_RETRIES) {
+      // A gap: something was missed. Ask again from the last seq shown (a few times;
+      // after that, show what there is rather than loop).
+      state.gapRetries += 1;
+      reconnectNow();
+      return;
+    }
+    state.gapRetries = 0;
+    var li = f.from === YOU && f.id ? ownItems.get(f.id) : null;
+    if (li) {
+      ownItems.delete(f.id);
+      pending.delete(f.id);
+    } else {
+      li = newItem(f.from, f.kind, f.text);
+    }
+    li.dataset.seq = String(f.seq);
+    setItemTime(li, f.at);
+    setItemState(li, 'sent', f.from === YOU ? '✓' : '');
+    addItem(li, firstPending());
+    state.lastSeq = f.seq;
+  }
+
+  function confirmOwn(id, st) {
+    pending.delete(id);
+    var li = ownItems.get(id);
+    if (li) { setItemState(li, st, st === 'sent' ? '✓' : 'not sent'); }
+  }
+
+  function onAck(f) {
+    if (f.id) { confirmOwn(f.id, 'sent'); }
+  }
+
+  function onPresence(f) {
+    if (!f.email || f.email === YOU) { return; }
+    if (!state.peer) { showPeer(f.email); }
+    if (f.email === state.peer) { showPresence(!!f.online); }
+  }
+
+  function markEnded(by) {
+    if (!state.ended) {
+      state.ended = true;
+      var who = by ? (by === YOU ? 'you' : by) : '';
+      addNotice(who ? 'Chat ended by ' + who + '.' : 'This chat has ended.');
+    }
+    state.endRequested = false;
+    setInputEnabled(false);
+    pending.forEach(function (_, id) { confirmOwn(id, 'failed'); });
+    if (!state.transcript) {
+      var text = by ? 'Chat ended by ' + (by === YOU ? 'you' : by) + ' — the transcript is on its way by email.'
+        : 'This chat has ended — the transcript is on its way by email.';
+      setStatus('ended', text);
+    }
+  }
+
+  function onEnded(f) {
+    markEnded(f.by || null);
+  }
+
+  function safeURL(href) {
+    try {
+      var u = new URL(href, window.location.href);
+      return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : '';
+    } catch (e) {
+      return '';
+    }
+  }
+
+  function onTranscript(f) {
+    var href = safeURL(f.url);
+    if (!href) { return; }
+    state.transcript = href;
+    if (!state.ended) { markEnded(null); }
+    state.stopped = true;
+    el.statusText.textContent = 'Chat ended — the transcript was emailed. ';
+    el.statusText.appendChild(makeLink(href, 'Download the transcript'));
+    el.status.dataset.state = 'ended';
+  }
+
+  function onError(f) {
+    var text = ERROR_TEXT[f.code] || f.message || 'Something went wrong.';
+    switch (f.code) {
+      case 'room_full':
+        stop('failed', 'Room full');
+        showBanner('error', text, makeLink('/', 'Choose another room'));
+        return;
+      case 'chat_ended':
+        markEnded(null);
+        return;
+      case 'rate_limited':
+        showBanner('warn', text);
+        window.setTimeout(function () { hideBanner(); flushPending(); }, RATE_RETRY_MS);
+        return;
+      case 'too_long':
+      case 'empty':
+      case 'invalid_frame':
+        if (f.id && pending.has(f.id)) { confirmOwn(f.id, 'failed'); } // resending cannot help
+        showBanner('error', text);
+        return;
+      default:
+        showBanner('error', text);
+    }
+  }
+
+  var handlers = {
+    welcome: onWelcome, message: onMessage, ack: onAck, presence: onPresence,
+    ended: onEnded, transcript: onTranscript, error: onError
+  };
+
+  // ---- the socket ----
+
+  function wsURL() {
+    var proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+    var u = proto + '//' + window.location.host + '/rooms/' + encodeURIComponent(ROOM) +
+      '/ws?after=' + state.lastSeq;
+    if (state.session) { u += '&session=' + encodeURIComponent(state.session); }
+    return u;
+  }
+
+  function connect() {
+    state.timer = 0;
+    if (state.stopped || state.ws) { return; }
+    state.welcomed = false;
+    setStatus(state.attempt === 0 && !state.session ? 'connecting' : 'reconnecting',
+      state.session ? 'Reconnecting…' : 'Connecting…');
+    var ws;
+    try {
+      ws = new WebSocket(wsURL());
+    } catch (e) {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    ws.onmessage = function (ev) {
+      var f;
+      try { f = JSON.parse(ev.data); } catch (e) { return; }
+      var h = f && handlers[f.type];
+      if (h) { h(f); }
+    };
+    ws.onclose = function (ev) { onClose(ws, ev); };
+  }
+
+  function onClose(ws, ev) {
+    if (state.ws !== ws) { return; }
+    var hadWelcome = state.welcomed;
+    state.ws = null;
+    state.welcomed = false;
+    if (ev.code === CLOSE_ROOM_FULL || (ev.code === CLOSE_POLICY && el.status.dataset.state === 'failed')) {
+      stop('failed', 'Room full');
+      showBanner('error', ERROR_TEXT.room_full, makeLink('/', 'Choose another room'));
+      return;
+    }
+    if (state.stopped) { return; }
+    if (state.ended && hadWelcome && !state.transcript) {
+      // The chat is over; its transcript comes by email and in the history.
+      setStatus('ended', 'Chat ended — the transcript is on its way by email.');
+      showBanner('info', 'The transcript will also be listed in your', makeLink('/history', 'chat history'));
+      state.stopped = true;
+      return;
+    }
+    if (!hadWelcome) { state.failedOpens += 1; }
+    if (state.failedOpens >= 3) { checkSignedIn(); }
+    scheduleReconnect(ev.code === CLOSE_GOING_AWAY);
+  }
+
+  // scheduleReconnect waits a capped, jittered, growing delay; a server going away
+  // (another replica will take over) is retried almost at once.
+  function scheduleReconnect(soon) {
+    if (state.stopped || state.timer) { return; }
+    var ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, state.attempt));
+    var delay = soon && state.attempt === 0 ? 100 + Math.random() * 400 : ceiling / 2 + Math.random() * ceiling / 2;
+    state.attempt += 1;
+    setStatus('reconnecting', 'Connection lost — reconnecting in ' + Math.ceil(delay / 1000) + ' s…');
+    state.timer = window.setTimeout(connect, delay);
+  }
+
+  function reconnectNow() {
+    var ws = state.ws;
+    state.ws = null;
+    if (ws) { ws.onclose = null; ws.close(1000, 'resync'); }
+    if (state.timer) { window.clearTimeout(state.timer); state.timer = 0; }
+    scheduleReconnect(true);
+  }
+
+  function stop(kind, text) {
+    state.stopped = true;
+    if (state.timer) { window.clearTimeout(state.timer); state.timer = 0; }
+    setInputEnabled(false);
+    setStatus(kind, text);
+  }
+
+  // checkSignedIn asks whether the sign-in cookie is still good when the socket keeps
+  // failing before its welcome: the room page redirects home without one.
+  function checkSignedIn() {
+    fetch(window.location.pathname, { redirect: 'manual', credentials: 'same-origin', cache: 'no-store' })
+      .then(function (res) {
+        if (res.type === 'opaqueredirect' || res.status === 303) {
+          stop('failed', 'Signed out');
+          showBanner('error', 'Your sign-in has expired.', makeLink('/?room=' + encodeURIComponent(ROOM), 'Join the room again'));
+        }
+      })
+      .catch(function () { /* offline: keep retrying */ });
+  }
+
+  function transmit(frame) {
+    if (!state.ws || !state.welcomed || state.ws.readyState !== WebSocket.OPEN) { return false; }
+    state.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // flushPending (re)sends every unacknowledged message in order, with its own id.
+  function flushPending() {
+    pending.forEach(function (frame) { transmit(frame); });
+  }
+
+  // ---- sending ----
+
+  function codePoints(s) {
+    var n = 0;
+    for (var i = 0; i < s.length; i++) {
+      var c = s.charCodeAt(i);
+      if (c < 0xd800 || c > 0xdbff) { n++; }
+    }
+    return n;
+  }
+
+  function queue(frame, kind, text) {
+    var li = newItem(YOU, kind, text);
+    setItemTime(li, null);
+    setItemState(li, 'pending', 'sending…');
+    ownItems.set(frame.id, li);
+    pending.set(frame.id, frame);
+    addItem(li, null);
+    transmit(frame);
+  }
+
+  function sendText() {
+    if (state.ended || state.stopped) { return; }
+    var text = el.text.value;
+    if (text.trim() === '') { return; }
+    if (codePoints(text) > MAX_TEXT) {
+      showBanner('error', ERROR_TEXT.too_long);
+      return;
+    }
+    hideBanner();
+    queue({ type: 'send', id: nextID(), text: text }, 'chat', text);
+    el.text.value = '';
+    updateCount();
+    el.text.focus();
+  }
+
+  function sayBye() {
+    if (state.ended || state.stopped) { return; }
+    queue({ type: 'bye', id: nextID() }, 'bye', BYE_TEXT);
+  }
+
+  function endChat() {
+    if (state.ended || state.stopped) { return; }
+    if (!window.confirm('End this chat for both of you? No more messages can be sent, and the transcript is emailed to you both.')) {
+      return;
+    }
+    state.endRequested = true;
+    setStatus('reconnecting', 'Ending the chat…');
+    transmit({ type: 'end' });
+  }
+
+  function updateCount() {
+    var n = codePoints(el.text.value);
+    var over = n > MAX_TEXT;
+    el.count.textContent = n > MAX_TEXT * 0.8 ? n + ' / ' + MAX_TEXT : '';
+    el.count.dataset.over = over ? 'true' : 'false';
+  }
+
+  el.form.addEventListener('submit', function (ev) { ev.preventDefault(); sendText(); });
+  el.text.addEventListener('keydown', function (ev) {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      sendText();
+    }
+  });
+  el.text.addEventListener('input', updateCount);
+  el.bye.addEventListener('click', sayBye);
+  el.end.addEventListener('click', endChat);
+
+  // Coming back online or to the tab: do not wait out the backoff.
+  function wake() {
+    if (!state.stopped && !state.ws && state.timer) {
+      window.clearTimeout(state.timer);
+      state.timer = 0;
+      connect();
+    }
+  }
+  window.addEventListener('online', wake);
+  document.addEventListener('visibilitychange', function () { if (!document.hidden) { wake(); } });
+
+  showPeer(null);
+  connect();
+}());
