@@ -1,0 +1,243 @@
+// Package sqlstore keeps chat sessions and messages in a SQL database through
+// database/sql, in two dialects: SQLite (modernc.org/sqlite, pure Go: the embedded
+// default, one file owned by one process) and MySQL/MariaDB (production, shared by
+// many replicas). Every race the domain cares about — two chats in one room, two
+// participants, two ends — is settled by the database (unique indexes and conditional
+// updates), never by locks in this process, so it holds across replicas.
+//
+// Appends go through one writer goroutine that commits whatever arrived meanwhile in
+// one transaction (group commit): a commit costs one fsync however many messages it
+// carries, which is what makes SQLite fast enough for a busy site.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"modernc.org/sqlite"
+
+	"parley/internal/chat"
+)
+
+// DB is a SessionStore and a MessageStore on one SQL database.
+type DB struct {
+	db      *sql.DB
+	dialect dialect
+	log     *slog.Logger
+	w       *writer
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ chat.SessionStore = (*DB)(nil)
+	_ chat.MessageStore = (*DB)(nil)
+)
+
+// dialect names the SQL flavour; the few statements that differ switch on it.
+type dialect uint8
+
+const (
+	dialectSQLite dialect = iota + 1
+	dialectMySQL
+)
+
+func (d dialect) String() string {
+	if d == dialectMySQL {
+		return "mysql"
+	}
+	return "sqlite"
+}
+
+// sqlitePragmas are applied by the driver to every pooled connection: WAL lets readers
+// run beside the writer, busy_timeout makes writers wait for each other instead of
+// failing, synchronous(NORMAL) is durable across process crashes in WAL mode (a power
+// cut may lose the last commits), foreign keys are off because none are declared.
+// _txlock=immediate takes the write lock at BEGIN, so a transaction that reads then
+// writes waits for the lock instead of failing with SQLITE_BUSY halfway.
+const sqlitePragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+
+// sqliteMaxConns bounds the SQLite pool: readers share it with the writer; more
+// connections than this only add contention on one file.
+const sqliteMaxConns = 8
+
+// OpenSQLite opens (creating if needed) the SQLite database file at path and brings
+// its schema up to date: the embedded database belongs to this process alone, so there
+// is no operator step to forget.
+func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, chat.Errorf(chat.EInvalid, "SQLite path %q must be non-empty and contain no '?' or '#'", path)
+	}
+	sqldb, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
+	if err != nil {
+		return nil, chat.Wrap(chat.EUnavailable, err, "open SQLite %s", path)
+	}
+	sqldb.SetMaxOpenConns(sqliteMaxConns)
+	sqldb.SetMaxIdleConns(sqliteMaxConns)
+	d := newDB(sqldb, dialectSQLite, logger)
+	if err := d.Migrate(ctx); err != nil {
+		_ = sqldb.Close()
+		return nil, err
+	}
+	d.start()
+	return d, nil
+}
+
+// OpenMySQL connects to MySQL/MariaDB. It does not change the schema, since several
+// replicas start at once and schema changes are an operator's decision: it checks the
+// schema version and asks for `parley migrate` when the database is behind. The DSN is
+// a go-sql-driver DSN; parseTime=true and loc=UTC are forced, since every time is
+// stored and compared in UTC.
+func OpenMySQL(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
+	d, err := openMySQL(ctx, dsn, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkSchema(ctx); err != nil {
+		_ = d.db.Close()
+		return nil, err
+	}
+	d.start()
+	return d, nil
+}
+
+// MigrateMySQL brings the MySQL/MariaDB schema up to date (what `parley migrate` runs).
+// Several replicas running it at once is harmless: a named lock serialises them.
+func MigrateMySQL(ctx context.Context, dsn string, logger *slog.Logger) error {
+	d, err := openMySQL(ctx, dsn, logger)
+	if err != nil {
+		return err
+	}
+	defer d.db.Close()
+	return d.Migrate(ctx)
+}
+
+// openMySQL opens the pool and checks the server answers, without the writer.
+func openMySQL(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		// The parse error may quote the DSN, password included: keep it out.
+		return nil, chat.Errorf(chat.EInvalid, "the MySQL DSN is not valid (see go-sql-driver/mysql DSN format)")
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, chat.Wrap(chat.EInvalid, err, "MySQL connector")
+	}
+	sqldb := sql.OpenDB(connector)
+	sqldb.SetMaxOpenConns(32)
+	sqldb.SetMaxIdleConns(32)
+	sqldb.SetConnMaxLifetime(5 * time.Minute)
+	if err := sqldb.PingContext(ctx); err != nil {
+		_ = sqldb.Close()
+		return nil, chat.Wrap(chat.EUnavailable, err, "connect to MySQL at %s", cfg.Addr)
+	}
+	return newDB(sqldb, dialectMySQL, logger), nil
+}
+
+func newDB(sqldb *sql.DB, d dialect, logger *slog.Logger) *DB {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &DB{db: sqldb, dialect: d, log: logger.With("component", "sqlstore", "dialect", d.String())}
+}
+
+// start launches the group-commit writer.
+func (d *DB) start() {
+	d.w = newWriter(d)
+	go d.w.run()
+}
+
+// Ping reports whether the database answers.
+func (d *DB) Ping(ctx context.Context) error {
+	if err := d.db.PingContext(ctx); err != nil {
+		return chat.Wrap(chat.EUnavailable, err, "database unreachable")
+	}
+	return nil
+}
+
+// Close stops the writer once the appends already queued are committed and answered,
+// then closes the database. Appends after Close fail with EUnavailable. Calling Close
+// again returns the first result.
+func (d *DB) Close() error {
+	d.closeOnce.Do(func() {
+		if d.w != nil {
+			d.w.stop()
+		}
+		d.closeErr = d.db.Close()
+	})
+	return d.closeErr
+}
+
+// isUniqueViolation reports whether err is a unique or primary key violation.
+func isUniqueViolation(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1062
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		// SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
+		return se.Code() == 2067 || se.Code() == 1555
+	}
+	return false
+}
+
+// isRetryable reports whether a MySQL transaction failed only because it lost a lock
+// race (deadlock, lock wait timeout) and may simply be run again.
+func isRetryable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
+
+// dbErr turns a database failure into a domain error: callers see EUnavailable (try
+// again later); the cause stays attached for the logs.
+func dbErr(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	var ce *chat.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	return chat.Wrap(chat.EUnavailable, err, format, args...)
+}
+
+// timeArg converts t for a query: NULL when zero, unix microseconds on SQLite, a UTC
+// time.Time truncated to the microsecond on MySQL (DATETIME(6)).
+func (d *DB) timeArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	if d.dialect == dialectSQLite {
+		return t.UnixMicro()
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// timeCol scans a time column of either dialect into *t: NULL gives the zero time.
+type timeCol struct{ t *time.Time }
+
+// Scan implements sql.Scanner.
+func (c timeCol) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*c.t = time.Time{}
+	case int64:
+		*c.t = time.UnixMicro(v).UTC()
+	case time.Time:
+		*c.t = v.UTC()
+	default:
+		return fmt.Errorf("sqlstore: cannot scan %T into a time", v)
+	}
+	return nil
+}

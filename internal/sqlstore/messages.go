@@ -1,0 +1,88 @@
+package sqlstore
+
+import (
+	"context"
+	"time"
+
+	"parley/internal/chat"
+)
+
+// messageCols lists the messages columns in the order scanMessage reads them.
+const messageCols = `session_id, seq, client_id, from_email, to_email, room, kind, text, created_at`
+
+// scanMessage reads one messages row into m.
+func scanMessage(r rowScanner, m *chat.Message) error {
+	var kind string
+	err := r.Scan(&m.SessionID, &m.Seq, &m.ClientID, &m.From, &m.To, &m.Room, &kind, &m.Text, timeCol{&m.CreatedAt})
+	m.Kind = chat.Kind(kind)
+	return err
+}
+
+// Append implements chat.MessageStore. The message joins the writer's next group
+// commit; Append returns once that transaction has committed (or failed), so a nil
+// error means the message is durable and may be acknowledged. See writer for how seqs
+// are assigned on each dialect.
+func (d *DB) Append(ctx context.Context, m chat.Message) (chat.Message, bool, error) {
+	if m.SessionID == "" || m.ClientID == "" {
+		return chat.Message{}, false, chat.Errorf(chat.EInvalid, "a message needs a session id and a client id")
+	}
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = chat.Now()
+	} else {
+		m.CreatedAt = m.CreatedAt.UTC().Truncate(time.Microsecond)
+	}
+	m.Seq = 0
+	r := newRequest(opAppend)
+	r.in = m
+	if err := d.w.do(ctx, r); err != nil {
+		return chat.Message{}, false, err
+	}
+	out, dup, err := r.out, r.dup, r.err
+	r.release()
+	if err != nil {
+		return chat.Message{}, false, err
+	}
+	return out, dup, nil
+}
+
+// Messages implements chat.MessageStore with a primary-key range read.
+func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit int) ([]chat.Message, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := d.db.QueryContext(ctx, `SELECT `+messageCols+` FROM messages
+		WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?`, sessionID, after, limit)
+	if err != nil {
+		return nil, dbErr(err, "read messages")
+	}
+	defer rows.Close()
+	out := make([]chat.Message, 0, min(limit, 256))
+	for rows.Next() {
+		var m chat.Message
+		if err := scanMessage(rows, &m); err != nil {
+			return nil, dbErr(err, "read messages")
+		}
+		out = append(out, m)
+	}
+	return out, dbErr(rows.Err(), "read messages")
+}
+
+// LastSeq implements chat.MessageStore: the last key of the session's range.
+func (d *DB) LastSeq(ctx context.Context, sessionID string) (int64, error) {
+	var seq int64
+	err := d.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`, sessionID).Scan(&seq)
+	return seq, dbErr(err, "read last seq")
+}
+
+// DeleteSession implements chat.MessageStore. It goes through the writer, like
+// Append, so the writer's idea of the session's last seq changes with the rows.
+func (d *DB) DeleteSession(ctx context.Context, sessionID string) (int64, error) {
+	r := newRequest(opDelete)
+	r.in.SessionID = sessionID
+	if err := d.w.do(ctx, r); err != nil {
+		return 0, err
+	}
+	n, err := r.deleted, r.err
+	r.release()
+	return n, err
+}

@@ -1,0 +1,382 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"parley/internal/chat"
+)
+
+// Group commit. Every Append (and DeleteSession) is handed to one writer goroutine.
+// The writer takes the first waiting request, then everything else already waiting (up
+// to maxBatch), writes them all in one transaction with prepared statements, commits,
+// and only then answers each caller: an answer means durable. While a transaction
+// commits, new requests queue up and form the next batch, so batches grow with load
+// and a commit's fsync is shared by all of them. There is no goroutine per message.
+//
+// Seqs. A session's next seq is its last seq plus one, with no gaps and no repeats:
+//
+//   - SQLite: the file belongs to this process and only the writer inserts messages,
+//     so the writer remembers each session's last seq between batches (loaded with
+//     MAX(seq) on first use, forgotten all at once past maxCachedSessions). A failed
+//     transaction forgets the sessions it touched, since their rows were rolled back.
+//   - MySQL: several replicas append to the same session. Each batch transaction first
+//     locks the row of every session it touches in message_seqs (creating it when
+//     missing, in sorted order so two replicas cannot deadlock on each other's
+//     sessions), reads last_seq under that lock, inserts, writes last_seq back and
+//     commits. A replica appending to the same session waits for the lock and then
+//     reads the committed value, so no cache survives a transaction. A deadlock or
+//     lock-wait timeout reruns the whole batch.
+//
+// Dedupe. The insert does nothing when (session_id, client_id) exists (SQLite: ON
+// CONFLICT DO NOTHING on that unique key; MySQL: ON DUPLICATE KEY UPDATE no-op, which
+// reports 0 rows). Then the stored row is read back and returned as a duplicate, and
+// the seq is not used. A repeat inside one batch is answered from the batch.
+const (
+	maxBatch          = 1000
+	maxCachedSessions = 10000
+	batchTimeout      = 30 * time.Second
+	maxBatchAttempts  = 5
+)
+
+// writeOp is what a request asks the writer to do.
+type writeOp uint8
+
+const (
+	opAppend writeOp = iota + 1
+	opDelete
+)
+
+// request is one caller's Append or DeleteSession; pooled, so the hot path does not
+// allocate one per message.
+type request struct {
+	op      writeOp
+	in      chat.Message // message to append (SessionID alone for a delete)
+	out     chat.Message // stored message
+	dup     bool
+	deleted int64
+	err     error
+	done    chan struct{} // buffered(1): the writer never waits for a caller
+}
+
+var requestPool = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
+
+func newRequest(op writeOp) *request {
+	r := requestPool.Get().(*request)
+	r.op = op
+	return r
+}
+
+// release clears r and returns it to the pool.
+func (r *request) release() {
+	done := r.done
+	*r = request{done: done}
+	requestPool.Put(r)
+}
+
+// msgKey identifies a message for dedupe within a batch.
+type msgKey struct{ session, client string }
+
+// writer is the single goroutine that writes messages.
+type writer struct {
+	d    *DB
+	reqs chan *request // unbuffered: a request is either taken by the writer or refused
+	quit chan struct{}
+	done chan struct{}
+
+	batch    []*request
+	seen     map[msgKey]*request
+	seqs     map[string]int64 // session → last seq stored
+	loaded   map[string]int64 // MySQL: last_seq as read under lock this batch
+	sessions []string         // MySQL: distinct sessions of the batch, sorted
+
+	insertSQL string
+}
+
+func newWriter(d *DB) *writer {
+	w := &writer{
+		d: d, reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
+		seen: make(map[msgKey]*request), seqs: make(map[string]int64), loaded: make(map[string]int64),
+	}
+	w.insertSQL = `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
+	if d.dialect == dialectMySQL {
+		w.insertSQL += `ON DUPLICATE KEY UPDATE seq = seq`
+	} else {
+		w.insertSQL += `ON CONFLICT (session_id, client_id) DO NOTHING`
+	}
+	return w
+}
+
+// do hands r to the writer and waits for the answer. If ctx ends after the writer took
+// r, the caller leaves with an error (the write may still commit) and r is not reused.
+func (w *writer) do(ctx context.Context, r *request) error {
+	select {
+	case w.reqs <- r:
+	case <-w.quit:
+		r.release()
+		return chat.Errorf(chat.EUnavailable, "the message store is closed")
+	case <-ctx.Done():
+		r.release()
+		return chat.Wrap(chat.EUnavailable, ctx.Err(), "message store busy")
+	}
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return chat.Wrap(chat.EUnavailable, ctx.Err(), "waiting for the message store")
+	}
+}
+
+// stop makes the writer commit what is queued and exit, and waits for it.
+func (w *writer) stop() {
+	close(w.quit)
+	<-w.done
+}
+
+// run is the writer loop.
+func (w *writer) run() {
+	defer close(w.done)
+	for {
+		select {
+		case r := <-w.reqs:
+			w.batch = append(w.batch[:0], r)
+			w.collect()
+			w.flush()
+		case <-w.quit:
+			for w.batch = w.batch[:0]; w.collect(); w.batch = w.batch[:0] {
+				w.flush()
+			}
+			return
+		}
+	}
+}
+
+// collect adds the requests already waiting to the batch and reports whether it holds any.
+func (w *writer) collect() bool {
+	for len(w.batch) < maxBatch {
+		select {
+		case r := <-w.reqs:
+			w.batch = append(w.batch, r)
+		default:
+			return len(w.batch) > 0
+		}
+	}
+	return true
+}
+
+// flush commits the batch and answers every caller in it.
+func (w *writer) flush() {
+	err := w.commit()
+	for i, r := range w.batch {
+		if err != nil {
+			r.err = err
+		}
+		r.done <- struct{}{}
+		w.batch[i] = nil
+	}
+}
+
+// commit writes the batch, rerunning it when MySQL reports a lost lock race.
+func (w *writer) commit() error {
+	for attempt := 1; ; attempt++ {
+		err := w.commitOnce()
+		if err == nil {
+			return nil
+		}
+		w.forgetBatchSessions()
+		if w.d.dialect == dialectMySQL && isRetryable(err) && attempt < maxBatchAttempts {
+			continue
+		}
+		w.d.log.Error("message batch failed", "messages", len(w.batch), "attempts", attempt, "err", err)
+		return dbErr(err, "store messages")
+	}
+}
+
+// stmts are the batch's prepared statements, bound to its transaction.
+type stmts struct{ insert, byClient, lastSeq, delete *sql.Stmt }
+
+// commitOnce runs the batch in one transaction.
+func (w *writer) commitOnce() error {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	tx, err := w.d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	st, err := w.prepare(ctx, tx)
+	if err != nil {
+		return err
+	}
+	clear(w.seen)
+	if w.d.dialect == dialectMySQL {
+		if err := w.lockSeqs(ctx, tx); err != nil {
+			return err
+		}
+	}
+	for _, r := range w.batch {
+		if err := w.apply(ctx, st, r); err != nil {
+			return err
+		}
+	}
+	if w.d.dialect == dialectMySQL {
+		if err := w.saveSeqs(ctx, tx); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// prepare prepares the batch statements on the transaction's connection.
+func (w *writer) prepare(ctx context.Context, tx *sql.Tx) (stmts, error) {
+	var st stmts
+	var err error
+	for _, p := range []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&st.insert, w.insertSQL},
+		{&st.byClient, `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`},
+		{&st.lastSeq, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`},
+		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
+	} {
+		if *p.dst, err = tx.PrepareContext(ctx, p.query); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// apply performs one request inside the batch transaction.
+func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
+	r.dup, r.deleted, r.err = false, 0, nil
+	if r.op == opDelete {
+		return w.deleteSession(ctx, st, r)
+	}
+	r.out = r.in
+	k := msgKey{r.in.SessionID, r.in.ClientID}
+	if first, ok := w.seen[k]; ok {
+		r.out, r.dup = first.out, true
+		return nil
+	}
+	last, err := w.lastSeq(ctx, st, r.in.SessionID)
+	if err != nil {
+		return err
+	}
+	m := &r.out
+	m.Seq = last + 1
+	res, err := st.insert.ExecContext(ctx, m.SessionID, m.Seq, m.ClientID, m.From, m.To, m.Room, string(m.Kind),
+		m.Text, w.d.timeArg(m.CreatedAt))
+	if err != nil {
+		return err
+	}
+	w.seen[k] = r
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		w.seqs[m.SessionID] = m.Seq
+		return err
+	}
+	return w.readDuplicate(ctx, st, r)
+}
+
+// readDuplicate answers r with the stored message that has its client id.
+func (w *writer) readDuplicate(ctx context.Context, st stmts, r *request) error {
+	err := scanMessage(st.byClient.QueryRowContext(ctx, r.in.SessionID, r.in.ClientID), &r.out)
+	if errors.Is(err, sql.ErrNoRows) {
+		// The insert hit the (session_id, seq) key instead: the seq state is wrong.
+		return chat.Errorf(chat.EInternal, "seq %d of a session was already taken", r.out.Seq)
+	}
+	r.dup = true
+	return err
+}
+
+// lastSeq returns the session's last stored seq as this transaction sees it.
+func (w *writer) lastSeq(ctx context.Context, st stmts, session string) (int64, error) {
+	if seq, ok := w.seqs[session]; ok {
+		return seq, nil
+	}
+	if len(w.seqs) >= maxCachedSessions {
+		// Safe at any point: MAX(seq) inside the transaction sees its own inserts.
+		clear(w.seqs)
+	}
+	var seq int64
+	if err := st.lastSeq.QueryRowContext(ctx, session).Scan(&seq); err != nil {
+		return 0, err
+	}
+	w.seqs[session] = seq
+	return seq, nil
+}
+
+// deleteSession deletes the session's messages; later appends start again at seq 1.
+func (w *writer) deleteSession(ctx context.Context, st stmts, r *request) error {
+	s := r.in.SessionID
+	res, err := st.delete.ExecContext(ctx, s)
+	if err != nil {
+		return err
+	}
+	if r.deleted, err = res.RowsAffected(); err != nil {
+		return err
+	}
+	w.seqs[s] = 0
+	for k := range w.seen {
+		if k.session == s {
+			delete(w.seen, k)
+		}
+	}
+	return nil
+}
+
+// forgetBatchSessions drops the seq state of the batch's sessions after a rollback.
+func (w *writer) forgetBatchSessions() {
+	for _, r := range w.batch {
+		delete(w.seqs, r.in.SessionID)
+	}
+}
+
+// lockSeqs (MySQL) locks the message_seqs row of each session in the batch, in sorted
+// order, and loads last_seq under the lock. No seq state survives from earlier batches:
+// another replica may have appended since.
+func (w *writer) lockSeqs(ctx context.Context, tx *sql.Tx) error {
+	clear(w.seqs)
+	clear(w.loaded)
+	w.sessions = w.sessions[:0]
+	for _, r := range w.batch {
+		w.sessions = append(w.sessions, r.in.SessionID)
+	}
+	slices.Sort(w.sessions)
+	w.sessions = slices.Compact(w.sessions)
+	for _, s := range w.sessions {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO message_seqs (session_id, last_seq) VALUES (?, 0)
+			ON DUPLICATE KEY UPDATE last_seq = last_seq`, s); err != nil {
+			return err
+		}
+		var last int64
+		if err := tx.QueryRowContext(ctx, `SELECT last_seq FROM message_seqs WHERE session_id = ? FOR UPDATE`, s).Scan(&last); err != nil {
+			return err
+		}
+		w.seqs[s], w.loaded[s] = last, last
+	}
+	return nil
+}
+
+// saveSeqs (MySQL) writes back the last seq of each session the batch changed; a
+// session left empty by a delete loses its row.
+func (w *writer) saveSeqs(ctx context.Context, tx *sql.Tx) error {
+	for _, s := range w.sessions {
+		last := w.seqs[s]
+		var err error
+		switch {
+		case last == 0:
+			_, err = tx.ExecContext(ctx, `DELETE FROM message_seqs WHERE session_id = ?`, s)
+		case last != w.loaded[s]:
+			_, err = tx.ExecContext(ctx, `UPDATE message_seqs SET last_seq = ? WHERE session_id = ?`, last, s)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
