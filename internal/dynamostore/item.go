@@ -1,0 +1,101 @@
+package dynamostore
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"parley/internal/chat"
+)
+
+// timeLayout is RFC 3339 in UTC with microseconds, the precision every Parley store
+// keeps, so createdDatetime sorts as text and reads back equal to what was written.
+const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// messageItem is one message as stored, with the seed's attribute names. Empty
+// optional attributes are left out rather than stored as empty strings.
+type messageItem struct {
+	SessionID string `dynamodbav:"sessionId"`
+	Seq       int64  `dynamodbav:"seq"`
+	ClientID  string `dynamodbav:"clientId,omitempty"`
+	From      string `dynamodbav:"fromEmail,omitempty"`
+	To        string `dynamodbav:"toEmail,omitempty"`
+	Room      string `dynamodbav:"chatRoom,omitempty"`
+	Kind      string `dynamodbav:"kind,omitempty"`
+	Text      string `dynamodbav:"message,omitempty"`
+	CreatedAt string `dynamodbav:"createdDatetime"`
+}
+
+// guardItem records which seq a client id was given (see append.go). It lives in the
+// session's partition at a negative seq derived from the client id.
+type guardItem struct {
+	SessionID string `dynamodbav:"sessionId"`
+	Seq       int64  `dynamodbav:"seq"`
+	ClientID  string `dynamodbav:"clientId"`
+	Target    int64  `dynamodbav:"msgSeq"`
+}
+
+func toItem(m chat.Message) (map[string]types.AttributeValue, error) {
+	it := messageItem{
+		SessionID: m.SessionID, Seq: m.Seq, ClientID: m.ClientID, From: m.From, To: m.To,
+		Room: m.Room, Kind: string(m.Kind), Text: m.Text,
+		CreatedAt: m.CreatedAt.UTC().Format(timeLayout),
+	}
+	av, err := attributevalue.MarshalMap(it)
+	if err != nil {
+		return nil, chat.Wrap(chat.EInternal, err, "encoding message item")
+	}
+	return av, nil
+}
+
+func fromItem(av map[string]types.AttributeValue) (chat.Message, error) {
+	var it messageItem
+	if err := attributevalue.UnmarshalMap(av, &it); err != nil {
+		return chat.Message{}, chat.Wrap(chat.EInternal, err, "decoding message item")
+	}
+	at, err := time.Parse(time.RFC3339Nano, it.CreatedAt)
+	if err != nil {
+		return chat.Message{}, chat.Wrap(chat.EInternal, err, "decoding createdDatetime of message %d", it.Seq)
+	}
+	return chat.Message{
+		SessionID: it.SessionID, Seq: it.Seq, ClientID: it.ClientID, From: it.From, To: it.To,
+		Room: it.Room, Kind: chat.Kind(it.Kind), Text: it.Text, CreatedAt: at.UTC(),
+	}, nil
+}
+
+// key returns the primary key of the item at seq in a session's partition.
+func key(sessionID string, seq int64) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		attrSession: &types.AttributeValueMemberS{Value: sessionID},
+		attrSeq:     &types.AttributeValueMemberN{Value: strconv.FormatInt(seq, 10)},
+	}
+}
+
+// seqOf reads the sort key of an item.
+func seqOf(av map[string]types.AttributeValue) (int64, error) {
+	n, ok := av[attrSeq].(*types.AttributeValueMemberN)
+	if !ok {
+		return 0, chat.Errorf(chat.EInternal, "item without a numeric %s", attrSeq)
+	}
+	seq, err := strconv.ParseInt(n.Value, 10, 64)
+	if err != nil {
+		return 0, chat.Wrap(chat.EInternal, err, "item %s %q", attrSeq, n.Value)
+	}
+	return seq, nil
+}
+
+// guardSlot returns the first guard seq tried for a client id: minus 1 minus 62 bits
+// of its SHA-256, so guards never meet messages (seq >= 1) and two client ids of one
+// session share a first slot with odds of about 2^-62 (handled anyway by probing).
+func guardSlot(clientID string) int64 {
+	sum := sha256.Sum256([]byte(clientID))
+	return -1 - int64(binary.BigEndian.Uint64(sum[:8])>>2)
+}
+
+func numberValue(n int64) *types.AttributeValueMemberN {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
+}
