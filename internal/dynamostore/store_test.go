@@ -386,4 +386,3 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	})
 }
-
