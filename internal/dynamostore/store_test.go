@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,22 +15,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"parley/internal/chat"
+	"parley/internal/chattest"
+	"parley/internal/testenv"
 )
 
-// dynamoEndpoint returns the DynamoDB stand-in's endpoint from
-// PARLEY_TEST_DYNAMODB_ENDPOINT. Unset: the test fails under CI=true and is skipped
-// (loudly) elsewhere.
-func dynamoEndpoint(t testing.TB) string {
-	t.Helper()
-	ep := os.Getenv("PARLEY_TEST_DYNAMODB_ENDPOINT")
-	if ep == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("PARLEY_TEST_DYNAMODB_ENDPOINT is not set (CI=true): DynamoDB tests cannot run")
-		}
-		t.Skip("!!! SKIPPING DynamoDB tests: PARLEY_TEST_DYNAMODB_ENDPOINT is not set (run `make stack` or start dynalite)")
-	}
-	return ep
-}
+// dynamoEndpoint returns the DynamoDB stand-in's endpoint (fails under CI=true when
+// it is missing, skips loudly elsewhere).
+func dynamoEndpoint(t testing.TB) string { return testenv.DynamoEndpoint(t) }
 
 func randomSuffix() string {
 	var b [6]byte
@@ -44,7 +34,7 @@ func randomSuffix() string {
 func openTable(t testing.TB) *Store {
 	t.Helper()
 	ep := dynamoEndpoint(t)
-	table := "message_test_" + randomSuffix()
+	table := testenv.UniqueName(t, "message_test")
 	s := openOn(t, ep, table)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -87,6 +77,11 @@ func mustAppend(t testing.TB, s *Store, m chat.Message) (chat.Message, bool) {
 		t.Fatalf("Append(%s): %v", m.ClientID, err)
 	}
 	return got, dup
+}
+
+// TestConformance runs the shared MessageStore suite, each case on a fresh table.
+func TestConformance(t *testing.T) {
+	chattest.RunMessageStore(t, func(t *testing.T) chat.MessageStore { return openTable(t) })
 }
 
 func TestAppendAndRead(t *testing.T) {
