@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/memqueue"
+	"parley/internal/transcript"
+	"parley/internal/web"
+)
+
+// shutdownGrace bounds how long a stopping server waits for requests and jobs.
+const shutdownGrace = 15 * time.Second
+
+// runServe serves the chat until ctx is cancelled (SIGINT/SIGTERM), then shuts down in
+// order: stop accepting, close WebSockets with "going away", drain jobs, close stores.
+func runServe(ctx context.Context, env *environment, args []string) error {
+	c, _, err := loadConfig("serve", args, env.getenv, env.stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(c, env.stderr)
+	log.Info("parley starting", "version", Version, "addr", c.Addr, "public_url", c.PublicURL, "auth", c.Auth, "dev", c.DevMode())
+	if c.Auth == "trust" {
+		log.Warn("PARLEY_AUTH=trust: the typed email is believed, so anyone can join as anyone; use it only on closed networks and for benchmarks")
+	}
+	p, err := openParts(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	queue, err := p.openServeQueue(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := cookieKey(c)
+	if err != nil {
+		return err
+	}
+	srv := web.NewServer(web.Deps{
+		Config:   p.webConfig(key),
+		Sessions: p.sessions,
+		Messages: p.messages,
+		Broker:   p.broker,
+		Presence: p.presence,
+		Queue:    queue,
+		Archive:  p.archive,
+		Logger:   log,
+	})
+	ln, err := net.Listen("tcp", c.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.Addr, err)
+	}
+	return serveUntilDone(ctx, log, ln, srv, queue)
+}
+
+// webConfig is the web server's part of the configuration.
+func (p *parts) webConfig(cookieKey []byte) web.Config {
+	c := p.cfg
+	return web.Config{
+		PublicURL:      c.PublicURL,
+		AllowedOrigins: c.Origins,
+		Dev:            c.DevMode(),
+		AdminEmails:    c.AdminEmails,
+		MaxText:        c.MaxText,
+		ReadLimit:      c.ReadLimit,
+		RatePerSec:     c.RatePerSec,
+		RateBurst:      c.RateBurst,
+		PingInterval:   c.PingInterval,
+		IdleTimeout:    c.IdleTimeout,
+		SendQueue:      c.SendQueue,
+		CookieKey:      cookieKey,
+		OutboxDir:      p.outboxDir(),
+	}
+}
+
+// openServeQueue returns the queue `serve` enqueues exports on. Without Redis it is
+// the in-process queue, which also runs the jobs and the nightly purge, plus the
+// sweeper that re-enqueues unfinished exports; with Redis, `parley worker` runs them.
+func (p *parts) openServeQueue(ctx context.Context) (chat.Queue, error) {
+	if p.cfg.RedisURL != "" {
+		return p.openAsynqClient(ctx)
+	}
+	q, err := p.openMemQueue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return q, p.startSweeper(ctx, q)
+}
+
+// openMemQueue starts the in-process job queue with the purge schedule.
+func (p *parts) openMemQueue(ctx context.Context) (*memqueue.Queue, error) {
+	q, err := memqueue.New(p.exporter, memqueue.Options{
+		PurgeSchedule: p.cfg.PurgeSchedule,
+		Location:      p.cfg.location(),
+		Logger:        p.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job queue: %w", err)
+	}
+	q.Start(ctx)
+	p.onClose(q.Close)
+	p.log.Info("backend", "part", "jobs", "uses", "in-process", "purge_schedule", p.cfg.PurgeSchedule, "tz", p.cfg.TZ)
+	return q, nil
+}
+
+// startSweeper re-enqueues ended chats whose export is unfinished, now and every
+// SweepInterval: the session row, not the queue, is the record of work to do.
+func (p *parts) startSweeper(ctx context.Context, q chat.Queue) error {
+	sw, err := transcript.NewSweeper(transcript.SweeperOptions{
+		Sessions: p.sessions, Queue: q, Interval: p.cfg.SweepInterval, Logger: p.log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sw.Run(ctx) }()
+	p.onClose(func() error { cancel(); <-done; return nil })
+	return nil
+}
+
+// serveUntilDone serves HTTP on ln until ctx ends or serving fails, then shuts down.
+func serveUntilDone(ctx context.Context, log *slog.Logger, ln net.Listener, srv *web.Server, _ chat.Queue) error {
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("parley serving", "listen", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("parley shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	// http.Server.Shutdown stops accepting and waits for ordinary requests, but not
+	// for hijacked WebSocket connections: the web server closes those itself.
+	herr := make(chan error, 1)
+	go func() { herr <- hs.Shutdown(sctx) }()
+	werr := srv.Shutdown(sctx)
+	if err := errors.Join(<-herr, werr); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("shutdown incomplete", "err", err)
+	}
+	log.Info("parley stopped")
+	return nil
+}

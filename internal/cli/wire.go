@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/fileblob"
+	"parley/internal/membus"
+	"parley/internal/outbox"
+	"parley/internal/sqlstore"
+	"parley/internal/transcript"
+)
+
+// parts holds the backends the configuration selected, and closes them in reverse
+// order of opening.
+type parts struct {
+	cfg      Config
+	log      *slog.Logger
+	sessions chat.SessionStore
+	messages chat.MessageStore
+	broker   chat.Broker
+	presence chat.Presence
+	archive  chat.Archive
+	mailer   chat.Mailer
+	exporter *transcript.Exporter
+
+	closers []func() error
+}
+
+// onClose registers fn to run at close, before everything registered earlier.
+func (p *parts) onClose(fn func() error) { p.closers = append(p.closers, fn) }
+
+// Close closes every part, newest first, and joins their errors.
+func (p *parts) Close() error {
+	var errs []error
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		errs = append(errs, p.closers[i]())
+	}
+	p.closers = nil
+	return errors.Join(errs...)
+}
+
+// openParts opens the stores, fan-out, archive and mailer that c selects, and the
+// export/purge jobs over them. Each part keeps its embedded default when its variable
+// is unset. On error everything opened so far is closed.
+func openParts(ctx context.Context, c Config, log *slog.Logger) (_ *parts, err error) {
+	p := &parts{cfg: c, log: log}
+	defer func() {
+		if err != nil {
+			_ = p.Close()
+		}
+	}()
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	if err := p.openStores(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.openFanOut(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.openArchive(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.openMailer(ctx); err != nil {
+		return nil, err
+	}
+	p.exporter, err = transcript.NewExporter(transcript.Options{
+		Sessions:  p.sessions,
+		Messages:  p.messages,
+		Archive:   p.archive,
+		Mailer:    p.mailer,
+		Broker:    p.broker,
+		PublicURL: c.PublicURL,
+		CSVDir:    c.CSVDir,
+		Logger:    log,
+		AfterStep: faultHook(c.FaultAfterStep),
+	})
+	return p, err
+}
+
+// faultHook returns the crash-test hook for PARLEY_FAULT_AFTER_STEP ("" means none).
+func faultHook(step string) func(string) {
+	if step == "" {
+		return nil
+	}
+	return transcript.KillAfter(step)
+}
+
+// sqlitePath is the embedded database file.
+func (c Config) sqlitePath() string { return filepath.Join(c.DataDir, "parley.db") }
+
+func (p *parts) openStores(ctx context.Context) error {
+	var embedded *sqlstore.DB
+	openEmbedded := func() (*sqlstore.DB, error) {
+		if embedded != nil {
+			return embedded, nil
+		}
+		db, err := sqlstore.OpenSQLite(ctx, p.cfg.sqlitePath(), p.log)
+		if err != nil {
+			return nil, fmt.Errorf("embedded database %s: %w", p.cfg.sqlitePath(), err)
+		}
+		embedded = db
+		p.onClose(db.Close)
+		return db, nil
+	}
+	sessions, err := p.openSessionStore(ctx, openEmbedded)
+	if err != nil {
+		return err
+	}
+	p.sessions = sessions
+	messages, err := p.openMessageStore(ctx, sessions, openEmbedded)
+	if err != nil {
+		return err
+	}
+	p.messages = messages
+	return nil
+}
+
+func (p *parts) openSessionStore(ctx context.Context, embedded func() (*sqlstore.DB, error)) (chat.SessionStore, error) {
+	if p.cfg.MySQLDSN == "" {
+		p.log.Info("backend", "part", "sessions", "uses", "sqlite", "path", p.cfg.sqlitePath())
+		return embedded()
+	}
+	db, err := sqlstore.OpenMySQL(ctx, p.cfg.MySQLDSN, p.log)
+	if err != nil {
+		return nil, fmt.Errorf("MariaDB/MySQL (PARLEY_MYSQL_DSN %s): %w", maskDSN(p.cfg.MySQLDSN), err)
+	}
+	p.onClose(db.Close)
+	p.log.Info("backend", "part", "sessions", "uses", "mysql", "dsn", maskDSN(p.cfg.MySQLDSN))
+	return db, nil
+}
+
+func (p *parts) openMessageStore(ctx context.Context, sessions chat.SessionStore, embedded func() (*sqlstore.DB, error)) (chat.MessageStore, error) {
+	switch {
+	case p.cfg.DynamoTable != "" || p.cfg.DynamoEndpoint != "":
+		return p.openDynamo(ctx)
+	case p.cfg.MySQLDSN != "" && p.cfg.MySQLMessages:
+		p.log.Info("backend", "part", "messages", "uses", "mysql")
+		return sessions.(*sqlstore.DB), nil
+	}
+	p.log.Info("backend", "part", "messages", "uses", "sqlite", "path", p.cfg.sqlitePath())
+	return embedded()
+}
+
+func (p *parts) openFanOut(ctx context.Context) error {
+	if p.cfg.RedisURL != "" {
+		return p.openRedisFanOut(ctx)
+	}
+	bus := membus.New()
+	p.onClose(bus.Close)
+	p.broker, p.presence = bus, membus.NewPresence()
+	p.log.Info("backend", "part", "fan-out", "uses", "in-process")
+	return nil
+}
+
+func (p *parts) openArchive(ctx context.Context) error {
+	if p.cfg.S3Bucket != "" {
+		return p.openS3(ctx)
+	}
+	dir := filepath.Join(p.cfg.DataDir, "archive")
+	a, err := fileblob.Open(dir)
+	if err != nil {
+		return fmt.Errorf("local archive %s: %w", dir, err)
+	}
+	p.archive = a
+	p.log.Info("backend", "part", "archive", "uses", "local folder", "path", dir)
+	return nil
+}
+
+func (p *parts) openMailer(ctx context.Context) error {
+	if p.cfg.SMTPURL != "" {
+		return p.openSMTP(ctx)
+	}
+	ob, err := outbox.New(outbox.Options{Dir: p.outboxDir(), From: p.cfg.MailFrom, Logger: p.log})
+	if err != nil {
+		return fmt.Errorf("mail outbox %s: %w", p.outboxDir(), err)
+	}
+	p.mailer = ob
+	p.log.Info("backend", "part", "mail", "uses", "local outbox", "path", p.outboxDir())
+	return nil
+}
+
+func (p *parts) outboxDir() string { return filepath.Join(p.cfg.DataDir, "outbox") }
+
+// location is the purge schedule's time zone (validated with the config).
+func (c Config) location() *time.Location {
+	loc, err := time.LoadLocation(c.TZ)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
