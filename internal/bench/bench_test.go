@@ -1,0 +1,253 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// received builds a ledger from the message numbers and seqs a client got.
+func received(own, peer []int, seqs ...int64) *ledger {
+	l := &ledger{}
+	for _, n := range own {
+		l.ownMessage(n)
+	}
+	for _, n := range peer {
+		l.peerMessage(n)
+	}
+	for _, s := range seqs {
+		l.seq(s)
+	}
+	return l
+}
+
+func TestTallyRoom(t *testing.T) {
+	tests := []struct {
+		name string
+		a, b sender
+		want tally
+	}{
+		{
+			name: "OK",
+			a:    sender{sent: 2, got: received([]int{1, 2}, []int{1}, 1, 2, 3)},
+			b:    sender{sent: 1, got: received([]int{1}, []int{1, 2}, 1, 2, 3)},
+		},
+		{
+			name: "LostAtPeer",
+			a:    sender{sent: 2, got: received([]int{1, 2}, nil, 1, 2)},
+			b:    sender{sent: 0, got: received(nil, []int{1}, 1)},
+			want: tally{Lost: 1},
+		},
+		{
+			name: "LostEverywhere",
+			a:    sender{sent: 1, got: received(nil, nil)},
+			b:    sender{sent: 0, got: received(nil, nil)},
+			want: tally{Lost: 2},
+		},
+		{
+			name: "Duplicated",
+			a:    sender{sent: 1, got: received([]int{1, 1}, nil, 1, 1)},
+			b:    sender{sent: 0, got: received(nil, []int{1, 1, 1}, 1)},
+			want: tally{Duplicated: 3, SeqDuplicates: 1},
+		},
+		{
+			name: "RefusedNotExpected",
+			a:    sender{sent: 2, refused: map[int]bool{2: true}, got: received([]int{1}, nil, 1)},
+			b:    sender{sent: 0, got: received(nil, []int{1}, 1)},
+		},
+		{
+			name: "SeqGap",
+			a:    sender{sent: 0, got: received(nil, nil, 1, 3)},
+			b:    sender{sent: 0, got: received(nil, nil, 1, 2, 3)},
+			want: tally{SeqGaps: 1},
+		},
+		{
+			name: "Foreign",
+			a:    sender{sent: 0, got: &ledger{foreign: 2}},
+			b:    sender{sent: 0, got: &ledger{}},
+			want: tally{Foreign: 2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tallyRoom(tt.a, tt.b); got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		check   func(Options) bool
+		wantErr bool
+	}{
+		{"Defaults", nil, func(o Options) bool {
+			return o.Mode == ModeChat && o.Rooms == 100 && o.Duration == 20*time.Second &&
+				o.Warmup == 3*time.Second && o.Size == 32 && o.URL == DefaultURL && o.RunID != ""
+		}, false},
+		{"ChatFlags", []string{"chat", "--rooms", "10", "--duration", "2s", "--size", "64", "--json"}, func(o Options) bool {
+			return o.Rooms == 10 && o.Duration == 2*time.Second && o.Size == 64 && o.JSON
+		}, false},
+		{"IdleWord", []string{"idle", "--conns", "500"}, func(o Options) bool {
+			return o.Mode == ModeIdle && o.Conns == 500
+		}, false},
+		{"ModeFlag", []string{"--mode", "idle"}, func(o Options) bool { return o.Mode == ModeIdle }, false},
+		{"TrailingSlash", []string{"--url", "http://127.0.0.1:9/"}, func(o Options) bool {
+			return o.URL == "http://127.0.0.1:9"
+		}, false},
+		{"UnknownMode", []string{"storm"}, nil, true},
+		{"BadURL", []string{"--url", "127.0.0.1:8080"}, nil, true},
+		{"ZeroRooms", []string{"--rooms", "0"}, nil, true},
+		{"TooBig", []string{"--size", "5000"}, nil, true},
+		{"UnknownFlag", []string{"--nope"}, nil, true},
+		{"ExtraArg", []string{"chat", "--rooms", "1", "more"}, nil, true},
+		{"BadRunID", []string{"--run-id", "a b"}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := ParseFlags(tt.args)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err == nil && !tt.check(o) {
+				t.Errorf("options %+v", o)
+			}
+		})
+	}
+	if _, err := ParseFlags([]string{"-h"}); !errors.Is(err, flag.ErrHelp) || !strings.Contains(err.Error(), "--rooms") && !strings.Contains(err.Error(), "-rooms") {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	h := hdrhistogram.New(histMin, histMax, histDigits)
+	for us := int64(1); us <= 1000; us++ {
+		_ = h.RecordValue(us * 10) // 10 µs … 10 ms
+	}
+	s := summarize(h)
+	near := func(got, want float64) bool { return got > want*0.99 && got < want*1.01 }
+	if s.Count != 1000 || !near(s.P50, 5) || !near(s.P95, 9.5) || !near(s.P99, 9.9) || !near(s.Max, 10) {
+		t.Errorf("summary %+v", s)
+	}
+	if z := summarize(hdrhistogram.New(histMin, histMax, histDigits)); z != (LatencySummary{}) {
+		t.Errorf("empty summary %+v", z)
+	}
+}
+
+func TestLatenciesMerge(t *testing.T) {
+	l := newLatencies()
+	for i := range 100 {
+		l.record(i, time.Duration(i+1)*time.Millisecond)
+	}
+	l.record(0, time.Hour) // clamped to the histogram's range, not dropped
+	h := l.merged()
+	if h.TotalCount() != 101 || h.Max() < histMax*99/100 {
+		t.Errorf("count %d max %d", h.TotalCount(), h.Max())
+	}
+}
+
+func TestSendFrameIsJSON(t *testing.T) {
+	var f struct{ Type, ID, Text string }
+	b := sendFrame(nil, "abc-1-a-7", messageText(40))
+	if err := json.Unmarshal(b, &f); err != nil || f.Type != "send" || f.ID != "abc-1-a-7" || len(f.Text) != 40 {
+		t.Errorf("%s: %+v %v", b, f, err)
+	}
+}
+
+func TestIDNumber(t *testing.T) {
+	tests := []struct {
+		name, id string
+		want     int
+		ok       bool
+	}{
+		{"OK", "r1-3-a-42", 42, true},
+		{"OtherPrefix", "r1-3-b-42", 0, false},
+		{"NotNumber", "r1-3-a-x", 0, false},
+		{"Zero", "r1-3-a-0", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, ok := idNumber(tt.id, "r1-3-a-")
+			if n != tt.want || ok != tt.ok {
+				t.Errorf("got %d %v", n, ok)
+			}
+		})
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	text := `# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 2.4576e+07
+go_memstats_heap_inuse_bytes 1.2e+06
+go_goroutines 12
+parley_refusals_total{reason="room_full"} 2
+parley_refusals_total{reason="a } b"} 3 1700000000
+other_metric 5
+`
+	got, err := parseMetrics(strings.NewReader(text), metricRSS, metricHeapInuse, metricGoroutines, "parley_refusals_total", "absent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{metricRSS: 24576000, metricHeapInuse: 1.2e6, metricGoroutines: 12, "parley_refusals_total": 5}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestIdleMemory(t *testing.T) {
+	r := &IdleResult{Connected: 1000}
+	r.setMemory(MemorySample{RSS: 10 << 20, Goroutines: 10}, MemorySample{RSS: 10<<20 + 16<<20, Goroutines: 1010}, nil)
+	if r.BytesPerConn != 16*1024*1024/1000.0 || r.GoroutinesPerConn != 1 {
+		t.Errorf("%+v", r)
+	}
+	r.setMemory(MemorySample{}, MemorySample{}, errors.New("GET /metrics: 404 Not Found"))
+	if !strings.Contains(r.describe(), "404") {
+		t.Errorf("describe: %s", r.describe())
+	}
+}
+
+func TestTableAndIntegrity(t *testing.T) {
+	res := &Result{Mode: ModeChat, Rooms: 100, DeliveriesPerSec: 12345, SendsPerSec: 6000,
+		Latency: LatencySummary{P50: 1, P95: 2, P99: 3.5, Max: 9},
+		Errors:  map[string]int64{"timeout": 1, "rate_limited": 3}}
+	var b bytes.Buffer
+	if err := res.print(&b, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"deliveries/s", "p99 ms", "12345", "3.50", "rate_limited=3 timeout=1"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	if err := res.integrityError(); err != nil {
+		t.Errorf("clean run: %v", err)
+	}
+	res.Lost = 2
+	if err := res.integrityError(); !errors.Is(err, ErrIntegrity) {
+		t.Errorf("lost run: %v", err)
+	}
+	res.Lost = 0
+	res.Idle = &IdleResult{Loaded: &Result{tally: tally{Duplicated: 1}}}
+	if err := res.integrityError(); !errors.Is(err, ErrIntegrity) {
+		t.Errorf("duplicate in idle's chat: %v", err)
+	}
+	b.Reset()
+	if err := res.print(&b, true); err != nil || !json.Valid(b.Bytes()) || !strings.Contains(b.String(), `"deliveries_per_s": 12345`) {
+		t.Errorf("json: %v\n%s", err, b.String())
+	}
+}

@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// room is the two clients of one chat.
+type room struct{ a, b *client }
+
+// chatRun is one closed-loop run in progress.
+type chatRun struct {
+	o       Options
+	runID   string
+	site    *site
+	cnt     *counters
+	rooms   []room
+	readCtx context.Context
+	stopRd  context.CancelFunc
+}
+
+// runChat performs the closed loop of o with rooms named after runID.
+func runChat(ctx context.Context, o Options, runID string, stderr io.Writer) (*Result, error) {
+	s, err := newSite(o.URL, o.Parallel)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	r := &chatRun{o: o, runID: runID, site: s, cnt: newCounters()}
+	r.readCtx, r.stopRd = context.WithCancel(context.Background())
+	defer r.shutdown()
+	if err := r.connectAll(ctx, stderr); err != nil {
+		return nil, err
+	}
+	res := r.loop(ctx, stderr)
+	return res, ctx.Err()
+}
+
+// connectAll signs in and connects every room's two clients, Parallel rooms at a time.
+// Rooms that fail are left out of the run and counted as errors; the run fails only
+// when no room could be set up.
+func (r *chatRun) connectAll(ctx context.Context, stderr io.Writer) error {
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, max(1, r.o.Parallel/2))
+		lastErr error
+		done    int
+	)
+	for i := 0; i < r.o.Rooms && ctx.Err() == nil; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			rm, err := r.connectRoom(ctx, i)
+			mu.Lock()
+			defer mu.Unlock()
+			done++
+			if err != nil {
+				r.cnt.addError(errorCode(err))
+				lastErr = err
+				return
+			}
+			r.rooms = append(r.rooms, rm)
+			if !r.o.Quiet && done%50 == 0 {
+				fmt.Fprintf(stderr, "\rconnecting: %d/%d rooms   ", done, r.o.Rooms)
+			}
+		}()
+	}
+	wg.Wait()
+	if !r.o.Quiet {
+		fmt.Fprintf(stderr, "\rconnected: %d/%d rooms      \n", len(r.rooms), r.o.Rooms)
+	}
+	if len(r.rooms) == 0 {
+		if lastErr == nil {
+			lastErr = ctx.Err()
+		}
+		return fmt.Errorf("no room could be set up: %w", lastErr)
+	}
+	return nil
+}
+
+// connectRoom signs in the host, then the participant, of room i.
+func (r *chatRun) connectRoom(ctx context.Context, i int) (room, error) {
+	rm := room{
+		a: newClient(r.site, r.cnt, r.runID, i, "a"),
+		b: newClient(r.site, r.cnt, r.runID, i, "b"),
+	}
+	if err := rm.a.connect(ctx, r.readCtx); err != nil {
+		rm.a.close()
+		return rm, err
+	}
+	if err := rm.b.connect(ctx, r.readCtx); err != nil {
+		rm.a.close()
+		rm.b.close()
+		return rm, err
+	}
+	return rm, nil
+}
+
+// snapshot is the run-wide counters at one instant.
+type snapshot struct {
+	at                time.Time
+	sends, deliveries int64
+	acks              int64
+}
+
+func (r *chatRun) snap() snapshot {
+	return snapshot{at: time.Now(), sends: r.cnt.sends.Load(),
+		deliveries: r.cnt.deliveries.Load(), acks: r.cnt.acks.Load()}
+}
+
+// loop runs the senders through warmup and the measured duration, drains, and tallies.
+func (r *chatRun) loop(ctx context.Context, stderr io.Writer) *Result {
+	start := time.Now()
+	measureFrom := start.Add(r.o.Warmup)
+	runEnd := measureFrom.Add(r.o.Duration)
+	sendCtx, cancelSend := context.WithDeadline(ctx, runEnd.Add(r.o.Drain))
+	defer cancelSend()
+	stop := make(chan struct{})
+	l := &loop{text: messageText(r.o.Size), measureFrom: measureFrom,
+		resendAfter: r.o.ResendAfter, lat: newLatencies(), stop: stop}
+	var senders sync.WaitGroup
+	for i, rm := range r.rooms {
+		for j, c := range []*client{rm.a, rm.b} {
+			senders.Add(1)
+			go func() { defer senders.Done(); l.run(sendCtx, c, 2*i+j) }()
+		}
+	}
+	prog := newProgress(r.cnt, stderr, r.o.Quiet, start, measureFrom, runEnd)
+	defer prog.stop()
+	sleepUntil(ctx, measureFrom)
+	s0 := r.snap()
+	sleepUntil(ctx, runEnd)
+	s1 := r.snap()
+	close(stop)
+	senders.Wait()
+	r.awaitDrain(sendCtx)
+	prog.stop()
+	r.shutdown()
+	return r.result(s0, s1, l.lat)
+}
+
+// awaitDrain waits until every client has received every message sent in its room,
+// or ctx ends.
+func (r *chatRun) awaitDrain(ctx context.Context) {
+	for ctx.Err() == nil {
+		if r.drained() {
+			return
+		}
+		sleepCtx(ctx, 10*time.Millisecond)
+	}
+}
+
+func (r *chatRun) drained() bool {
+	for _, rm := range r.rooms {
+		for _, p := range [][2]*client{{rm.a, rm.b}, {rm.b, rm.a}} {
+			c, peer := p[0], p[1]
+			if c.maxOwn.Load() < int64(lastExpected(c)) || c.maxPeer.Load() < int64(lastExpected(peer)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// lastExpected is the highest message number of c that should arrive everywhere.
+func lastExpected(c *client) int {
+	n := c.sent
+	for n > 0 && c.refused[n] {
+		n--
+	}
+	return n
+}
+
+// shutdown closes every connection and waits for the readers. It is safe to repeat.
+func (r *chatRun) shutdown() {
+	for _, rm := range r.rooms {
+		rm.a.close()
+		rm.b.close()
+	}
+	r.stopRd()
+	for _, rm := range r.rooms {
+		<-rm.a.readerDone
+		<-rm.b.readerDone
+	}
+}
+
+// result turns the counters between s0 and s1, the latencies and the ledgers into
+// the report.
+func (r *chatRun) result(s0, s1 snapshot, lat *latencies) *Result {
+	secs := s1.at.Sub(s0.at).Seconds()
+	res := &Result{
+		Mode: ModeChat, URL: r.o.URL, RunID: r.runID, StartedAt: s0.at.Add(-r.o.Warmup), Rooms: len(r.rooms), RoomsAsked: r.o.Rooms,
+		Clients: 2 * len(r.rooms), Size: r.o.Size, WarmupSec: r.o.Warmup.Seconds(), DurationSec: secs,
+		Sends: s1.sends - s0.sends, Deliveries: s1.deliveries - s0.deliveries, Acks: s1.acks - s0.acks,
+		Errors: r.cnt.errorsCopy(), Reconnects: r.cnt.reconnects.Load(),
+		Latency: summarize(lat.merged()),
+	}
+	if secs > 0 {
+		res.SendsPerSec = float64(res.Sends) / secs
+		res.DeliveriesPerSec = float64(res.Deliveries) / secs
+	}
+	for _, rm := range r.rooms {
+		res.tally.add(tallyRoom(
+			sender{sent: rm.a.sent, refused: rm.a.refused, got: &rm.a.got},
+			sender{sent: rm.b.sent, refused: rm.b.refused, got: &rm.b.got}))
+	}
+	return res
+}
+
+func sleepUntil(ctx context.Context, t time.Time) { sleepCtx(ctx, time.Until(t)) }

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package bench
+
+import "errors"
+
+// raiseFileLimit is not available here; the run proceeds with the limit it has.
+func raiseFileLimit() (uint64, error) { return 0, errors.New("not supported on this system") }
