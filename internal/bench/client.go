@@ -71,6 +71,7 @@ func (s *site) join(ctx context.Context, room, email string) (string, error) {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", s.origin)
+	req.Header.Set("Sec-Fetch-Site", "same-origin") // as a browser sends a form from Parley's page
 	resp, err := s.http.Do(req)
 	if err != nil {
 		return "", &codedError{code: "join_failed", err: err}

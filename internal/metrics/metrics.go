@@ -8,6 +8,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,7 +41,9 @@ var knownReasons = []string{
 // components; a nil *Metrics records nothing.
 type Metrics struct {
 	connections   prometheus.Gauge
-	rooms         prometheus.Gauge
+	rooms         prometheus.GaugeFunc
+	roomCount     atomic.Int64               // RoomOpened − RoomClosed
+	roomsFrom     atomic.Pointer[func() int] // CountRoomsWith's source, read at scrape time
 	stored        prometheus.Counter
 	delivered     prometheus.Counter
 	drops         prometheus.Counter
@@ -57,8 +60,6 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "parley_connections", Help: "Open WebSocket connections on this replica."}),
-		rooms: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "parley_rooms", Help: "Chat sessions with at least one connection on this replica."}),
 		stored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_messages_stored_total", Help: "Messages durably stored (acked to their senders)."}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
@@ -73,6 +74,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)}), // 50 µs … 1.6 s
 		refusals: make(map[string]prometheus.Counter, len(knownReasons)),
 	}
+	m.rooms = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_rooms", Help: "Chat sessions with at least one connection on this replica."}, m.roomsNow)
 	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_refusals_total", Help: "Requests and frames refused, by reason."}, []string{"reason"})
 	for _, r := range knownReasons {
@@ -107,17 +110,33 @@ func (m *Metrics) ConnClosed() {
 	}
 }
 
+// CountRoomsWith makes parley_rooms read count (such as the hub's Sessions) at
+// scrape time, which costs the message path nothing. Without it, parley_rooms is
+// RoomOpened minus RoomClosed.
+func (m *Metrics) CountRoomsWith(count func() int) {
+	if m != nil && count != nil {
+		m.roomsFrom.Store(&count)
+	}
+}
+
+func (m *Metrics) roomsNow() float64 {
+	if f := m.roomsFrom.Load(); f != nil {
+		return float64((*f)())
+	}
+	return float64(m.roomCount.Load())
+}
+
 // RoomOpened counts a session that got its first connection on this replica.
 func (m *Metrics) RoomOpened() {
 	if m != nil {
-		m.rooms.Inc()
+		m.roomCount.Add(1)
 	}
 }
 
 // RoomClosed counts a session whose last connection on this replica closed.
 func (m *Metrics) RoomClosed() {
 	if m != nil {
-		m.rooms.Dec()
+		m.roomCount.Add(-1)
 	}
 }
 

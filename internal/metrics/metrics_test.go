@@ -50,6 +50,10 @@ func TestMetricsCount(t *testing.T) {
 			}
 		})
 	}
+	m.CountRoomsWith(func() int { return 7 })
+	if got := testutil.ToFloat64(m.rooms); got != 7 {
+		t.Errorf("rooms from the hub's count = %v, want 7", got)
+	}
 	if n := testutil.CollectAndCount(m.batchSize); n != 1 {
 		t.Errorf("batch size histogram: %d series", n)
 	}
@@ -62,6 +66,7 @@ func TestNilMetrics(t *testing.T) {
 	m.ConnClosed()
 	m.RoomOpened()
 	m.RoomClosed()
+	m.CountRoomsWith(func() int { return 1 })
 	m.Stored(1)
 	m.Delivered(1)
 	m.SendQueueDropped()
