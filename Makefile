@@ -1,0 +1,67 @@
+# Parley's developer and CI commands. `make test` is what CI runs (through .ci/run):
+# it starts the local backend stand-ins (scripts/stack.sh), vets, tests every package
+# against them, and stops what it started, whatever the tests' outcome.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+
+GO       ?= go
+STACK    := scripts/stack.sh
+# `make test` keeps its own record, so it never stops services that `make stack` started.
+TEST_RECORD := .stack/started-test
+FUZZTIME ?= 30s
+PKGS     ?= ./...
+
+.PHONY: test stack stack-down stack-status run build bench fuzz lint vet
+
+## test: stack up, go vet, go test (stack.env loaded, CI passed through), stack down; keeps go test's exit code
+test:
+	@set -euo pipefail; \
+	trap '$(STACK) down --record $(TEST_RECORD)' EXIT; \
+	$(STACK) up --record $(TEST_RECORD); \
+	. ./stack.env; \
+	echo "make test: go vet $(PKGS)"; \
+	$(GO) vet $(PKGS); \
+	echo "make test: go test -count=1 -timeout 9m $(PKGS) (CI=$${CI:-})"; \
+	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+## stack: start the local stand-ins and write stack.env (then: . ./stack.env && make run)
+stack:
+	@$(STACK) up
+	@echo "stack is up; load it with: . ./stack.env"
+
+## stack-down: stop what `make stack` started
+stack-down:
+	@$(STACK) down
+
+stack-status:
+	@$(STACK) status
+
+## run: serve on embedded defaults (or production backends after `. ./stack.env`)
+run:
+	$(GO) run ./cmd/parley
+
+## build: the parley binary in bin/ (git-ignored)
+build:
+	$(GO) build -o bin/parley ./cmd/parley
+
+## bench: every benchmark, no tests
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## fuzz: each Fuzz* target for FUZZTIME (default 30s); `go test -fuzz` takes one target at a time
+fuzz:
+	@set -euo pipefail; \
+	for pkg in $$($(GO) list $(PKGS)); do \
+	  for target in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz' || true); do \
+	    echo "make fuzz: $$pkg $$target for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	  done; \
+	done
+
+## lint: gofmt and go vet
+lint: vet
+	@out=$$(find . \( -name node_modules -o -name '.*' -a ! -name . \) -prune -o -name '*.go' -print | xargs gofmt -l); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
