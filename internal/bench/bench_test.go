@@ -251,3 +251,48 @@ func TestTableAndIntegrity(t *testing.T) {
 		t.Errorf("json: %v\n%s", err, b.String())
 	}
 }
+
+func TestDecodeFrame(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     frame
+	}{
+		{"Message", `{"type":"message","seq":42,"id":"c-1","from":"a@x.org","to":"b@x.org","text":"he said \"hi\"\\","kind":"chat","at":"2026-11-27T12:00:00.123456Z"}`,
+			frame{Type: "message", Seq: 42, ID: "c-1", From: "a@x.org"}},
+		{"Welcome", `{"type":"welcome","session":"s1","room":"r","role":"host","you":"a@x.org","peer":null,"status":"inprogress","last_seq":41}`,
+			frame{Type: "welcome", Session: "s1"}},
+		{"Error", ` { "type" : "error" , "code" : "room_full", "message": "full" } `, frame{Type: "error", Code: "room_full"}},
+		{"Ack", `{"type":"ack","id":"c-1","seq":7}`, frame{Type: "ack", ID: "c-1", Seq: 7}},
+		{"Presence", `{"type":"presence","email":"b@x.org","online":true}`, frame{Type: "presence"}},
+		{"Nested", `{"type":"x","extra":{"a":[1,2]},"id":"q"}`, frame{Type: "x", ID: "q"}},
+		{"EscapedKept", `{"type":"message","id":"a\u002db","seq":1}`, frame{Type: "message", ID: "a-b", Seq: 1}},
+		{"Empty", `{}`, frame{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got, viaJSON frame
+			if err := decodeFrame([]byte(tt.in), &got); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(tt.in), &viaJSON); err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want || got != viaJSON {
+				t.Errorf("got %+v, want %+v (encoding/json: %+v)", got, tt.want, viaJSON)
+			}
+		})
+	}
+	var f frame
+	if err := decodeFrame([]byte(`{"type":`), &f); err == nil {
+		t.Error("truncated frame decoded")
+	}
+}
+
+func BenchmarkDecodeFrame(b *testing.B) {
+	msg := []byte(`{"type":"message","seq":42,"id":"abc123-17-a-9123","from":"bench-abc123-17-a@bench.test","to":"bench-abc123-17-b@bench.test","text":"abcdefghijklmnopqrstuvwxyz012345","kind":"chat","at":"2026-11-27T12:00:00.123456Z"}`)
+	var f frame
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = decodeFrame(msg, &f)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -227,10 +226,4 @@ func newRunID() string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// decodeFrame reads the fields the bench needs from one server frame.
-func decodeFrame(data []byte, f *frame) error {
-	*f = frame{}
-	return json.Unmarshal(data, f)
 }
