@@ -193,6 +193,7 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if lim, err := raiseFileLimit(); err == nil && !o.Quiet {
 		fmt.Fprintf(stderr, "bench: run %s, file descriptor limit %d\n", o.RunID, lim)
 	}
+	load := loadAverage()
 	stop, err := startCPUProfile(o.CPUProfile)
 	if err != nil {
 		return err
@@ -209,6 +210,7 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		return err
 	}
 	res.Machine = describeMachine()
+	res.Machine.LoadBefore = load
 	if perr := res.print(stdout, o.JSON); perr != nil && err == nil {
 		err = perr
 	}

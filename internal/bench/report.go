@@ -72,6 +72,20 @@ type Machine struct {
 	Arch      string `json:"arch"`
 	NumCPU    int    `json:"num_cpu"`
 	CPUModel  string `json:"cpu_model,omitempty"`
+	// LoadBefore is the 1-minute load average when the run started: the generator
+	// and server share the cores, so anything else running skews every number.
+	LoadBefore float64 `json:"load_avg_before"`
+}
+
+// loadAverage returns the 1-minute load average (0 where /proc/loadavg is missing).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	_, _ = fmt.Sscan(string(b), &l)
+	return l
 }
 
 func describeMachine() Machine {
@@ -144,6 +158,9 @@ func (r *Result) writeTable(w io.Writer) error {
 	}
 	if r.Reconnects > 0 {
 		fmt.Fprintf(w, "reconnects: %d\n", r.Reconnects)
+	}
+	if m := r.Machine; m.NumCPU > 0 && m.LoadBefore > float64(m.NumCPU)/2 {
+		fmt.Fprintf(w, "warning: load average was %.1f on %d CPUs before the run; other work skews these numbers\n", m.LoadBefore, m.NumCPU)
 	}
 	return nil
 }
