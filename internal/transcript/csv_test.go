@@ -1,0 +1,153 @@
+package transcript_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/transcript"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// goldenMessages cover what a transcript must survive: unicode, commas, quotes,
+// newlines, and cells a spreadsheet would run as formulas.
+func goldenMessages() []chat.Message {
+	at := time.Date(2026, 11, 27, 13, 5, 9, 123456000, time.UTC)
+	base := chat.Message{SessionID: "s", From: "ana@example.com", To: "bo@example.com", Room: "golden", Kind: chat.KindChat}
+	texts := []struct {
+		id, text string
+		kind     chat.Kind
+	}{
+		{"c1", "Hello, Bo! 👋", chat.KindChat},
+		{"c2", `She said "hi" and left`, chat.KindChat},
+		{"c3", "line one\nline two\r\nline three", chat.KindChat},
+		{"c4", "Grüße aus Köln — 你好 — مرحبا", chat.KindChat},
+		{"c5", "=HYPERLINK(\"http://evil.example\",\"click\")", chat.KindChat},
+		{"c6", "+1 555 0100", chat.KindChat},
+		{"c7", "-2+3", chat.KindChat},
+		{"c8", "@SUM(A1:A2)", chat.KindChat},
+		{"c9", "\tcmd|' /C calc'!A0", chat.KindChat},
+		{"c10", "\rcarriage", chat.KindChat},
+		{"=c11", "a cell that is fine = not first", chat.KindChat},
+		{"c12", chat.ByeText, chat.KindBye},
+	}
+	out := make([]chat.Message, len(texts))
+	for i, tx := range texts {
+		m := base
+		m.Seq, m.ClientID, m.Text, m.Kind = int64(i+1), tx.id, tx.text, tx.kind
+		m.CreatedAt = at.Add(time.Duration(i) * time.Second)
+		if i%2 == 1 {
+			m.From, m.To = m.To, m.From
+		}
+		out[i] = m
+	}
+	out[5].To = "-dash@example.com" // even an address is defused if it starts with '-'
+	return out
+}
+
+func TestCSVGolden(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := transcript.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := goldenMessages()
+	for _, m := range msgs {
+		if err := w.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(buf.Bytes())
+	if sum.Messages != int64(len(msgs)) || sum.Size != int64(buf.Len()) || sum.SHA256 != hex.EncodeToString(h[:]) {
+		t.Fatalf("summary %+v does not describe the %d bytes written", sum, buf.Len())
+	}
+	golden := filepath.Join("testdata", "transcript.golden.csv")
+	if *update {
+		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(buf.Bytes(), want) {
+		t.Fatalf("CSV differs from %s (go test -update rewrites it):\n%s", golden, buf.Bytes())
+	}
+	checkRoundTrip(t, buf.Bytes(), msgs)
+}
+
+// checkRoundTrip reads the CSV back with encoding/csv: every message survives, with
+// only the formula guard added.
+func checkRoundTrip(t *testing.T, data []byte, msgs []chat.Message) {
+	t.Helper()
+	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(msgs)+1 {
+		t.Fatalf("%d rows, want header + %d", len(rows), len(msgs))
+	}
+	if got := rows[0]; !equal(got, transcript.Header) {
+		t.Fatalf("header %q", got)
+	}
+	for i, m := range msgs {
+		row := rows[i+1]
+		// Every line break is written as CRLF, which encoding/csv reads back as LF.
+		wantText := transcript.SafeCell(m.Text)
+		wantText = strings.ReplaceAll(strings.ReplaceAll(wantText, "\r\n", "\n"), "\r", "\n")
+		if row[7] != wantText || row[1] != transcript.SafeCell(m.ClientID) || row[4] != transcript.SafeCell(m.To) {
+			t.Errorf("row %d = %q, want text %q", i+1, row, wantText)
+		}
+		if row[2] != m.CreatedAt.Format("2006-01-02T15:04:05.000000Z07:00") {
+			t.Errorf("row %d created_at %q", i+1, row[2])
+		}
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSafeCell(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"Plain", "hello", "hello"},
+		{"Empty", "", ""},
+		{"Equals", "=1+1", "'=1+1"},
+		{"Plus", "+1", "'+1"},
+		{"Minus", "-1", "'-1"},
+		{"At", "@x", "'@x"},
+		{"Tab", "\tx", "'\tx"},
+		{"CR", "\rx", "'\rx"},
+		{"InnerEquals", "a=b", "a=b"},
+		{"LeadingSpace", " =x", " =x"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := transcript.SafeCell(tc.in); got != tc.want {
+				t.Fatalf("SafeCell(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
