@@ -1,0 +1,147 @@
+// Package asynqqueue runs Parley's background jobs on asynq over Redis: the
+// end-of-chat export (enqueued by `parley serve`) and the nightly purge, both run by
+// `parley worker`, which also hosts the asynq Scheduler that plays Celery beat.
+//
+// asynq is not the durable record of work: a session in StatusEnding is, and the
+// sweeper enqueues such sessions again. Task ids make those repeats harmless.
+package asynqqueue
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"parley/internal/chat"
+)
+
+// DefaultQueue is the asynq queue Parley's tasks go to when none is configured.
+const DefaultQueue = "parley"
+
+// DefaultMaxRetry is how often a failing export is retried before it is archived:
+// with the default backoff (capped at 30 minutes) about half a day of attempts.
+const DefaultMaxRetry = 30
+
+// Options configure the enqueueing side.
+type Options struct {
+	Queue    string // asynq queue name; DefaultQueue when empty
+	MaxRetry int    // export retries before archiving; DefaultMaxRetry when zero
+}
+
+func (o Options) withDefaults() Options {
+	if o.Queue == "" {
+		o.Queue = DefaultQueue
+	}
+	if o.MaxRetry <= 0 {
+		o.MaxRetry = DefaultMaxRetry
+	}
+	return o
+}
+
+// Queue is the chat.Queue of a process that enqueues exports (`parley serve`, the
+// sweeper, the CLI).
+type Queue struct {
+	rdb       *redis.Client
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	opts      Options
+}
+
+var _ chat.Queue = (*Queue)(nil)
+
+// NewClient connects to the Redis at redisURL (redis://…) and checks that it answers.
+func NewClient(redisURL string, opts Options) (*Queue, error) {
+	rdb, err := newRedis(redisURL, "parley-queue")
+	if err != nil {
+		return nil, err
+	}
+	return &Queue{
+		rdb:       rdb,
+		client:    asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		opts:      opts.withDefaults(),
+	}, nil
+}
+
+// newRedis opens and pings a go-redis client named name (visible in CLIENT LIST).
+func newRedis(redisURL, name string) (*redis.Client, error) {
+	ropts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, chat.Wrap(chat.EInvalid, err, "redis URL is not valid")
+	}
+	ropts.ClientName = name
+	rdb := redis.NewClient(ropts)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, chat.Wrap(chat.EUnavailable, err, "redis cannot be reached")
+	}
+	return rdb, nil
+}
+
+// NewExportTask is the export task of a session: its payload is the session id.
+func NewExportTask(sessionID string) *asynq.Task {
+	return asynq.NewTask(chat.TaskExport, []byte(sessionID))
+}
+
+// ExportTaskID is the asynq task id of a session's export, so that one session has at
+// most one export task pending, retrying or archived at a time.
+func ExportTaskID(sessionID string) string { return "export:" + sessionID }
+
+// EnqueueExport asks for the session's export to run soon. If the session already has
+// a task, nothing is added, with one exception: a task archived because its retries
+// ran out (a dependency was down too long) is put back to pending, so the sweeper's
+// periodic re-enqueue keeps retrying it. A task archived as permanent stays archived
+// for an operator to look at. Completed tasks are not retained, so their id is free.
+func (q *Queue) EnqueueExport(ctx context.Context, sessionID string) error {
+	if sessionID == "" {
+		return chat.Errorf(chat.EInvalid, "empty session id")
+	}
+	err := q.enqueue(ctx, sessionID)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return q.reviveExhausted(ctx, sessionID)
+	}
+	return err
+}
+
+func (q *Queue) enqueue(ctx context.Context, sessionID string) error {
+	_, err := q.client.EnqueueContext(ctx, NewExportTask(sessionID),
+		asynq.TaskID(ExportTaskID(sessionID)), asynq.MaxRetry(q.opts.MaxRetry), asynq.Queue(q.opts.Queue))
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return chat.Wrap(chat.EUnavailable, err, "enqueueing the export failed")
+	}
+	return err
+}
+
+// reviveExhausted handles an id conflict: see EnqueueExport.
+func (q *Queue) reviveExhausted(ctx context.Context, sessionID string) error {
+	id := ExportTaskID(sessionID)
+	info, err := q.inspector.GetTaskInfo(q.opts.Queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		// It finished between the two calls: enqueue once more; a conflict now
+		// means another process just did.
+		if err := q.enqueue(ctx, sessionID); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return err
+		}
+		return nil
+	case err != nil:
+		return chat.Wrap(chat.EUnavailable, err, "looking up the export task failed")
+	case info.State != asynq.TaskStateArchived || isPermanent(info.LastErr):
+		return nil // pending, scheduled, retrying, running, or needs a person
+	}
+	if err := q.inspector.RunTask(q.opts.Queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+		return chat.Wrap(chat.EUnavailable, err, "reviving the archived export failed")
+	}
+	return nil
+}
+
+// isPermanent reports whether an archived task's last error was a permanent one
+// (the handler wrapped it with asynq.SkipRetry).
+func isPermanent(lastErr string) bool {
+	return strings.Contains(lastErr, asynq.SkipRetry.Error())
+}
+
+// Close releases the Redis connection (the asynq client and inspector share it).
+func (q *Queue) Close() error { return q.rdb.Close() }

@@ -1,0 +1,388 @@
+package asynqqueue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"parley/internal/chat"
+)
+
+// testRedisURL applies the project rule for a missing backend: fail under CI=true,
+// skip loudly elsewhere.
+func testRedisURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv("PARLEY_TEST_REDIS_URL")
+	if u == "" {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+			t.Fatal("PARLEY_TEST_REDIS_URL is required under CI=true")
+		}
+		t.Skip("SKIP (backend missing): PARLEY_TEST_REDIS_URL is unset; run `make test`")
+	}
+	return u
+}
+
+// recordingJobs is a chat.Jobs that counts calls and fails as a test tells it to.
+type recordingJobs struct {
+	mu        sync.Mutex
+	exports   map[string]int
+	purges    int
+	exportErr func(sessionID string, attempt int) error // nil: succeed
+}
+
+func newRecordingJobs() *recordingJobs { return &recordingJobs{exports: make(map[string]int)} }
+
+func (j *recordingJobs) Export(ctx context.Context, sessionID string) error {
+	j.mu.Lock()
+	j.exports[sessionID]++
+	n, fail := j.exports[sessionID], j.exportErr
+	j.mu.Unlock()
+	if fail != nil {
+		return fail(sessionID, n)
+	}
+	return nil
+}
+
+func (j *recordingJobs) Purge(ctx context.Context, now time.Time) (int, error) {
+	j.mu.Lock()
+	j.purges++
+	j.mu.Unlock()
+	return 0, nil
+}
+
+func (j *recordingJobs) exportCount(id string) int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.exports[id]
+}
+
+func (j *recordingJobs) purgeCount() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.purges
+}
+
+// testEnv is one test's asynq queue (a unique name, deleted at cleanup).
+type testEnv struct {
+	url       string
+	queue     string
+	inspector *asynq.Inspector
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	u := testRedisURL(t)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	env := &testEnv{url: u, queue: "parleytest-" + hex.EncodeToString(b[:])}
+	opts, err := redis.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	env.inspector = asynq.NewInspectorFromRedisClient(rdb)
+	t.Cleanup(func() {
+		_ = env.inspector.DeleteQueue(env.queue, true)
+		ctx := context.Background() // DeleteQueue leaves the statistics counters
+		iter := rdb.Scan(ctx, 0, "asynq:{"+env.queue+"}:*", 100).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		_ = rdb.Close()
+	})
+	return env
+}
+
+func (env *testEnv) client(t *testing.T, maxRetry int) *Queue {
+	t.Helper()
+	q, err := NewClient(env.url, Options{Queue: env.queue, MaxRetry: maxRetry})
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	return q
+}
+
+// worker builds a worker with fast test timings; start runs it until cleanup.
+func (env *testEnv) worker(t *testing.T, jobs chat.Jobs, schedule string, maxRetry int) *Worker {
+	t.Helper()
+	w, err := NewWorker(env.url, jobs, WorkerOptions{
+		Queue: env.queue, MaxRetry: maxRetry, Concurrency: 1, PurgeSchedule: schedule,
+		RetryDelay:               func(int, error) time.Duration { return 10 * time.Millisecond },
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		TaskCheckInterval:        50 * time.Millisecond,
+		ShutdownTimeout:          time.Second,
+		Logger:                   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatalf("NewWorker: %v", err)
+	}
+	return w
+}
+
+func start(t *testing.T, w *Worker) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(context.Background()) }()
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// idle reports whether the queue has nothing pending, running, scheduled or retrying.
+func (env *testEnv) idle() bool {
+	info, err := env.inspector.GetQueueInfo(env.queue)
+	return err == nil && info.Pending+info.Active+info.Scheduled+info.Retry == 0
+}
+
+func (env *testEnv) state(t *testing.T, taskID string) asynq.TaskState {
+	t.Helper()
+	info, err := env.inspector.GetTaskInfo(env.queue, taskID)
+	if err != nil {
+		return 0
+	}
+	return info.State
+}
+
+// TestExportOnce: enqueueing a pending session again is harmless and the job runs
+// once; after it completed, the id is free and a new enqueue runs it again.
+func TestExportOnce(t *testing.T) {
+	env := newTestEnv(t)
+	q, jobs := env.client(t, 0), newRecordingJobs()
+	ctx := context.Background()
+	for _, id := range []string{"s1", "s1", "s2", "s1"} {
+		if err := q.EnqueueExport(ctx, id); err != nil {
+			t.Fatalf("EnqueueExport(%s): %v", id, err)
+		}
+	}
+	start(t, env.worker(t, jobs, "", 0))
+	eventually(t, "both exports and an idle queue", func() bool {
+		return jobs.exportCount("s1") >= 1 && jobs.exportCount("s2") >= 1 && env.idle()
+	})
+	if n := jobs.exportCount("s1"); n != 1 {
+		t.Fatalf("s1 exported %d times, want 1", n)
+	}
+	if err := q.EnqueueExport(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the re-enqueued export", func() bool { return jobs.exportCount("s1") == 2 && env.idle() })
+	if err := q.EnqueueExport(ctx, ""); !chat.IsCode(err, chat.EInvalid) {
+		t.Fatalf("EnqueueExport(\"\") = %v, want EInvalid", err)
+	}
+}
+
+// TestExportRetries covers what each kind of failure does to the task.
+func TestExportRetries(t *testing.T) {
+	unavailable := chat.Errorf(chat.EUnavailable, "archive down")
+	tests := []struct {
+		name      string
+		fail      func(attempt int) error
+		wantCalls int
+		wantState asynq.TaskState // 0: gone (completed, not retained)
+	}{
+		{"TemporaryFailureRetriedUntilSuccess", func(n int) error {
+			if n < 3 {
+				return unavailable
+			}
+			return nil
+		}, 3, 0},
+		{"PermanentFailureArchivedAtOnce", func(int) error {
+			return chat.Errorf(chat.EPermanent, "mail address refused")
+		}, 1, asynq.TaskStateArchived},
+		{"WrappedPermanentFailure", func(int) error {
+			return errors.Join(errors.New("step"), chat.Errorf(chat.EPermanent, "no"))
+		}, 1, asynq.TaskStateArchived},
+		{"RetriesExhaustedArchived", func(int) error { return unavailable }, 3, asynq.TaskStateArchived},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newTestEnv(t)
+			q, jobs := env.client(t, 2), newRecordingJobs()
+			jobs.exportErr = func(_ string, n int) error { return tt.fail(n) }
+			start(t, env.worker(t, jobs, "", 0))
+			if err := q.EnqueueExport(context.Background(), "s1"); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the task to settle", func() bool {
+				return jobs.exportCount("s1") >= tt.wantCalls && env.idle() && env.state(t, "export:s1") == tt.wantState
+			})
+			if n := jobs.exportCount("s1"); n != tt.wantCalls {
+				t.Fatalf("export ran %d times, want %d", n, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestArchivedExportOnReenqueue: the sweeper's re-enqueue puts an export whose retries
+// ran out back to work, but leaves a permanent failure archived for a person.
+func TestArchivedExportOnReenqueue(t *testing.T) {
+	env := newTestEnv(t)
+	q, jobs := env.client(t, 1), newRecordingJobs()
+	var healed atomic.Bool
+	jobs.exportErr = func(id string, _ int) error {
+		switch {
+		case id == "permanent":
+			return chat.Errorf(chat.EPermanent, "refused")
+		case id == "flaky" && !healed.Load():
+			return chat.Errorf(chat.EUnavailable, "down")
+		}
+		return nil
+	}
+	start(t, env.worker(t, jobs, "", 0))
+	ctx := context.Background()
+	for _, id := range []string{"permanent", "flaky"} {
+		if err := q.EnqueueExport(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "both archived", func() bool {
+		return env.state(t, "export:permanent") == asynq.TaskStateArchived &&
+			env.state(t, "export:flaky") == asynq.TaskStateArchived
+	})
+	healed.Store(true)
+	for _, id := range []string{"permanent", "flaky", "sentinel"} {
+		if err := q.EnqueueExport(ctx, id); err != nil {
+			t.Fatalf("EnqueueExport(%s) again: %v", id, err)
+		}
+	}
+	eventually(t, "the revived export to finish", func() bool {
+		return env.state(t, "export:flaky") == 0 && jobs.exportCount("sentinel") == 1 && env.idle()
+	})
+	if n := jobs.exportCount("flaky"); n != 3 {
+		t.Fatalf("flaky export ran %d times, want 3 (two failures, one success)", n)
+	}
+	if n, st := jobs.exportCount("permanent"), env.state(t, "export:permanent"); n != 1 || st != asynq.TaskStateArchived {
+		t.Fatalf("permanent export ran %d times, state %v; want 1, archived", n, st)
+	}
+	archived, err := env.inspector.ListArchivedTasks(env.queue)
+	if err != nil || len(archived) != 1 || archived[0].ID != "export:permanent" || !isPermanent(archived[0].LastErr) {
+		t.Fatalf("archived tasks = %+v, %v; want only the permanent export", archived, err)
+	}
+}
+
+// TestPurgeSchedule: two workers, each with its scheduler firing every second, purge
+// once for the day; the completed purge task is kept under its day's id.
+func TestPurgeSchedule(t *testing.T) {
+	env := newTestEnv(t)
+	jobs := newRecordingJobs()
+	var ticks atomic.Int32
+	for range 2 {
+		w := env.worker(t, jobs, "@every 1s", 0)
+		w.tickHook = func(string) { ticks.Add(1) }
+		start(t, w)
+	}
+	eventually(t, "four ticks", func() bool { return ticks.Load() >= 4 && env.idle() })
+	if n := jobs.purgeCount(); n != 1 {
+		t.Fatalf("purge ran %d times after %d ticks, want 1", n, ticks.Load())
+	}
+	id := PurgeTaskID(PurgeDay(time.Now(), time.UTC))
+	if st := env.state(t, id); st != asynq.TaskStateCompleted {
+		t.Fatalf("task %s state = %v, want completed (retained)", id, st)
+	}
+}
+
+// TestPurgePerDay: the purge key is the day in the configured zone; each day purges
+// once however many ticks it gets.
+func TestPurgePerDay(t *testing.T) {
+	env := newTestEnv(t)
+	jobs := newRecordingJobs()
+	w := env.worker(t, jobs, "", 0)
+	w.opts.Location = time.FixedZone("UTC+13", 13*3600)
+	var clock atomic.Pointer[time.Time]
+	w.now = func() time.Time { return *clock.Load() }
+	set := func(s string) {
+		tm, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Store(&tm)
+	}
+	set("2026-11-27T10:00:00Z") // already the 27th, 23:00, in UTC+13
+	start(t, w)
+	ctx := context.Background()
+	steps := []struct {
+		now     string
+		wantDay string
+		purges  int
+	}{
+		{"2026-11-27T10:00:00Z", "2026-11-27", 1},
+		{"2026-11-27T10:59:00Z", "2026-11-27", 1},
+		{"2026-11-27T11:00:00Z", "2026-11-28", 2}, // midnight in UTC+13
+		{"2026-11-27T12:00:00Z", "2026-11-28", 2},
+	}
+	for _, st := range steps {
+		set(st.now)
+		if err := w.HandlePurgeTick(ctx, nil); err != nil {
+			t.Fatalf("tick at %s: %v", st.now, err)
+		}
+		eventually(t, "an idle queue", env.idle)
+		if n := jobs.purgeCount(); n != st.purges {
+			t.Fatalf("after tick at %s: %d purges, want %d", st.now, n, st.purges)
+		}
+		if s := env.state(t, PurgeTaskID(st.wantDay)); s != asynq.TaskStateCompleted {
+			t.Fatalf("after tick at %s: %s state %v, want completed", st.now, PurgeTaskID(st.wantDay), s)
+		}
+	}
+}
+
+func TestNewWorkerRejectsBadSchedule(t *testing.T) {
+	env := newTestEnv(t)
+	_, err := NewWorker(env.url, newRecordingJobs(), WorkerOptions{Queue: env.queue, PurgeSchedule: "every night"})
+	if !chat.IsCode(err, chat.EInvalid) {
+		t.Fatalf("NewWorker with a bad schedule = %v, want EInvalid", err)
+	}
+}
+
+func TestDefaultRetryDelay(t *testing.T) {
+	tests := []struct {
+		name     string
+		n        int
+		min, max time.Duration
+	}{
+		{"First", 0, 10 * time.Second, 12500 * time.Millisecond},
+		{"Third", 2, 40 * time.Second, 50 * time.Second},
+		{"Capped", 40, 30 * time.Minute, 37*time.Minute + 30*time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 50 {
+				if d := DefaultRetryDelay(tt.n, nil); d < tt.min || d > tt.max {
+					t.Fatalf("DefaultRetryDelay(%d) = %v, want in [%v, %v]", tt.n, d, tt.min, tt.max)
+				}
+			}
+		})
+	}
+}
