@@ -31,6 +31,11 @@ package dynamostore
 // resend (same client id) finds the guard and writes the message at its msgSeq, or
 // moves the guard on, so nothing is lost or duplicated.
 //
+// The SDK retries a request whose answer was lost; if the first attempt of a message
+// write landed, the retry's condition fails against our own item. Each Append stamps
+// its writes with a random writeId, so it recognises its own item and reports it as
+// stored, not as a duplicate (and an Append without client id does not store twice).
+//
 // Client ids whose slots collide (different id found in the slot) probe the next slot
 // down. A clientId of "" skips the guard.
 //
@@ -76,25 +81,26 @@ func (s *Store) Append(ctx context.Context, m chat.Message) (chat.Message, bool,
 			return chat.Message{}, false, err
 		}
 	}
+	writeID := newWriteID()
 	if m.ClientID == "" {
-		return s.appendUnguarded(ctx, st, m)
+		return s.appendUnguarded(ctx, st, m, writeID)
 	}
 	g, err := s.claimGuard(ctx, m.SessionID, m.ClientID, st.last+1)
 	if err != nil {
 		return chat.Message{}, false, err
 	}
-	return s.appendAtGuard(ctx, st, m, g)
+	return s.appendAtGuard(ctx, st, m, writeID, g)
 }
 
 // appendUnguarded writes m at the next free seq, for messages without a client id.
-func (s *Store) appendUnguarded(ctx context.Context, st *sessionSeq, m chat.Message) (chat.Message, bool, error) {
+func (s *Store) appendUnguarded(ctx context.Context, st *sessionSeq, m chat.Message, writeID string) (chat.Message, bool, error) {
 	for {
 		m.Seq = st.last + 1
-		won, err := s.putMessage(ctx, m)
+		res, err := s.putMessage(ctx, m, writeID)
 		if err != nil {
 			return chat.Message{}, false, err
 		}
-		if won {
+		if res.won {
 			st.last = m.Seq
 			return m, false, nil
 		}
@@ -106,30 +112,24 @@ func (s *Store) appendUnguarded(ctx context.Context, st *sessionSeq, m chat.Mess
 
 // appendAtGuard writes m at the guard's seq, following the guard as it moves, until m
 // or an earlier message with its client id is stored there.
-func (s *Store) appendAtGuard(ctx context.Context, st *sessionSeq, m chat.Message, g guardItem) (chat.Message, bool, error) {
+func (s *Store) appendAtGuard(ctx context.Context, st *sessionSeq, m chat.Message, writeID string, g guardItem) (chat.Message, bool, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return chat.Message{}, false, chat.Wrap(chat.EUnavailable, err, "appending message")
 		}
 		m.Seq = g.Target
-		won, err := s.putMessage(ctx, m)
-		if err != nil {
+		res, err := s.putMessage(ctx, m, writeID)
+		switch {
+		case err != nil:
 			return chat.Message{}, false, err
-		}
-		if won {
+		case res.won:
 			st.last = max(st.last, m.Seq)
 			return m, false, nil
-		}
-		there, found, err := s.getMessage(ctx, m.SessionID, g.Target)
-		if err != nil {
-			return chat.Message{}, false, err
-		}
-		if !found {
+		case !res.found:
 			continue // deleted meanwhile (a purge racing an Append): try the seq again
-		}
-		if there.ClientID == m.ClientID {
-			st.last = max(st.last, there.Seq)
-			return there, true, nil
+		case res.there.ClientID == m.ClientID:
+			st.last = max(st.last, res.there.Seq)
+			return res.there, true, nil
 		}
 		if err := s.refreshLast(ctx, st, m.SessionID); err != nil {
 			return chat.Message{}, false, err
@@ -140,11 +140,21 @@ func (s *Store) appendAtGuard(ctx context.Context, st *sessionSeq, m chat.Messag
 	}
 }
 
-// putMessage writes m at m.Seq if that seq is free; won is false when it was taken.
-func (s *Store) putMessage(ctx context.Context, m chat.Message) (won bool, err error) {
-	item, err := toItem(m)
+// putResult says how a conditional message write went: won, or lost to there (found
+// false when the seq turned out free again, after a purge).
+type putResult struct {
+	won   bool
+	there chat.Message
+	found bool
+}
+
+// putMessage writes m at m.Seq if that seq is free. When it is taken, it reads what is
+// there; an item with writeID is this Append's own earlier attempt, retried by the SDK
+// after its answer was lost, and counts as won.
+func (s *Store) putMessage(ctx context.Context, m chat.Message, writeID string) (putResult, error) {
+	item, err := toItem(m, writeID)
 	if err != nil {
-		return false, err
+		return putResult{}, err
 	}
 	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                &s.table,
@@ -152,29 +162,33 @@ func (s *Store) putMessage(ctx context.Context, m chat.Message) (won bool, err e
 		ConditionExpression:      aws.String("attribute_not_exists(#q)"),
 		ExpressionAttributeNames: map[string]string{"#q": attrSeq},
 	})
-	switch {
-	case err == nil:
-		return true, nil
-	case isConditionFailed(err):
-		s.log.Debug("dynamodb: message seq taken, retrying", "session", m.SessionID, "seq", m.Seq)
-		return false, nil
+	if err == nil {
+		return putResult{won: true}, nil
 	}
-	return false, unavailable(err, "storing message %d of session %s", m.Seq, m.SessionID)
+	if !isConditionFailed(err) {
+		return putResult{}, unavailable(err, "storing message %d of session %s", m.Seq, m.SessionID)
+	}
+	s.log.Debug("dynamodb: message seq taken", "session", m.SessionID, "seq", m.Seq)
+	there, thereWrite, found, err := s.getMessage(ctx, m.SessionID, m.Seq)
+	if err != nil {
+		return putResult{}, err
+	}
+	return putResult{won: found && thereWrite == writeID, there: there, found: found}, nil
 }
 
-// getMessage reads the message at seq with a consistent read.
-func (s *Store) getMessage(ctx context.Context, sessionID string, seq int64) (chat.Message, bool, error) {
+// getMessage reads the message at seq, and its write id, with a consistent read.
+func (s *Store) getMessage(ctx context.Context, sessionID string, seq int64) (chat.Message, string, bool, error) {
 	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName: &s.table, Key: key(sessionID, seq), ConsistentRead: aws.Bool(true),
 	})
 	if err != nil {
-		return chat.Message{}, false, unavailable(err, "reading message %d of session %s", seq, sessionID)
+		return chat.Message{}, "", false, unavailable(err, "reading message %d of session %s", seq, sessionID)
 	}
 	if out.Item == nil {
-		return chat.Message{}, false, nil
+		return chat.Message{}, "", false, nil
 	}
-	m, err := fromItem(out.Item)
-	return m, err == nil, err
+	m, writeID, err := decodeItem(out.Item)
+	return m, writeID, err == nil, err
 }
 
 // claimGuard returns the guard of clientID, creating it pointing at target when the

@@ -1,8 +1,10 @@
 package dynamostore
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"strconv"
 	"time"
 
@@ -28,6 +30,9 @@ type messageItem struct {
 	Kind      string `dynamodbav:"kind,omitempty"`
 	Text      string `dynamodbav:"message,omitempty"`
 	CreatedAt string `dynamodbav:"createdDatetime"`
+	// WriteID is random per Append call: when the SDK retries a PutItem whose first
+	// attempt did land, the retry's condition fails, and WriteID shows the item is ours.
+	WriteID string `dynamodbav:"writeId,omitempty"`
 }
 
 // guardItem records which seq a client id was given (see append.go). It lives in the
@@ -39,11 +44,11 @@ type guardItem struct {
 	Target    int64  `dynamodbav:"msgSeq"`
 }
 
-func toItem(m chat.Message) (map[string]types.AttributeValue, error) {
+func toItem(m chat.Message, writeID string) (map[string]types.AttributeValue, error) {
 	it := messageItem{
 		SessionID: m.SessionID, Seq: m.Seq, ClientID: m.ClientID, From: m.From, To: m.To,
 		Room: m.Room, Kind: string(m.Kind), Text: m.Text,
-		CreatedAt: m.CreatedAt.UTC().Format(timeLayout),
+		CreatedAt: m.CreatedAt.UTC().Format(timeLayout), WriteID: writeID,
 	}
 	av, err := attributevalue.MarshalMap(it)
 	if err != nil {
@@ -53,18 +58,31 @@ func toItem(m chat.Message) (map[string]types.AttributeValue, error) {
 }
 
 func fromItem(av map[string]types.AttributeValue) (chat.Message, error) {
+	m, _, err := decodeItem(av)
+	return m, err
+}
+
+// decodeItem reads a message item and the write id it was stored with.
+func decodeItem(av map[string]types.AttributeValue) (chat.Message, string, error) {
 	var it messageItem
 	if err := attributevalue.UnmarshalMap(av, &it); err != nil {
-		return chat.Message{}, chat.Wrap(chat.EInternal, err, "decoding message item")
+		return chat.Message{}, "", chat.Wrap(chat.EInternal, err, "decoding message item")
 	}
 	at, err := time.Parse(time.RFC3339Nano, it.CreatedAt)
 	if err != nil {
-		return chat.Message{}, chat.Wrap(chat.EInternal, err, "decoding createdDatetime of message %d", it.Seq)
+		return chat.Message{}, "", chat.Wrap(chat.EInternal, err, "decoding createdDatetime of message %d", it.Seq)
 	}
 	return chat.Message{
 		SessionID: it.SessionID, Seq: it.Seq, ClientID: it.ClientID, From: it.From, To: it.To,
 		Room: it.Room, Kind: chat.Kind(it.Kind), Text: it.Text, CreatedAt: at.UTC(),
-	}, nil
+	}, it.WriteID, nil
+}
+
+// newWriteID returns a random id for one Append call.
+func newWriteID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
 }
 
 // key returns the primary key of the item at seq in a session's partition.

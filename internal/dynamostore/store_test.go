@@ -194,6 +194,41 @@ func TestGuardRecovery(t *testing.T) {
 	}
 }
 
+// TestRetriedWriteIsOurs checks that a message write whose condition fails against an
+// item of the same Append (an SDK retry after a lost answer) counts as stored.
+func TestRetriedWriteIsOurs(t *testing.T) {
+	s := openTable(t)
+	ctx := context.Background()
+	m := msg(chat.NewSessionID(), "c1", "hello")
+	m.Seq, m.CreatedAt = 1, chat.Now()
+	tests := []struct {
+		name      string
+		writeID   string
+		won, seen bool
+	}{
+		{"First", "w1", true, false},
+		{"RetryOfSameAppend", "w1", true, true},
+		{"OtherAppend", "w2", false, true},
+	}
+	for _, tc := range tests {
+		res, err := s.putMessage(ctx, m, tc.writeID)
+		if err != nil || res.won != tc.won || res.found != tc.seen {
+			t.Fatalf("%s: putMessage = %+v, %v; want won %v found %v", tc.name, res, err, tc.won, tc.seen)
+		}
+	}
+}
+
+func TestAppendWithoutClientID(t *testing.T) {
+	s := openTable(t)
+	sess := chat.NewSessionID()
+	for i := range 3 {
+		got, dup := mustAppend(t, s, msg(sess, "", "system notice"))
+		if dup || got.Seq != int64(i+1) {
+			t.Fatalf("Append %d = seq %d dup %v", i, got.Seq, dup)
+		}
+	}
+}
+
 func putGuardT(t *testing.T, s *Store, g guardItem) {
 	t.Helper()
 	if won, err := s.putGuard(context.Background(), g); err != nil || !won {
