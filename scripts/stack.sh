@@ -12,7 +12,8 @@
 #   dynalite (DynamoDB) 4567, MinIO (S3) 9100 (+ console 9101), Mailpit SMTP 1026 / HTTP 8026.
 # Go-built tools live in a cache folder outside the repo (never in it); run data and logs in .stack/.
 # `make test` uses --record .stack/started-test so it never stops what `make stack` started.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'printf "stack: ERROR: \"%s\" failed (exit %s, line %s)\n" "$BASH_COMMAND" "$?" "$LINENO" >&2' ERR
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR=${PARLEY_STACK_DIR:-$ROOT/.stack}
@@ -74,7 +75,7 @@ wait_until() {
   local name=$1 logf=$2 pid=$3; shift 3
   local deadline=$((SECONDS + READY_TIMEOUT))
   until "$@"; do
-    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+    if [ -n "$pid" ] && ! alive "$pid" "$(start_time "$pid")"; then
       tail_log "$logf"; die "$name exited before it was ready (log: $logf)"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
@@ -218,38 +219,51 @@ ensure_dynalite_installed() {
 
 # ensure_dynalite: dynalite answering on its port; in memory, so every start is empty.
 ensure_dynalite() {
-  tcp_open "$HOST" "$DYNAMO_PORT" && return 0
+  dynalite_ready && return 0
   ensure_dynalite_installed
   start_bg dynalite node "$ROOT/test/node_modules/dynalite/cli.js" --host "$HOST" --port "$DYNAMO_PORT" \
     --createTableMs 0 --deleteTableMs 0 --updateTableMs 0
-  wait_until dynalite "$LOG_DIR/dynalite.log" "$STARTED_PID" tcp_open "$HOST" "$DYNAMO_PORT"
+  PENDING+=("dynalite $STARTED_PID dynalite_ready")
 }
 
 # ensure_minio: MinIO healthy on its port, data under .stack/minio.
 ensure_minio() {
-  local health=http://$HOST:$MINIO_PORT/minio/health/live
-  http_ok "$health" && return 0
+  minio_ready && return 0
   tcp_open "$HOST" "$MINIO_PORT" && die "port $MINIO_PORT is taken by something that is not MinIO"
   go_install_wait minio "$MINIO_MODULE" "$MINIO_VERSION"
   mkdir -p "$RUN_DIR/minio"
   start_bg minio env MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" \
     MINIO_UPDATE=off MINIO_BROWSER=off "$BIN_DIR/minio" server "$RUN_DIR/minio" \
     --address "$HOST:$MINIO_PORT" --console-address "$HOST:$MINIO_CONSOLE_PORT" --quiet
-  wait_until MinIO "$LOG_DIR/minio.log" "$STARTED_PID" http_ok "$health"
+  PENDING+=("minio $STARTED_PID minio_ready")
 }
 
 # ensure_mailpit: Mailpit's SMTP and HTTP API answering; it keeps mail in a temporary database.
 ensure_mailpit() {
-  local api=http://$HOST:$MAILPIT_PORT/api/v1/messages
-  http_ok "$api" && tcp_open "$HOST" "$SMTP_PORT" && return 0
+  mailpit_ready && return 0
   if tcp_open "$HOST" "$SMTP_PORT" || tcp_open "$HOST" "$MAILPIT_PORT"; then
     die "port $SMTP_PORT or $MAILPIT_PORT is taken by something that is not Mailpit"
   fi
   go_install_wait mailpit "$MAILPIT_MODULE" "$MAILPIT_VERSION"
   start_bg mailpit "$BIN_DIR/mailpit" --smtp "$HOST:$SMTP_PORT" --listen "$HOST:$MAILPIT_PORT" \
     --smtp-disable-rdns --disable-version-check --smtp-auth-accept-any --smtp-auth-allow-insecure
-  wait_until Mailpit "$LOG_DIR/mailpit.log" "$STARTED_PID" \
-    bash -c 'curl -fsS -m 2 -o /dev/null "$1" 2>/dev/null && exec 3<>"/dev/tcp/$2/$3"' _ "$api" "$HOST" "$SMTP_PORT"
+  PENDING+=("mailpit $STARTED_PID mailpit_ready")
+}
+
+# Readiness checks of the stand-ins (what `wait_until` polls).
+dynalite_ready() { tcp_open "$HOST" "$DYNAMO_PORT"; }
+minio_ready() { http_ok "http://$HOST:$MINIO_PORT/minio/health/live"; }
+mailpit_ready() { http_ok "http://$HOST:$MAILPIT_PORT/api/v1/messages" && tcp_open "$HOST" "$SMTP_PORT"; }
+
+# await_pending: wait for every service started in this run (they start in parallel).
+PENDING=()
+await_pending() {
+  local entry name pid check
+  for entry in "${PENDING[@]}"; do
+    read -r name pid check <<<"$entry"
+    wait_until "$name" "$LOG_DIR/$name.log" "$pid" "$check"
+    log "$name ready"
+  done
 }
 
 # ensure_chromium: Debian's chromium for the browser test.
@@ -313,14 +327,15 @@ write_env() {
 cmd_up() {
   local t0=$SECONDS
   # Slow builds first, in the background, only for services that are not already answering.
-  http_ok "http://$HOST:$MINIO_PORT/minio/health/live" || go_install_bg minio "$MINIO_MODULE" "$MINIO_VERSION"
-  http_ok "http://$HOST:$MAILPIT_PORT/api/v1/messages" || go_install_bg mailpit "$MAILPIT_MODULE" "$MAILPIT_VERSION"
+  minio_ready || go_install_bg minio "$MINIO_MODULE" "$MINIO_VERSION"
+  mailpit_ready || go_install_bg mailpit "$MAILPIT_MODULE" "$MAILPIT_VERSION"
   ensure_chromium
   ensure_mariadb
   ensure_redis
   ensure_dynalite
   ensure_mailpit
   ensure_minio
+  await_pending
   create_resources
   write_env
   log "up in $((SECONDS - t0))s: MariaDB :$MYSQL_PORT, Redis :$REDIS_PORT, dynalite :$DYNAMO_PORT, MinIO :$MINIO_PORT, Mailpit SMTP :$SMTP_PORT HTTP :$MAILPIT_PORT"
