@@ -87,7 +87,10 @@ func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*DB, err
 		_ = sqldb.Close()
 		return nil, err
 	}
-	d.start()
+	if err := d.start(ctx); err != nil {
+		_ = sqldb.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -105,7 +108,10 @@ func OpenMySQL(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error
 		_ = d.db.Close()
 		return nil, err
 	}
-	d.start()
+	if err := d.start(ctx); err != nil {
+		_ = d.db.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -152,9 +158,14 @@ func newDB(sqldb *sql.DB, d dialect, logger *slog.Logger) *DB {
 }
 
 // start launches the group-commit writer.
-func (d *DB) start() {
-	d.w = newWriter(d)
-	go d.w.run()
+func (d *DB) start(ctx context.Context) error {
+	w, err := newWriter(ctx, d)
+	if err != nil {
+		return err
+	}
+	d.w = w
+	go w.run()
+	return nil
 }
 
 // Ping reports whether the database answers.

@@ -35,8 +35,8 @@ func scanSession(r rowScanner) (*chat.Session, error) {
 
 // Enter implements chat.SessionStore. It reads the room's chat in progress and then
 // makes one conditional write: insert a new session (the unique index on in-progress
-// rooms refuses a second one) or claim the free participant seat (UPDATE … WHERE
-// participant_email = ”). A write that loses a race changes nothing, and the loop
+// rooms refuses a second one) or claim the free participant seat (an UPDATE whose
+// WHERE requires an empty participant). A write that loses a race changes nothing, and the loop
 // reads again to see who won.
 func (d *DB) Enter(ctx context.Context, room, email string, now time.Time) (*chat.Session, chat.Role, error) {
 	for range maxEnterAttempts {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"parley/internal/chat"
@@ -94,21 +95,23 @@ type writer struct {
 	loaded   map[string]int64 // MySQL: last_seq as read under lock this batch
 	sessions []string         // MySQL: distinct sessions of the batch, sorted
 
-	insertSQL string
+	prepared stmts // on the pool; bound to each batch's transaction
+
+	// batches and batched count transactions and the requests they carried, so tests
+	// and benchmarks can see that commits are shared.
+	batches, batched atomic.Int64
 }
 
-func newWriter(d *DB) *writer {
+func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
 		d: d, reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
 		seen: make(map[msgKey]*request), seqs: make(map[string]int64), loaded: make(map[string]int64),
 	}
-	w.insertSQL = `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
-	if d.dialect == dialectMySQL {
-		w.insertSQL += `ON DUPLICATE KEY UPDATE seq = seq`
-	} else {
-		w.insertSQL += `ON CONFLICT (session_id, client_id) DO NOTHING`
+	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
+		w.prepared.close()
+		return nil, dbErr(err, "prepare message statements")
 	}
-	return w
+	return w, nil
 }
 
 // do hands r to the writer and waits for the answer. If ctx ends after the writer took
@@ -135,6 +138,7 @@ func (w *writer) do(ctx context.Context, r *request) error {
 func (w *writer) stop() {
 	close(w.quit)
 	<-w.done
+	w.prepared.close()
 }
 
 // run is the writer loop.
@@ -171,6 +175,8 @@ func (w *writer) collect() bool {
 // flush commits the batch and answers every caller in it.
 func (w *writer) flush() {
 	err := w.commit()
+	w.batches.Add(1)
+	w.batched.Add(int64(len(w.batch)))
 	for i, r := range w.batch {
 		if err != nil {
 			r.err = err
@@ -196,8 +202,77 @@ func (w *writer) commit() error {
 	}
 }
 
-// stmts are the batch's prepared statements, bound to its transaction.
-type stmts struct{ insert, byClient, lastSeq, delete *sql.Stmt }
+// stmts are the writer's statements. They are prepared once on the pool; database/sql
+// then keeps one prepared copy per connection, and a batch binds them to its
+// transaction with Tx.StmtContext, so no batch compiles SQL.
+type stmts struct {
+	insert, byClient, lastSeq, delete *sql.Stmt
+	// MySQL only: the message_seqs row that serialises a session's appends.
+	seqCreate, seqLock, seqUpdate, seqDelete *sql.Stmt
+}
+
+// list returns pointers to every statement, with its SQL for the dialect ("" when unused).
+func (st *stmts) list(d dialect) []struct {
+	dst   **sql.Stmt
+	query string
+} {
+	insert := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
+	var seqCreate, seqLock, seqUpdate, seqDelete string
+	if d == dialectMySQL {
+		insert += `ON DUPLICATE KEY UPDATE seq = seq`
+		seqCreate = `INSERT INTO message_seqs (session_id, last_seq) VALUES (?, 0) ON DUPLICATE KEY UPDATE last_seq = last_seq`
+		seqLock = `SELECT last_seq FROM message_seqs WHERE session_id = ? FOR UPDATE`
+		seqUpdate = `UPDATE message_seqs SET last_seq = ? WHERE session_id = ?`
+		seqDelete = `DELETE FROM message_seqs WHERE session_id = ?`
+	} else {
+		insert += `ON CONFLICT (session_id, client_id) DO NOTHING`
+	}
+	return []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&st.insert, insert},
+		{&st.byClient, `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`},
+		{&st.lastSeq, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`},
+		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
+		{&st.seqCreate, seqCreate}, {&st.seqLock, seqLock}, {&st.seqUpdate, seqUpdate}, {&st.seqDelete, seqDelete},
+	}
+}
+
+// prepare prepares the dialect's statements on the pool.
+func (st *stmts) prepare(ctx context.Context, db *sql.DB, d dialect) error {
+	for _, p := range st.list(d) {
+		if p.query == "" {
+			continue
+		}
+		var err error
+		if *p.dst, err = db.PrepareContext(ctx, p.query); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bind returns the statements bound to tx.
+func (st *stmts) bind(ctx context.Context, tx *sql.Tx, d dialect) stmts {
+	var out stmts
+	src, dst := st.list(d), out.list(d)
+	for i := range src {
+		if *src[i].dst != nil {
+			*dst[i].dst = tx.StmtContext(ctx, *src[i].dst)
+		}
+	}
+	return out
+}
+
+// close closes the prepared statements.
+func (st *stmts) close() {
+	for _, p := range st.list(0) {
+		if *p.dst != nil {
+			_ = (*p.dst).Close()
+		}
+	}
+}
 
 // commitOnce runs the batch in one transaction.
 func (w *writer) commitOnce() error {
@@ -208,13 +283,10 @@ func (w *writer) commitOnce() error {
 		return err
 	}
 	defer tx.Rollback()
-	st, err := w.prepare(ctx, tx)
-	if err != nil {
-		return err
-	}
+	st := w.prepared.bind(ctx, tx, w.d.dialect)
 	clear(w.seen)
 	if w.d.dialect == dialectMySQL {
-		if err := w.lockSeqs(ctx, tx); err != nil {
+		if err := w.lockSeqs(ctx, st); err != nil {
 			return err
 		}
 	}
@@ -224,31 +296,11 @@ func (w *writer) commitOnce() error {
 		}
 	}
 	if w.d.dialect == dialectMySQL {
-		if err := w.saveSeqs(ctx, tx); err != nil {
+		if err := w.saveSeqs(ctx, st); err != nil {
 			return err
 		}
 	}
 	return tx.Commit()
-}
-
-// prepare prepares the batch statements on the transaction's connection.
-func (w *writer) prepare(ctx context.Context, tx *sql.Tx) (stmts, error) {
-	var st stmts
-	var err error
-	for _, p := range []struct {
-		dst   **sql.Stmt
-		query string
-	}{
-		{&st.insert, w.insertSQL},
-		{&st.byClient, `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`},
-		{&st.lastSeq, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`},
-		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
-	} {
-		if *p.dst, err = tx.PrepareContext(ctx, p.query); err != nil {
-			return st, err
-		}
-	}
-	return st, nil
 }
 
 // apply performs one request inside the batch transaction.
@@ -339,7 +391,7 @@ func (w *writer) forgetBatchSessions() {
 // lockSeqs (MySQL) locks the message_seqs row of each session in the batch, in sorted
 // order, and loads last_seq under the lock. No seq state survives from earlier batches:
 // another replica may have appended since.
-func (w *writer) lockSeqs(ctx context.Context, tx *sql.Tx) error {
+func (w *writer) lockSeqs(ctx context.Context, st stmts) error {
 	clear(w.seqs)
 	clear(w.loaded)
 	w.sessions = w.sessions[:0]
@@ -349,12 +401,11 @@ func (w *writer) lockSeqs(ctx context.Context, tx *sql.Tx) error {
 	slices.Sort(w.sessions)
 	w.sessions = slices.Compact(w.sessions)
 	for _, s := range w.sessions {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO message_seqs (session_id, last_seq) VALUES (?, 0)
-			ON DUPLICATE KEY UPDATE last_seq = last_seq`, s); err != nil {
+		if _, err := st.seqCreate.ExecContext(ctx, s); err != nil {
 			return err
 		}
 		var last int64
-		if err := tx.QueryRowContext(ctx, `SELECT last_seq FROM message_seqs WHERE session_id = ? FOR UPDATE`, s).Scan(&last); err != nil {
+		if err := st.seqLock.QueryRowContext(ctx, s).Scan(&last); err != nil {
 			return err
 		}
 		w.seqs[s], w.loaded[s] = last, last
@@ -364,15 +415,15 @@ func (w *writer) lockSeqs(ctx context.Context, tx *sql.Tx) error {
 
 // saveSeqs (MySQL) writes back the last seq of each session the batch changed; a
 // session left empty by a delete loses its row.
-func (w *writer) saveSeqs(ctx context.Context, tx *sql.Tx) error {
+func (w *writer) saveSeqs(ctx context.Context, st stmts) error {
 	for _, s := range w.sessions {
 		last := w.seqs[s]
 		var err error
 		switch {
 		case last == 0:
-			_, err = tx.ExecContext(ctx, `DELETE FROM message_seqs WHERE session_id = ?`, s)
+			_, err = st.seqDelete.ExecContext(ctx, s)
 		case last != w.loaded[s]:
-			_, err = tx.ExecContext(ctx, `UPDATE message_seqs SET last_seq = ? WHERE session_id = ?`, last, s)
+			_, err = st.seqUpdate.ExecContext(ctx, last, s)
 		}
 		if err != nil {
 			return err

@@ -1,0 +1,73 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"parley/internal/chat"
+)
+
+// BenchmarkAppendGroupCommit measures parallel Append throughput: many goroutines
+// appending to many sessions, as a busy server does. msgs/s is the number to watch;
+// goroutines=1 shows what a transaction per message would give.
+func BenchmarkAppendGroupCommit(b *testing.B) {
+	cases := []struct{ sessions, goroutines int }{
+		{100, 1}, {100, 100}, {100, 1000}, {1, 100},
+	}
+	for _, tc := range cases {
+		b.Run(fmt.Sprintf("sqlite/sessions=%d/goroutines=%d", tc.sessions, tc.goroutines), func(b *testing.B) {
+			benchmarkAppend(b, openTestSQLite(b), tc.sessions, tc.goroutines)
+		})
+	}
+}
+
+// BenchmarkAppendGroupCommitMySQL is the same on MySQL/MariaDB (PARLEY_TEST_MYSQL_DSN).
+func BenchmarkAppendGroupCommitMySQL(b *testing.B) {
+	db := openTestMySQL(b)
+	for _, tc := range []struct{ sessions, goroutines int }{{100, 1}, {100, 100}, {100, 1000}} {
+		b.Run(fmt.Sprintf("mysql/sessions=%d/goroutines=%d", tc.sessions, tc.goroutines), func(b *testing.B) {
+			benchmarkAppend(b, db, tc.sessions, tc.goroutines)
+		})
+	}
+}
+
+func benchmarkAppend(b *testing.B, db *DB, sessions, goroutines int) {
+	ids := make([]string, sessions)
+	for i := range ids {
+		ids[i] = chat.NewSessionID()
+	}
+	var next atomic.Int64
+	b.SetParallelism(max(1, goroutines/max(1, runtimeProcs())))
+	batches0, batched0 := db.w.batches.Load(), db.w.batched.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		g := next.Add(1)
+		m := chat.Message{SessionID: ids[int(g)%sessions], From: "host@example.com", To: "guest@example.com",
+			Room: "bench", Kind: chat.KindChat, Text: "a typical short chat message, about sixty bytes long."}
+		var buf []byte
+		for i := 0; pb.Next(); i++ {
+			buf = strconv.AppendInt(append(buf[:0], 'g'), g, 10)
+			buf = strconv.AppendInt(append(buf, '-'), int64(i), 10)
+			m.ClientID = string(buf)
+			if _, _, err := db.Append(context.Background(), m); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.StopTimer()
+	if n := db.w.batches.Load() - batches0; n > 0 {
+		b.ReportMetric(float64(db.w.batched.Load()-batched0)/float64(n), "msgs/commit")
+	}
+}
+
+// runtimeProcs is GOMAXPROCS, by which RunParallel multiplies SetParallelism.
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

@@ -1,0 +1,257 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"parley/internal/chat"
+)
+
+// testMessage returns a message of session with client id id.
+func testMessage(session, id string) chat.Message {
+	return chat.Message{SessionID: session, ClientID: id, From: "a@example.com", To: "b@example.com",
+		Room: "room", Kind: chat.KindChat, Text: "text " + id}
+}
+
+// checkContiguous fails t unless the session's stored seqs are exactly 1..n.
+func checkContiguous(t *testing.T, db *DB, session string, n int) {
+	t.Helper()
+	msgs, err := db.Messages(context.Background(), session, 0, n+10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != n {
+		t.Fatalf("session has %d messages, want %d", len(msgs), n)
+	}
+	for i, m := range msgs {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d", i, m.Seq)
+		}
+	}
+}
+
+// TestRestartKeepsAckedMessages closes the store while appends are in flight and
+// reopens the file: every append that returned without error is there, in a gap-free
+// sequence, and appending continues after the last seq.
+func TestRestartKeepsAckedMessages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	db, err := OpenSQLite(ctx, path, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := chat.NewSessionID()
+	var mu sync.Mutex
+	acked := map[int64]string{}
+	var wg sync.WaitGroup
+	for g := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				m, _, err := db.Append(ctx, testMessage(session, fmt.Sprintf("g%d-%d", g, i)))
+				if err != nil {
+					if !chat.IsCode(err, chat.EUnavailable) {
+						t.Errorf("Append during Close: %v", err)
+					}
+					return
+				}
+				mu.Lock()
+				acked[m.Seq] = m.ClientID
+				mu.Unlock()
+			}
+		}()
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 500 })
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+
+	db = openAgain(t, path)
+	msgs, err := db.Messages(ctx, session, 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, id := range acked {
+		if seq > int64(len(msgs)) || msgs[seq-1].ClientID != id {
+			t.Fatalf("acknowledged message %s (seq %d) lost after restart", id, seq)
+		}
+	}
+	checkContiguous(t, db, session, len(msgs))
+	next, _, err := db.Append(ctx, testMessage(session, "after-restart"))
+	if err != nil || next.Seq != int64(len(msgs)+1) {
+		t.Fatalf("append after restart = seq %d, %v; want %d", next.Seq, err, len(msgs)+1)
+	}
+}
+
+// openAgain reopens a SQLite file and closes it at cleanup.
+func openAgain(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := OpenSQLite(context.Background(), path, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestAppendAfterClose checks a closed store refuses work instead of hanging.
+func TestAppendAfterClose(t *testing.T) {
+	db, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "p.db"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = db.Append(context.Background(), testMessage(chat.NewSessionID(), "x"))
+	if !chat.IsCode(err, chat.EUnavailable) {
+		t.Fatalf("Append after Close = %v, want EUnavailable", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+}
+
+// TestAppendAfterDeleteRestartsSeq checks the writer's seq cache follows a delete.
+func TestAppendAfterDeleteRestartsSeq(t *testing.T) {
+	for _, tc := range testStores(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := tc.open(t)
+			session := chat.NewSessionID()
+			for i := range 3 {
+				if _, _, err := db.Append(ctx, testMessage(session, fmt.Sprint(i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.DeleteSession(ctx, session); err != nil {
+				t.Fatal(err)
+			}
+			m, dup, err := db.Append(ctx, testMessage(session, "0"))
+			if err != nil || dup || m.Seq != 1 {
+				t.Fatalf("append after delete = seq %d dup %v err %v; want seq 1, new", m.Seq, dup, err)
+			}
+		})
+	}
+}
+
+// testStores lists the dialects to run a test against: SQLite always, MySQL when set up.
+func testStores(t *testing.T) []struct {
+	name string
+	open func(t testing.TB) *DB
+} {
+	return []struct {
+		name string
+		open func(t testing.TB) *DB
+	}{{"SQLite", openTestSQLite}, {"MySQL", openTestMySQL}}
+}
+
+// TestFailedBatchFailsEveryCallerAndLeavesNoGap makes one message of a busy session
+// fail inside the database (a trigger): its whole batch fails, and the seqs stored
+// afterwards continue without a gap, so the writer's cache was reset.
+func TestFailedBatchFailsEveryCallerAndLeavesNoGap(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	if _, err := db.db.Exec(`CREATE TRIGGER fail_boom BEFORE INSERT ON messages WHEN NEW.text = 'boom'
+		BEGIN SELECT RAISE(ABORT, 'boom refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	session := chat.NewSessionID()
+	var mu sync.Mutex
+	ok, failed := 0, 0
+	var wg sync.WaitGroup
+	for g := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				m := testMessage(session, fmt.Sprintf("g%d-%d", g, i))
+				if g == 0 && i%5 == 4 {
+					m.Text = "boom"
+				}
+				_, _, err := db.Append(ctx, m)
+				mu.Lock()
+				if err == nil {
+					ok++
+				} else {
+					failed++
+					if !strings.Contains(err.Error(), "boom refused") && !chat.IsCode(err, chat.EUnavailable) {
+						t.Errorf("unexpected error %v", err)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if failed < 4 {
+		t.Fatalf("%d appends failed, want at least the 4 refused ones", failed)
+	}
+	checkContiguous(t, db, session, ok)
+	m, _, err := db.Append(ctx, testMessage(session, "last"))
+	if err != nil || m.Seq != int64(ok+1) {
+		t.Fatalf("append after failures = seq %d, %v; want %d", m.Seq, err, ok+1)
+	}
+}
+
+// TestMigrateIsIdempotent reopens a migrated file and checks the version.
+func TestMigrateIsIdempotent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	db, err := OpenSQLite(context.Background(), path, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = openAgain(t, path)
+	if err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	current, latest, err := db.SchemaVersion(context.Background())
+	if err != nil || current != latest || latest < 1 {
+		t.Fatalf("SchemaVersion = %d, %d, %v", current, latest, err)
+	}
+}
+
+// waitFor polls cond until it holds, failing t after a generous deadline.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+	}
+}
+
+// TestAppendsShareCommits checks concurrent appends are grouped into fewer
+// transactions than messages (group commit), and each caller still gets its own seq.
+func TestAppendsShareCommits(t *testing.T) {
+	db := openTestSQLite(t)
+	session := chat.NewSessionID()
+	const goroutines, per = 50, 20
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				if _, _, err := db.Append(context.Background(), testMessage(session, fmt.Sprintf("g%d-%d", g, i))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	checkContiguous(t, db, session, goroutines*per)
+	batches, batched := db.w.batches.Load(), db.w.batched.Load()
+	if batched != goroutines*per || batches*2 > batched {
+		t.Fatalf("%d appends in %d transactions: want at least 2 per transaction on average", batched, batches)
+	}
+}
