@@ -2,12 +2,8 @@ package asynqqueue
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,21 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
-
-// testRedisURL applies the project rule for a missing backend: fail under CI=true,
-// skip loudly elsewhere.
-func testRedisURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("PARLEY_TEST_REDIS_URL")
-	if u == "" {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatal("PARLEY_TEST_REDIS_URL is required under CI=true")
-		}
-		t.Skip("SKIP (backend missing): PARLEY_TEST_REDIS_URL is unset; run `make test`")
-	}
-	return u
-}
 
 // recordingJobs is a chat.Jobs that counts calls and fails as a test tells it to.
 type recordingJobs struct {
@@ -82,10 +65,8 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	u := testRedisURL(t)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	env := &testEnv{url: u, queue: "parleytest-" + hex.EncodeToString(b[:])}
+	u := testenv.RedisURL(t)
+	env := &testEnv{url: u, queue: testenv.UniqueName(t, "parleytest")}
 	opts, err := redis.ParseURL(u)
 	if err != nil {
 		t.Fatal(err)

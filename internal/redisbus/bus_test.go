@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,21 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
-
-// testRedisURL applies the project rule for a missing backend: fail under CI=true,
-// skip loudly elsewhere.
-func testRedisURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("PARLEY_TEST_REDIS_URL")
-	if u == "" {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatal("PARLEY_TEST_REDIS_URL is required under CI=true")
-		}
-		t.Skip("SKIP (backend missing): PARLEY_TEST_REDIS_URL is unset; run `make test`")
-	}
-	return u
-}
 
 // testEnv is one test's Redis: a unique prefix, an admin client, and cleanup of
 // every key under the prefix.
@@ -41,12 +27,12 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	u := testRedisURL(t)
+	u := testenv.RedisURL(t)
 	opts, err := redis.ParseURL(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &testEnv{url: u, prefix: "parleytest:" + randomID() + ":", admin: redis.NewClient(opts)}
+	env := &testEnv{url: u, prefix: testenv.UniqueName(t, "parleytest") + ":", admin: redis.NewClient(opts)}
 	t.Cleanup(func() {
 		ctx := context.Background()
 		iter := env.admin.Scan(ctx, 0, env.prefix+"*", 100).Iterator()
