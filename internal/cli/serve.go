@@ -9,8 +9,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"parley/internal/chat"
 	"parley/internal/memqueue"
+	"parley/internal/metrics"
 	"parley/internal/transcript"
 	"parley/internal/web"
 )
@@ -57,7 +60,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Addr, err)
 	}
-	return serveUntilDone(ctx, log, ln, srv, queue)
+	return serveUntilDone(ctx, log, ln, withMetrics(srv, p.registry), srv)
 }
 
 // webConfig is the web server's part of the configuration.
@@ -126,10 +129,18 @@ func (p *parts) startSweeper(ctx context.Context, q chat.Queue) error {
 	return nil
 }
 
+// withMetrics serves Prometheus metrics at /metrics and everything else with h.
+func withMetrics(h http.Handler, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(reg))
+	mux.Handle("/", h)
+	return mux
+}
+
 // serveUntilDone serves HTTP on ln until ctx ends or serving fails, then shuts down.
-func serveUntilDone(ctx context.Context, log *slog.Logger, ln net.Listener, srv *web.Server, _ chat.Queue) error {
+func serveUntilDone(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler, srv *web.Server) error {
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

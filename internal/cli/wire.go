@@ -9,9 +9,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"parley/internal/chat"
 	"parley/internal/fileblob"
 	"parley/internal/membus"
+	"parley/internal/metrics"
 	"parley/internal/outbox"
 	"parley/internal/sqlstore"
 	"parley/internal/transcript"
@@ -29,6 +32,8 @@ type parts struct {
 	archive  chat.Archive
 	mailer   chat.Mailer
 	exporter *transcript.Exporter
+	registry *prometheus.Registry // what /metrics serves
+	metrics  *metrics.Metrics
 
 	closers []func() error
 }
@@ -50,7 +55,8 @@ func (p *parts) Close() error {
 // export/purge jobs over them. Each part keeps its embedded default when its variable
 // is unset. On error everything opened so far is closed.
 func openParts(ctx context.Context, c Config, log *slog.Logger) (_ *parts, err error) {
-	p := &parts{cfg: c, log: log}
+	p := &parts{cfg: c, log: log, registry: prometheus.NewRegistry()}
+	p.metrics = metrics.New(p.registry)
 	defer func() {
 		if err != nil {
 			_ = p.Close()

@@ -41,7 +41,3 @@ func createS3Bucket(ctx context.Context, c Config, log *slog.Logger) error {
 func runWorker(ctx context.Context, env *environment, args []string) error {
 	return errors.New("parley worker needs the Redis job queue, not available in this build yet")
 }
-
-func runBench(ctx context.Context, env *environment, args []string) error {
-	return errors.New("parley bench is not available in this build yet")
-}
