@@ -44,7 +44,7 @@ func TestSendAndRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.To != "<bob@example.com>" && got.To != "bob@example.com" {
+	if got.To != "bob@example.com" {
 		t.Errorf("To = %q", got.To)
 	}
 	if got.Subject != e.Subject {

@@ -110,10 +110,18 @@ func (e *Email) fillHeaders(h mail.Header) {
 		}
 		return v
 	}
-	e.To, e.From, e.Subject, e.MessageID = decode("To"), decode("From"), decode("Subject"), h.Get("Message-ID")
+	e.To, e.From, e.Subject, e.MessageID = bareAddress(decode("To")), decode("From"), decode("Subject"), h.Get("Message-ID")
 	if t, err := h.Date(); err == nil {
 		e.Time = t.UTC()
 	}
+}
+
+// bareAddress turns "<a@example.com>" into "a@example.com"; anything else is kept.
+func bareAddress(s string) string {
+	if a, err := mail.ParseAddress(s); err == nil && a.Name == "" {
+		return a.Address
+	}
+	return s
 }
 
 // mimeHeader adapts a mail.Header to what readBody needs.

@@ -10,12 +10,3 @@ func notYet() http.Handler {
 		http.Error(w, "not implemented yet", http.StatusNotImplemented)
 	})
 }
-
-// replaced by endofchat
-func (s *Server) handleTranscript() http.Handler { return notYet() }
-
-// replaced by endofchat
-func (s *Server) handleDevMail() http.Handler { return notYet() }
-
-// replaced by endofchat
-func (s *Server) handleDevMailMessage() http.Handler { return notYet() }
