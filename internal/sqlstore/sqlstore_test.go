@@ -15,6 +15,7 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/chattest"
+	"parley/internal/testenv"
 )
 
 // openTestSQLite opens a fresh SQLite file in t's temp dir and closes it at cleanup.
@@ -57,16 +58,10 @@ var mysqlOnce struct {
 }
 
 // testMySQLDSN returns the DSN of a fresh, migrated database parley_test_<random>,
-// created once per test run; without PARLEY_TEST_MYSQL_DSN it skips (fails on CI).
+// created once per test run; testenv skips (or fails on CI) without MariaDB.
 func testMySQLDSN(t testing.TB) string {
 	t.Helper()
-	base := os.Getenv("PARLEY_TEST_MYSQL_DSN")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("PARLEY_TEST_MYSQL_DSN is not set: CI must test the MySQL store")
-		}
-		t.Skip("SKIPPING MySQL store tests: set PARLEY_TEST_MYSQL_DSN, e.g. root@tcp(127.0.0.1:3306)/")
-	}
+	base := testenv.MySQLDSN(t)
 	mysqlOnce.Do(func() { mysqlOnce.dsn, mysqlOnce.drop, mysqlOnce.err = createTestDatabase(base) })
 	if mysqlOnce.err != nil {
 		t.Fatal(mysqlOnce.err)

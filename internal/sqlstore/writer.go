@@ -184,6 +184,7 @@ func (w *writer) flush() {
 		r.done <- struct{}{}
 		w.batch[i] = nil
 	}
+	clear(w.seen) // holds answered requests, which their callers now reuse
 }
 
 // commit writes the batch, rerunning it when MySQL reports a lost lock race.
