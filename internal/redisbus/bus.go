@@ -102,6 +102,7 @@ func New(ctx context.Context, opts Options) (*Bus, error) {
 	}
 	b.ps = b.sub.Subscribe(ctx)
 	if err := b.ps.Ping(ctx, "start"); err != nil {
+		_ = b.ps.Close()
 		_ = b.closeClients()
 		return nil, chat.Wrap(chat.EUnavailable, err, "redis subscriber connection failed")
 	}

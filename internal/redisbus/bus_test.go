@@ -342,3 +342,34 @@ func TestEnvelope(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentSubscribers: subscribers of one session coming and going at once
+// leave Redis subscribed exactly while at least one remains.
+func TestConcurrentSubscribers(t *testing.T) {
+	env := newTestEnv(t)
+	a := env.bus(t, "a", 0)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			for range 10 {
+				cancel, err := a.Subscribe(ctx, "s1", func(chat.Event) {})
+				if err != nil {
+					t.Errorf("Subscribe %d: %v", i, err)
+					return
+				}
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	ch := a.channel("s1")
+	eventually(t, "NUMSUB 0 after everyone left", func() bool {
+		return env.admin.PubSubNumSub(ctx, ch).Val()[ch] == 0
+	})
+	r, _ := subscribe(t, a, "s1")
+	if err := a.Publish(ctx, messageEvent("s1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "delivery to the last subscriber", func() bool { return r.hasSeq(1) })
+}

@@ -56,6 +56,9 @@ func (b *Bus) Subscribe(ctx context.Context, sessionID string, fn func(chat.Even
 	cs := b.channels[ch]
 	if cs == nil {
 		if err := b.ps.Subscribe(ctx, ch); err != nil {
+			// go-redis records the channel even when the write fails; forget it
+			// so that a reconnect does not subscribe it behind our back.
+			_ = b.ps.Unsubscribe(ctx, ch)
 			b.mu.Unlock()
 			b.dropWaiter(token)
 			return nil, chat.Wrap(chat.EUnavailable, err, "redis subscribe failed")
