@@ -19,9 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -83,7 +85,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	loaders := []func(*config.LoadOptions) error{config.WithRegion(opts.Region)}
+	loaders := []func(*config.LoadOptions) error{config.WithRegion(opts.Region), config.WithHTTPClient(httpClient())}
 	if opts.Credentials != nil {
 		loaders = append(loaders, config.WithCredentialsProvider(opts.Credentials))
 	}
@@ -97,6 +99,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 	})
 	return &Store{client: client, table: opts.Table, log: opts.Logger, seqs: newSeqCache(), pageSize: defaultPageSize}, nil
+}
+
+// maxIdleConns keeps connections to DynamoDB open for this many concurrent requests
+// (the SDK keeps 10): each Append is a few small sequential requests, and many
+// sessions append at once, so reconnecting would cost more than the requests.
+const maxIdleConns = 128
+
+func httpClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = maxIdleConns, maxIdleConns
+	})
 }
 
 // Table returns the table's name (for start-up logs).
