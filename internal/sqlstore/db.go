@@ -73,8 +73,9 @@ const sqliteMaxConns = 8
 // its schema up to date: the embedded database belongs to this process alone, so there
 // is no operator step to forget.
 func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
-	if path == "" || strings.ContainsAny(path, "?#") {
-		return nil, chat.Errorf(chat.EInvalid, "SQLite path %q must be non-empty and contain no '?' or '#'", path)
+	// Each pooled connection would get its own empty database from ":memory:".
+	if path == "" || strings.ContainsAny(path, "?#") || strings.Contains(path, ":memory:") {
+		return nil, chat.Errorf(chat.EInvalid, "SQLite path %q must name a file and contain no '?' or '#'", path)
 	}
 	sqldb, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
 	if err != nil {

@@ -255,3 +255,15 @@ func TestAppendsShareCommits(t *testing.T) {
 		t.Fatalf("%d appends in %d transactions: want at least 2 per transaction on average", batched, batches)
 	}
 }
+
+// TestOpenSQLiteRefusesBadPaths checks paths that would not name one shared file.
+func TestOpenSQLiteRefusesBadPaths(t *testing.T) {
+	for _, path := range []string{"", ":memory:", "file::memory:", "a.db?mode=ro", "a#b"} {
+		if db, err := OpenSQLite(context.Background(), path, nil); !chat.IsCode(err, chat.EInvalid) {
+			if db != nil {
+				db.Close()
+			}
+			t.Errorf("OpenSQLite(%q) = %v, want EInvalid", path, err)
+		}
+	}
+}
