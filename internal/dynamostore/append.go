@@ -74,8 +74,12 @@ func (s *Store) Append(ctx context.Context, m chat.Message) (chat.Message, bool,
 	m.CreatedAt = m.CreatedAt.UTC().Truncate(time.Microsecond)
 	st := s.seqs.acquire(m.SessionID)
 	defer s.seqs.release(m.SessionID, st)
-	st.mu.Lock()
-	defer st.mu.Unlock()
+	select {
+	case st.turn <- struct{}{}:
+		defer func() { <-st.turn }()
+	case <-ctx.Done():
+		return chat.Message{}, false, chat.Wrap(chat.EUnavailable, ctx.Err(), "waiting to append to session %s", m.SessionID)
+	}
 	if !st.known {
 		if err := s.refreshLast(ctx, st, m.SessionID); err != nil {
 			return chat.Message{}, false, err
@@ -95,6 +99,9 @@ func (s *Store) Append(ctx context.Context, m chat.Message) (chat.Message, bool,
 // appendUnguarded writes m at the next free seq, for messages without a client id.
 func (s *Store) appendUnguarded(ctx context.Context, st *sessionSeq, m chat.Message, writeID string) (chat.Message, bool, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return chat.Message{}, false, chat.Wrap(chat.EUnavailable, err, "appending message")
+		}
 		m.Seq = st.last + 1
 		res, err := s.putMessage(ctx, m, writeID)
 		if err != nil {
@@ -131,8 +138,10 @@ func (s *Store) appendAtGuard(ctx context.Context, st *sessionSeq, m chat.Messag
 			st.last = max(st.last, res.there.Seq)
 			return res.there, true, nil
 		}
-		if err := s.refreshLast(ctx, st, m.SessionID); err != nil {
-			return chat.Message{}, false, err
+		if st.last < g.Target { // another replica appended: learn how far
+			if err := s.refreshLast(ctx, st, m.SessionID); err != nil {
+				return chat.Message{}, false, err
+			}
 		}
 		if g, err = s.moveGuard(ctx, g, max(st.last+1, g.Target+1)); err != nil {
 			return chat.Message{}, false, err
@@ -307,10 +316,10 @@ type seqCache struct {
 const maxCachedSessions = 10000
 
 type sessionSeq struct {
-	mu    sync.Mutex // held for a whole Append
-	last  int64      // highest seq known; a hint, checked by every conditional write
+	turn  chan struct{} // holds one token during an Append; a channel so waiting heeds ctx
+	last  int64         // highest seq known; a hint, checked by every conditional write
 	known bool
-	users int // Appends holding or waiting for mu; guarded by seqCache.mu
+	users int // Appends holding or waiting for a turn; guarded by seqCache.mu
 }
 
 func newSeqCache() *seqCache { return &seqCache{m: make(map[string]*sessionSeq)} }
@@ -320,7 +329,7 @@ func (c *seqCache) acquire(sessionID string) *sessionSeq {
 	defer c.mu.Unlock()
 	st := c.m[sessionID]
 	if st == nil {
-		st = &sessionSeq{}
+		st = &sessionSeq{turn: make(chan struct{}, 1)}
 		c.m[sessionID] = st
 	}
 	st.users++

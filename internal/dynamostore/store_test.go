@@ -218,6 +218,21 @@ func TestRetriedWriteIsOurs(t *testing.T) {
 	}
 }
 
+// TestAppendWaitHeedsContext: an Append queued behind another of the same session
+// gives up when its context ends instead of waiting for the turn forever.
+func TestAppendWaitHeedsContext(t *testing.T) {
+	s := openTable(t)
+	sess := chat.NewSessionID()
+	st := s.seqs.acquire(sess)
+	st.turn <- struct{}{} // another Append's turn, never ending
+	defer func() { <-st.turn; s.seqs.release(sess, st) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := s.Append(ctx, msg(sess, "c1", "x")); !chat.IsCode(err, chat.EUnavailable) {
+		t.Fatalf("Append behind a stuck one = %v; want %s", err, chat.EUnavailable)
+	}
+}
+
 func TestAppendWithoutClientID(t *testing.T) {
 	s := openTable(t)
 	sess := chat.NewSessionID()
