@@ -40,7 +40,7 @@ import (
 const (
 	maxBatch          = 1000
 	maxCachedSessions = 10000
-	batchTimeout      = 30 * time.Second
+	batchTimeout      = 30 * time.Second // MySQL
 	maxBatchAttempts  = 5
 )
 
@@ -277,8 +277,15 @@ func (st *stmts) close() {
 
 // commitOnce runs the batch in one transaction.
 func (w *writer) commitOnce() error {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
+	// A MySQL batch gets a deadline against a stalled server or network. A SQLite batch
+	// only waits for the file's lock, which busy_timeout bounds, and a context without
+	// Done saves the driver an interrupt watch on every statement.
+	ctx := context.Background()
+	if w.d.dialect == dialectMySQL {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, batchTimeout)
+		defer cancel()
+	}
 	tx, err := w.d.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
