@@ -179,6 +179,7 @@ func (a *Archive) Put(ctx context.Context, key string, body []byte) (chat.Archiv
 		return chat.ArchiveObject{}, chat.Errorf(chat.EInternal,
 			"s3: %s stored as %d bytes sha256 %s, sent %d bytes sha256 %s", key, got.Size, got.SHA256, want.Size, want.SHA256)
 	}
+	a.log.Debug("s3: transcript archived and confirmed", "key", key, "bytes", got.Size)
 	return got, nil
 }
 
@@ -241,10 +242,14 @@ func (a *Archive) URL(ctx context.Context, key, filename string, ttl time.Durati
 	if filename == "" {
 		filename = path.Base(key)
 	}
+	disposition := mime.FormatMediaType("attachment", map[string]string{"filename": filename})
+	if disposition == "" { // a name mime cannot encode: let the browser pick one
+		disposition = "attachment"
+	}
 	req, err := a.presign.PresignGetObject(ctx, &s3.GetObjectInput{
 		Bucket:                     &a.opts.Bucket,
 		Key:                        aws.String(a.objectKey(key)),
-		ResponseContentDisposition: aws.String(mime.FormatMediaType("attachment", map[string]string{"filename": filename})),
+		ResponseContentDisposition: aws.String(disposition),
 	}, s3.WithPresignExpires(ttl))
 	if err != nil {
 		return "", chat.Wrap(chat.EInternal, err, "s3: presigning a download of %s", key)

@@ -171,6 +171,16 @@ func TestPresignedURL(t *testing.T) {
 		t.Errorf("Content-Disposition = %q", cd)
 	}
 
+	nonASCII, err := a.URL(ctx, key, "chat-café.csv", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp = get(t, nonASCII)
+	resp.Body.Close()
+	if cd := resp.Header.Get("Content-Disposition"); resp.StatusCode != http.StatusOK || !strings.Contains(cd, "filename*=utf-8''chat-caf%C3%A9.csv") {
+		t.Errorf("non-ASCII filename: %s, Content-Disposition %q", resp.Status, cd)
+	}
+
 	tests := []struct {
 		name   string
 		change func(u *url.URL)
