@@ -21,6 +21,7 @@
   var BACKOFF_CAP_MS = 15000;
   var RATE_RETRY_MS = 2000;
   var MAX_GAP_RETRIES = 3;
+  var MAX_ENDED_RECONNECTS = 5;
   var CLOSE_GOING_AWAY = 1001;
   var CLOSE_POLICY = 1008;
   var CLOSE_ROOM_FULL = 4003;
@@ -71,7 +72,9 @@
     timer: 0,
     endRequested: false, // End chat pressed, not yet confirmed by an ended frame
     counter: 0,
-    gapRetries: 0
+    gapRetries: 0,
+    endNoticeShown: false,
+    endedReconnects: 0   // reconnects after the end, waiting for the transcript
   };
 
   // Messages typed here and not yet acknowledged, by client id, in send order.
@@ -131,6 +134,7 @@
 
   function showPeer(email) {
     state.peer = email || null;
+    el.presence.hidden = !state.peer;
     if (state.peer) {
       el.peer.textContent = state.peer;
       setBadge(el.peerRole, state.role === 'host' ? 'participant' : state.role === 'participant' ? 'host' : '');
@@ -253,7 +257,7 @@
     showPeer(f.peer);
     if (typeof f.peer_online === 'boolean') { showPresence(f.peer_online); }
     if (f.status && f.status !== 'inprogress') {
-      markEnded(null);
+      markEnded(null); // the server follows with the ended frame naming who ended it
     } else {
       setStatus('connected', 'Connected');
       setInputEnabled(true);
@@ -308,10 +312,10 @@
   }
 
   function markEnded(by) {
-    if (!state.ended) {
-      state.ended = true;
-      var who = by ? (by === YOU ? 'you' : by) : '';
-      addNotice(who ? 'Chat ended by ' + who + '.' : 'This chat has ended.');
+    state.ended = true;
+    if (by && !state.endNoticeShown) {
+      state.endNoticeShown = true;
+      addNotice('Chat ended by ' + (by === YOU ? 'you' : by) + '.');
     }
     state.endRequested = false;
     setInputEnabled(false);
@@ -391,8 +395,9 @@
     state.timer = 0;
     if (state.stopped || state.ws) { return; }
     state.welcomed = false;
-    setStatus(state.attempt === 0 && !state.session ? 'connecting' : 'reconnecting',
-      state.session ? 'Reconnecting…' : 'Connecting…');
+    if (!state.ended) {
+      setStatus(state.session ? 'reconnecting' : 'connecting', state.session ? 'Reconnecting…' : 'Connecting…');
+    }
     var ws;
     try {
       ws = new WebSocket(wsURL());
@@ -421,12 +426,15 @@
       return;
     }
     if (state.stopped) { return; }
-    if (state.ended && hadWelcome && !state.transcript) {
-      // The chat is over; its transcript comes by email and in the history.
-      setStatus('ended', 'Chat ended — the transcript is on its way by email.');
-      showBanner('info', 'The transcript will also be listed in your', makeLink('/history', 'chat history'));
-      state.stopped = true;
-      return;
+    if (state.ended && !state.transcript) {
+      // The chat is over. Reattaching to it a few times catches the transcript frame
+      // if the export finishes meanwhile; after that, the email and history have it.
+      state.endedReconnects += 1;
+      if (state.endedReconnects > MAX_ENDED_RECONNECTS) {
+        stop('ended', 'Chat ended — the transcript is on its way by email.');
+        showBanner('info', 'The transcript will also be listed in your', makeLink('/history', 'chat history'));
+        return;
+      }
     }
     if (!hadWelcome) { state.failedOpens += 1; }
     if (state.failedOpens >= 3) { checkSignedIn(); }
@@ -440,7 +448,9 @@
     var ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, state.attempt));
     var delay = soon && state.attempt === 0 ? 100 + Math.random() * 400 : ceiling / 2 + Math.random() * ceiling / 2;
     state.attempt += 1;
-    setStatus('reconnecting', 'Connection lost — reconnecting in ' + Math.ceil(delay / 1000) + ' s…');
+    if (!state.ended) {
+      setStatus('reconnecting', 'Connection lost — reconnecting in ' + Math.ceil(delay / 1000) + ' s…');
+    }
     state.timer = window.setTimeout(connect, delay);
   }
 
