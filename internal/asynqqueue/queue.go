@@ -9,7 +9,6 @@ package asynqqueue
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -90,17 +89,19 @@ func NewExportTask(sessionID string) *asynq.Task {
 func ExportTaskID(sessionID string) string { return "export:" + sessionID }
 
 // EnqueueExport asks for the session's export to run soon. If the session already has
-// a task, nothing is added, with one exception: a task archived because its retries
-// ran out (a dependency was down too long) is put back to pending, so the sweeper's
-// periodic re-enqueue keeps retrying it. A task archived as permanent stays archived
-// for an operator to look at. Completed tasks are not retained, so their id is free.
+// a pending, scheduled, retrying or running task, nothing is added. If its task was
+// archived (retries ran out, or the job called the failure permanent), it is put back
+// to pending: callers enqueue only sessions whose record says the export is still to
+// do (End chat, the sweeper), and that record outranks an old verdict. Between two
+// sweeps the failed task stays archived, visible to operators. Completed tasks are
+// not retained, so their id is free at once.
 func (q *Queue) EnqueueExport(ctx context.Context, sessionID string) error {
 	if sessionID == "" {
 		return chat.Errorf(chat.EInvalid, "empty session id")
 	}
 	err := q.enqueue(ctx, sessionID)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return q.reviveExhausted(ctx, sessionID)
+		return q.reviveArchived(ctx, sessionID)
 	}
 	return err
 }
@@ -114,8 +115,8 @@ func (q *Queue) enqueue(ctx context.Context, sessionID string) error {
 	return err
 }
 
-// reviveExhausted handles an id conflict: see EnqueueExport.
-func (q *Queue) reviveExhausted(ctx context.Context, sessionID string) error {
+// reviveArchived handles an id conflict: see EnqueueExport.
+func (q *Queue) reviveArchived(ctx context.Context, sessionID string) error {
 	id := ExportTaskID(sessionID)
 	info, err := q.inspector.GetTaskInfo(q.opts.Queue, id)
 	switch {
@@ -128,8 +129,8 @@ func (q *Queue) reviveExhausted(ctx context.Context, sessionID string) error {
 		return nil
 	case err != nil:
 		return chat.Wrap(chat.EUnavailable, err, "looking up the export task failed")
-	case info.State != asynq.TaskStateArchived || isPermanent(info.LastErr):
-		return nil // pending, scheduled, retrying, running, or needs a person
+	case info.State != asynq.TaskStateArchived:
+		return nil // pending, scheduled, retrying or running
 	}
 	if err := q.inspector.RunTask(q.opts.Queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 		return chat.Wrap(chat.EUnavailable, err, "reviving the archived export failed")
@@ -137,10 +138,12 @@ func (q *Queue) reviveExhausted(ctx context.Context, sessionID string) error {
 	return nil
 }
 
-// isPermanent reports whether an archived task's last error was a permanent one
-// (the handler wrapped it with asynq.SkipRetry).
-func isPermanent(lastErr string) bool {
-	return strings.Contains(lastErr, asynq.SkipRetry.Error())
+// Ping reports whether the queue's Redis answers (for /readyz).
+func (q *Queue) Ping(ctx context.Context) error {
+	if err := q.rdb.Ping(ctx).Err(); err != nil {
+		return chat.Wrap(chat.EUnavailable, err, "redis cannot be reached")
+	}
+	return nil
 }
 
 // Close releases the Redis connection (the asynq client and inspector share it).
