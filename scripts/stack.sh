@@ -30,8 +30,10 @@ MAILPIT_MODULE=github.com/axllent/mailpit
 MAILPIT_VERSION=v1.33.1
 
 HOST=127.0.0.1
-MYSQL_PORT=3306
-REDIS_PORT=6379
+# MariaDB and Redis keep their standard ports; the overrides exist to test this script beside them.
+MYSQL_PORT=${PARLEY_STACK_MYSQL_PORT:-3306}
+MYSQL_SOCKET=${PARLEY_STACK_MYSQL_SOCKET:-}
+REDIS_PORT=${PARLEY_STACK_REDIS_PORT:-6379}
 DYNAMO_PORT=${PARLEY_STACK_DYNAMO_PORT:-4567}
 MINIO_PORT=${PARLEY_STACK_MINIO_PORT:-9100}
 MINIO_CONSOLE_PORT=${PARLEY_STACK_MINIO_CONSOLE_PORT:-9101}
@@ -175,7 +177,8 @@ mysql_client_setup() {
     MYSQL_USERINFO=$MYSQL_TCP_USER:$MYSQL_TCP_PASSWORD
   else
     log "MariaDB root cannot log in over TCP (socket-only root); creating user '$MYSQL_TCP_USER' through the socket"
-    "$client" -uroot -e "
+    local sock=(); [ -n "$MYSQL_SOCKET" ] && sock=(--socket="$MYSQL_SOCKET")
+    "$client" "${sock[@]}" -uroot -e "
       CREATE USER IF NOT EXISTS '$MYSQL_TCP_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_TCP_PASSWORD';
       CREATE USER IF NOT EXISTS '$MYSQL_TCP_USER'@'localhost' IDENTIFIED BY '$MYSQL_TCP_PASSWORD';
       GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_TCP_USER'@'127.0.0.1' WITH GRANT OPTION;
@@ -271,12 +274,24 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
+# stackinit_bin: scripts/stackinit built into .stack/bin, rebuilt only when its source, go.mod,
+# go.sum or the Go version change (a `go run` would spend seconds checking the SDK every time).
+stackinit_bin() {
+  local bin=$RUN_DIR/bin/stackinit stamp
+  stamp=$(cat "$ROOT/scripts/stackinit/"*.go "$ROOT/go.mod" "$ROOT/go.sum" <(go version) | sha256sum)
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.sha256" 2>/dev/null)" != "$stamp" ]; then
+    (cd "$ROOT" && go build -o "$bin" ./scripts/stackinit) >&2 || die "cannot build scripts/stackinit"
+    printf '%s\n' "$stamp" >"$bin.sha256"
+  fi
+  printf '%s\n' "$bin"
+}
+
 # create_resources: the DynamoDB table and S3 bucket, through scripts/stackinit.
 create_resources() {
-  (cd "$ROOT" && AWS_ACCESS_KEY_ID=$MINIO_USER AWS_SECRET_ACCESS_KEY=$MINIO_PASSWORD \
-    go run ./scripts/stackinit -region "$REGION" \
+  local bin; bin=$(stackinit_bin)
+  AWS_ACCESS_KEY_ID=$MINIO_USER AWS_SECRET_ACCESS_KEY=$MINIO_PASSWORD "$bin" -region "$REGION" \
     -dynamodb-endpoint "http://$HOST:$DYNAMO_PORT" -table "$TABLE" \
-    -s3-endpoint "http://$HOST:$MINIO_PORT" -bucket "$BUCKET") >&2 \
+    -s3-endpoint "http://$HOST:$MINIO_PORT" -bucket "$BUCKET" >&2 \
     || die "creating the table/bucket failed (scripts/stackinit; logs in $LOG_DIR)"
 }
 
