@@ -36,7 +36,7 @@ const purgeRetention = 48 * time.Hour
 // WorkerOptions configure `parley worker`. Zero values take the defaults.
 type WorkerOptions struct {
 	Queue         string // asynq queue; DefaultQueue when empty
-	MaxRetry      int    // retries of export and purge tasks; DefaultMaxRetry when zero
+	MaxRetry      int    // retries of purge tasks (an export's come from its enqueuer's Options); DefaultMaxRetry when zero
 	Concurrency   int    // tasks run at once; DefaultConcurrency when zero
 	PurgeSchedule string // cron spec (5 fields or asynq's "@every 1h"); DefaultPurgeSchedule
 	Location      *time.Location
