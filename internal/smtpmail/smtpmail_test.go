@@ -324,3 +324,21 @@ func TestStartTLSIsRequired(t *testing.T) {
 		t.Fatalf("Send without STARTTLS on offer = %v; want a temporary error", err)
 	}
 }
+
+// TestSendRefusesBadRecipient: an address that cannot be a recipient (or would smuggle
+// a header) is refused for good before any connection is made.
+func TestSendRefusesBadRecipient(t *testing.T) {
+	m := mailerFor(t, "127.0.0.1:1") // nothing listens there: no connection may be tried
+	for name, to := range map[string]string{
+		"NotAnAddress": "not an address",
+		"HeaderInTo":   "a@example.com\r\nBcc: evil@example.com",
+		"Empty":        "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := m.Send(context.Background(), chat.Email{To: to, Subject: "s", Text: "t"})
+			if !chat.IsCode(err, chat.EPermanent) {
+				t.Fatalf("Send to %q = %v; want %s", to, err, chat.EPermanent)
+			}
+		})
+	}
+}
