@@ -12,6 +12,9 @@
 // the same partition at negative seqs, so every read of messages is a key range
 // `seq > after` (after >= 0) that never sees them, and purging a session is one query
 // over one partition that removes both.
+//
+// IAM: dynamodb:PutItem, GetItem, UpdateItem, Query, BatchWriteItem and DescribeTable
+// (Ping) on the table; CreateTable only for `parley migrate --create-table`.
 package dynamostore
 
 import (

@@ -12,6 +12,10 @@
 // upload (x-amz-checksum-sha256), and HeadObject then confirms size and checksum, so a
 // session is only marked archived (and its messages later purged) when the transcript
 // is really there, whole.
+//
+// IAM: s3:PutObject and s3:GetObject on the prefix, s3:ListBucket on the bucket (without
+// it S3 answers 403 instead of 404 for a missing object, and Stat cannot tell "not
+// there" from "not allowed"), s3:CreateBucket only for `parley migrate`.
 package s3blob
 
 import (
