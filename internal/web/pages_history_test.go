@@ -11,31 +11,45 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/fileblob"
 	"parley/internal/membus"
+	"parley/internal/memqueue"
+	"parley/internal/outbox"
 	"parley/internal/sqlstore"
+	"parley/internal/transcript"
 )
 
 // pagesEnv is a Parley server on real embedded backends (SQLite in a temporary
-// folder, the in-process bus), as `parley serve` runs with nothing installed.
+// folder, the in-process bus and queue, the local archive and outbox), wired as
+// `parley serve` runs with nothing installed.
 type pagesEnv struct {
 	srv   *httptest.Server
 	store *sqlstore.DB
 }
 
 // newPagesEnv starts Parley's handler on a local test server.
-func newPagesEnv(t *testing.T) *pagesEnv {
+func newPagesEnv(t *testing.T) *pagesEnv { return newPagesEnvAt(t, "") }
+
+// newPagesEnvAt is newPagesEnv for a server that people reach at publicURL (a proxy
+// in front of it); "" means the test server's own URL.
+func newPagesEnvAt(t *testing.T, publicURL string) *pagesEnv {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "parley.db"), log)
+	dir := t.TempDir()
+	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "parley.db"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bus := membus.New()
 	srv := httptest.NewUnstartedServer(nil) // its listener, hence its URL, exists already
+	if publicURL == "" {
+		publicURL = "http://" + srv.Listener.Addr().String()
+	}
+	bus := membus.New()
+	queue := newTestQueue(t, store, bus, dir, publicURL)
 	s := NewServer(Deps{
-		Config:   Config{PublicURL: "http://" + srv.Listener.Addr().String()},
-		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Logger: log,
+		Config:   Config{PublicURL: publicURL},
+		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Queue: queue, Logger: log,
 	})
 	srv.Config.Handler = s
 	srv.Start()
@@ -44,10 +58,36 @@ func newPagesEnv(t *testing.T) *pagesEnv {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_ = s.Shutdown(sctx)
+		_ = queue.Close()
 		_ = bus.Close()
 		_ = store.Close()
 	})
 	return &pagesEnv{srv: srv, store: store}
+}
+
+// newTestQueue starts the in-process queue running the real transcript export into a
+// local archive and outbox under dir.
+func newTestQueue(t *testing.T, store *sqlstore.DB, bus *membus.Bus, dir, publicURL string) *memqueue.Queue {
+	t.Helper()
+	archive, err := fileblob.Open(filepath.Join(dir, "archive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mailer, err := outbox.New(outbox.Options{Dir: filepath.Join(dir, "outbox")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exporter, err := transcript.NewExporter(transcript.Options{Sessions: store, Messages: store,
+		Archive: archive, Mailer: mailer, Broker: bus, PublicURL: publicURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue, err := memqueue.New(exporter, memqueue.Options{PurgeSchedule: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue.Start(context.Background())
+	return queue
 }
 
 // newPagesTestServer is newPagesEnv for tests that need only the HTTP server.

@@ -249,6 +249,7 @@
       return;
     }
     state.session = f.session || state.session;
+    root.dataset.session = state.session;
     state.welcomed = true;
     state.attempt = 0;
     state.failedOpens = 0;
