@@ -78,11 +78,11 @@ func List(dir string, limit int) ([]Summary, error) {
 // Read parses the email named name in dir, or returns ENotFound.
 func Read(dir, name string) (*Email, error) {
 	if !ValidName(name) {
-		return nil, chat.Errorf(chat.ENotFound, "no such email")
+		return nil, chat.Errorf(chat.ENotFound, "There is no such email in the outbox.")
 	}
 	f, err := os.Open(filepath.Join(dir, name))
 	if os.IsNotExist(err) {
-		return nil, chat.Errorf(chat.ENotFound, "no such email")
+		return nil, chat.Errorf(chat.ENotFound, "There is no such email in the outbox.")
 	}
 	if err != nil {
 		return nil, chat.Wrap(chat.EUnavailable, err, "cannot read outbox")
