@@ -125,8 +125,8 @@ func (c *conn) read() {
 	}
 }
 
-// next returns the next frame of the given type, skipping presence frames (and, when
-// want is not "ack", acks), and fails on anything else.
+// next returns the next frame of the given type, skipping presence, ack and message
+// frames, and fails on anything else (an unexpected error frame above all).
 func (c *conn) next(want string) frame {
 	c.t.Helper()
 	for len(c.held) > 0 {
@@ -134,7 +134,7 @@ func (c *conn) next(want string) frame {
 		if f.Type == want {
 			return f
 		}
-		if f.Type != "presence" && f.Type != "ack" {
+		if !skippable(f) {
 			c.t.Fatalf("got %+v while waiting for %q", f, want)
 		}
 	}
@@ -148,7 +148,7 @@ func (c *conn) next(want string) frame {
 			if f.Type == want {
 				return f
 			}
-			if f.Type == "presence" || f.Type == "ack" {
+			if skippable(f) {
 				continue
 			}
 			c.t.Fatalf("got %+v while waiting for %q", f, want)
@@ -271,4 +271,9 @@ func (c *conn) sendRaw(s string) {
 	if err := c.ws.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
 		c.t.Fatalf("send: %v", err)
 	}
+}
+
+// skippable tells the frames next passes over on its way to the one it waits for.
+func skippable(f frame) bool {
+	return f.Type == "presence" || f.Type == "ack" || f.Type == "message"
 }

@@ -87,13 +87,17 @@ func defaults() Config {
 }
 
 // loadConfig reads the environment, then parses args as flags over it, and validates.
-func loadConfig(name string, args []string, getenv func(string) string, out io.Writer) (Config, []string, error) {
+// extra, when given, registers the subcommand's own flags on the same flag set.
+func loadConfig(name string, args []string, getenv func(string) string, out io.Writer, extra ...func(*flag.FlagSet)) (Config, []string, error) {
 	c := defaults()
 	if err := c.fromEnv(getenv); err != nil {
 		return c, nil, err
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	c.register(fs)
+	for _, register := range extra {
+		register(fs)
+	}
 	if out != nil {
 		fs.SetOutput(out)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -16,15 +17,12 @@ import (
 // runMigrate creates or updates the SQL tables; with flags it also creates the
 // DynamoDB table and the S3 bucket (for a fresh production setup or a local stand-in).
 func runMigrate(ctx context.Context, env *environment, args []string) error {
-	c, rest, err := loadConfig("migrate", args, env.getenv, env.stderr)
+	var createTable, createBucket bool
+	c, _, err := loadConfig("migrate", args, env.getenv, env.stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&createTable, "create-table", false, "create the DynamoDB messages table (on-demand capacity) if missing")
+		fs.BoolVar(&createBucket, "create-bucket", false, "create the S3 bucket if missing")
+	})
 	if err != nil {
-		return err
-	}
-	opts := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	createTable := opts.Bool("create-table", false, "create the DynamoDB messages table (on-demand capacity) if missing")
-	createBucket := opts.Bool("create-bucket", false, "create the S3 bucket if missing")
-	opts.SetOutput(env.stderr)
-	if err := opts.Parse(rest); err != nil {
 		return err
 	}
 	log := newLogger(c, env.stderr)
@@ -34,7 +32,10 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		}
 		fmt.Fprintln(env.stdout, "MariaDB/MySQL schema is up to date")
 	}
-	if c.MySQLDSN == "" || !c.MySQLMessages {
+	if c.usesSQLite() {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return err
+		}
 		db, err := sqlstore.OpenSQLite(ctx, c.sqlitePath(), log) // migrates itself
 		if err != nil {
 			return err
@@ -42,13 +43,13 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		_ = db.Close()
 		fmt.Fprintln(env.stdout, "embedded database", c.sqlitePath(), "is up to date")
 	}
-	if *createTable {
+	if createTable {
 		if err := createDynamoTable(ctx, c, log); err != nil {
 			return err
 		}
 		fmt.Fprintln(env.stdout, "DynamoDB table", c.dynamoTable(), "is ready")
 	}
-	if *createBucket {
+	if createBucket {
 		if err := createS3Bucket(ctx, c, log); err != nil {
 			return err
 		}
@@ -100,14 +101,11 @@ func runExport(ctx context.Context, env *environment, args []string) error {
 
 // runPurge purges (or with --dry-run lists) the messages of archived chats now.
 func runPurge(ctx context.Context, env *environment, args []string) error {
-	c, rest, err := loadConfig("purge", args, env.getenv, env.stderr)
+	var dryRun bool
+	c, _, err := loadConfig("purge", args, env.getenv, env.stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&dryRun, "dry-run", false, "list what is due and whether its archive is confirmed; change nothing")
+	})
 	if err != nil {
-		return err
-	}
-	opts := flag.NewFlagSet("purge", flag.ContinueOnError)
-	dryRun := opts.Bool("dry-run", false, "list what is due and whether its archive is confirmed; change nothing")
-	opts.SetOutput(env.stderr)
-	if err := opts.Parse(rest); err != nil {
 		return err
 	}
 	p, err := openParts(ctx, c, newLogger(c, env.stderr))
@@ -115,7 +113,7 @@ func runPurge(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer p.Close()
-	if *dryRun {
+	if dryRun {
 		return listDue(ctx, env, p.exporter)
 	}
 	return purgeWithProgress(ctx, env, p.exporter)

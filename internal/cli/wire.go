@@ -99,6 +99,14 @@ func faultHook(step string) func(string) {
 	return transcript.KillAfter(step)
 }
 
+// usesDynamo reports whether messages go to DynamoDB.
+func (c Config) usesDynamo() bool { return c.DynamoTable != "" || c.DynamoEndpoint != "" }
+
+// usesSQLite reports whether any part keeps its embedded SQLite default.
+func (c Config) usesSQLite() bool {
+	return c.MySQLDSN == "" || (!c.usesDynamo() && !c.MySQLMessages)
+}
+
 // sqlitePath is the embedded database file.
 func (c Config) sqlitePath() string { return filepath.Join(c.DataDir, "parley.db") }
 
@@ -145,7 +153,7 @@ func (p *parts) openSessionStore(ctx context.Context, embedded func() (*sqlstore
 
 func (p *parts) openMessageStore(ctx context.Context, sessions chat.SessionStore, embedded func() (*sqlstore.DB, error)) (chat.MessageStore, error) {
 	switch {
-	case p.cfg.DynamoTable != "" || p.cfg.DynamoEndpoint != "":
+	case p.cfg.usesDynamo():
 		return p.openDynamo(ctx)
 	case p.cfg.MySQLDSN != "" && p.cfg.MySQLMessages:
 		p.log.Info("backend", "part", "messages", "uses", "mysql")
