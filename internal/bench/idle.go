@@ -15,6 +15,7 @@ import (
 const (
 	metricRSS         = "process_resident_memory_bytes"
 	metricHeapInuse   = "go_memstats_heap_inuse_bytes"
+	metricStackInuse  = "go_memstats_stack_inuse_bytes"
 	metricGoroutines  = "go_goroutines"
 	metricConnections = "parley_connections"
 )
@@ -23,6 +24,7 @@ const (
 type MemorySample struct {
 	RSS         float64 `json:"rss_bytes"`
 	HeapInuse   float64 `json:"heap_inuse_bytes"`
+	StackInuse  float64 `json:"stack_inuse_bytes"`
 	Goroutines  float64 `json:"goroutines"`
 	Connections float64 `json:"connections"`
 }
@@ -36,8 +38,9 @@ type IdleResult struct {
 	Before            MemorySample `json:"before"`
 	After             MemorySample `json:"after"`
 	MetricsError      string       `json:"metrics_error,omitempty"`
-	BytesPerConn      float64      `json:"bytes_per_conn"` // resident memory growth / connections
-	HeapBytesPerConn  float64      `json:"heap_bytes_per_conn"`
+	BytesPerConn      float64      `json:"bytes_per_conn"`       // resident memory growth / connections
+	HeapBytesPerConn  float64      `json:"heap_bytes_per_conn"`  // Go heap in use growth / connections
+	StackBytesPerConn float64      `json:"stack_bytes_per_conn"` // goroutine stacks growth / connections
 	GoroutinesPerConn float64      `json:"goroutines_per_conn"`
 	Baseline          *Result      `json:"chat_before,omitempty"`
 	Loaded            *Result      `json:"chat_holding,omitempty"`
@@ -104,6 +107,7 @@ func (r *IdleResult) setMemory(before, after MemorySample, err error) {
 	if n := float64(r.Connected); n > 0 {
 		r.BytesPerConn = (after.RSS - before.RSS) / n
 		r.HeapBytesPerConn = (after.HeapInuse - before.HeapInuse) / n
+		r.StackBytesPerConn = (after.StackInuse - before.StackInuse) / n
 		r.GoroutinesPerConn = (after.Goroutines - before.Goroutines) / n
 	}
 }
@@ -114,10 +118,12 @@ func (r *IdleResult) describe() string {
 		return fmt.Sprintf("held %d/%d connections (connected in %.1fs); server memory unknown: %s",
 			r.Connected, r.Conns, r.ConnectSec, r.MetricsError)
 	}
-	return fmt.Sprintf("held %d/%d connections (connected in %.1fs): server RSS %s -> %s (%s/conn), heap in use %s -> %s (%s/conn), goroutines %.0f -> %.0f (%.2f/conn), parley_connections %.0f",
+	return fmt.Sprintf("held %d/%d connections (connected in %.1fs): server RSS %s -> %s (%s/conn), heap in use %s -> %s (%s/conn), stacks %s -> %s (%s/conn), goroutines %.0f -> %.0f (%.2f/conn), parley_connections %.0f\n"+
+		"(per-connection RSS is only meaningful against a freshly started server: Go keeps memory it once used)",
 		r.Connected, r.Conns, r.ConnectSec,
 		formatBytes(r.Before.RSS), formatBytes(r.After.RSS), formatBytes(r.BytesPerConn),
 		formatBytes(r.Before.HeapInuse), formatBytes(r.After.HeapInuse), formatBytes(r.HeapBytesPerConn),
+		formatBytes(r.Before.StackInuse), formatBytes(r.After.StackInuse), formatBytes(r.StackBytesPerConn),
 		r.Before.Goroutines, r.After.Goroutines, r.GoroutinesPerConn, r.After.Connections)
 }
 
@@ -144,14 +150,14 @@ func scrapeMemory(ctx context.Context, s *site) (MemorySample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return MemorySample{}, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	v, err := parseMetrics(resp.Body, metricRSS, metricHeapInuse, metricGoroutines, metricConnections)
+	v, err := parseMetrics(resp.Body, metricRSS, metricHeapInuse, metricStackInuse, metricGoroutines, metricConnections)
 	if err != nil {
 		return MemorySample{}, err
 	}
 	if _, ok := v[metricRSS]; !ok {
 		return MemorySample{}, fmt.Errorf("GET /metrics: no %s", metricRSS)
 	}
-	return MemorySample{RSS: v[metricRSS], HeapInuse: v[metricHeapInuse],
+	return MemorySample{RSS: v[metricRSS], HeapInuse: v[metricHeapInuse], StackInuse: v[metricStackInuse],
 		Goroutines: v[metricGoroutines], Connections: v[metricConnections]}, nil
 }
 
