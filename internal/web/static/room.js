@@ -320,6 +320,7 @@
     }
     state.endRequested = false;
     setInputEnabled(false);
+    el.text.placeholder = 'This chat has ended.';
     pending.forEach(function (_, id) { confirmOwn(id, 'failed'); });
     if (!state.transcript) {
       var text = by ? 'Chat ended by ' + (by === YOU ? 'you' : by) + ' — the transcript is on its way by email.'
@@ -356,8 +357,7 @@
     var text = ERROR_TEXT[f.code] || f.message || 'Something went wrong.';
     switch (f.code) {
       case 'room_full':
-        stop('failed', 'Room full');
-        showBanner('error', text, makeLink('/', 'Choose another room'));
+        roomFull();
         return;
       case 'chat_ended':
         markEnded(null);
@@ -422,8 +422,7 @@
     state.ws = null;
     state.welcomed = false;
     if (ev.code === CLOSE_ROOM_FULL || (ev.code === CLOSE_POLICY && el.status.dataset.state === 'failed')) {
-      stop('failed', 'Room full');
-      showBanner('error', ERROR_TEXT.room_full, makeLink('/', 'Choose another room'));
+      roomFull();
       return;
     }
     if (state.stopped) { return; }
@@ -461,6 +460,15 @@
     if (ws) { ws.onclose = null; ws.close(1000, 'resync'); }
     if (state.timer) { window.clearTimeout(state.timer); state.timer = 0; }
     scheduleReconnect(true);
+  }
+
+  // roomFull turns a third person away: no chat, no retries, a way out.
+  function roomFull() {
+    stop('failed', 'Room full');
+    el.peer.textContent = '—';
+    el.presence.hidden = true;
+    el.empty.textContent = 'You are not part of the chat in this room.';
+    showBanner('error', ERROR_TEXT.room_full, makeLink('/', 'Choose another room'));
   }
 
   function stop(kind, text) {
