@@ -4,7 +4,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 	"time"
 
 	"parley/internal/chat"
@@ -90,8 +89,11 @@ func (s *Server) serveTranscript(w http.ResponseWriter, r *http.Request, sess *c
 	defer body.Close()
 	h.Set("Content-Type", "text/csv; charset=utf-8")
 	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
-	if sess.Archive.Size > 0 {
-		h.Set("Content-Length", strconv.FormatInt(sess.Archive.Size, 10))
+	if rs, ok := body.(io.ReadSeeker); ok {
+		// A file: ServeContent sends its real length and answers range requests, so
+		// an interrupted download can resume.
+		http.ServeContent(w, r, name, time.Time{}, rs)
+		return
 	}
 	if _, err := io.Copy(w, body); err != nil {
 		s.log.Warn("transcript download cut short", "session", sess.ID, "err", err)

@@ -166,6 +166,9 @@ func TestTranscriptAccess(t *testing.T) {
 			if cd := res.Header.Get("Content-Disposition"); cd != wantName {
 				t.Errorf("Content-Disposition %q, want %q", cd, wantName)
 			}
+			if res.ContentLength != int64(len(body)) || res.ContentLength <= 0 {
+				t.Errorf("Content-Length %d for %d bytes", res.ContentLength, len(body))
+			}
 			if !strings.HasPrefix(body, strings.Join(transcript.Header, ",")+"\r\n") {
 				t.Errorf("body does not start with the header row:\n%s", body)
 			}
@@ -255,5 +258,20 @@ func TestLinkify(t *testing.T) {
 				t.Fatalf("linkify(%q) = %+v, want %+v", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestTranscriptResumesDownload(t *testing.T) {
+	e := newEndEnv(t, false, false)
+	sess, hostCookie, _ := e.chat(t, "resume", true, "hi")
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/transcripts/"+sess.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.AddCookie(hostCookie)
+	req.Header.Set("Range", "bytes=4-13")
+	res, body := e.client.do(req)
+	if res.StatusCode != http.StatusPartialContent || body != "message_id" {
+		t.Fatalf("range request: status %d, body %q", res.StatusCode, body)
 	}
 }
