@@ -1,0 +1,480 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/coder/websocket/wsjson"
+	"github.com/redis/go-redis/v9"
+
+	"parley/internal/testenv"
+)
+
+// The tests of this file run Parley scaled out, as docs/DEPLOY.md describes: several
+// `parley serve` replicas and `parley worker`s, each its own process with its own data
+// folder, sharing MariaDB, DynamoDB (dynalite), S3 (MinIO), SMTP (Mailpit) and Redis.
+
+// cluster is one scaled-out deployment under test: the production backends, a Redis
+// database of its own and the variables every process of the deployment shares.
+type cluster struct {
+	t        *testing.T
+	p        *production
+	env      []string
+	db       int    // the Redis database number
+	messages string // where messages are kept: "dynamodb" or "mariadb"
+}
+
+// newCluster prepares the backends (migrated) of a deployment whose messages are kept
+// in messages ("dynamodb" or "mariadb"); start processes with replica and worker.
+func newCluster(t *testing.T, messages string, extra ...string) *cluster {
+	t.Helper()
+	p := newProduction(t)
+	redisURL, db := claimRedisDB(t)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	c := &cluster{t: t, p: p, db: db, messages: messages}
+	for _, kv := range p.env {
+		if messages == "mariadb" && strings.HasPrefix(kv, "PARLEY_DYNAMODB_") {
+			continue
+		}
+		c.env = append(c.env, kv)
+	}
+	if messages == "mariadb" {
+		c.env = append(c.env, "PARLEY_MYSQL_MESSAGES=true")
+	}
+	c.env = append(c.env,
+		"PARLEY_REDIS_URL="+redisURL,
+		// Every replica must accept the cookie another replica signed.
+		"PARLEY_COOKIE_KEY="+hex.EncodeToString(key),
+		// The tests pipeline hundreds of messages per connection.
+		"PARLEY_RATE=100000", "PARLEY_RATE_BURST=100000",
+	)
+	c.env = append(c.env, extra...)
+	p.run(t, t.TempDir(), "migrate", "--create-table", "--create-bucket")
+	return c
+}
+
+// replica starts one `parley serve` of the deployment, with a data folder of its own.
+func (c *cluster) replica(extra ...string) *server {
+	c.t.Helper()
+	return startServer(c.t, c.t.TempDir(), append(append([]string{}, c.env...), extra...)...)
+}
+
+// worker starts one `parley worker` and waits until its task server has started.
+func (c *cluster) worker(extra ...string) *server {
+	c.t.Helper()
+	w := startProcess(c.t, "worker", freeAddr(c.t), c.t.TempDir(), append(append([]string{}, c.env...), extra...)...)
+	waitLog(c.t, w, "worker started", 30*time.Second)
+	return w
+}
+
+// waitLog waits until a process has logged a line containing s.
+func waitLog(t *testing.T, s *server, text string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(s.logs.String(), text) {
+		select {
+		case <-s.done:
+			t.Fatalf("parley exited (%v) before logging %q:\n%s", s.err, text, s.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parley did not log %q within %s:\n%s", text, timeout, s.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// claimKey marks a Redis database as taken by one test: the asynq queue ("parley")
+// and the bus prefix ("parley:") are fixed, so a test whose workers shared a database
+// with another run's would take that run's tasks, and a day's purge task id (kept
+// 48 h) would stop the scheduler of a later run from purging.
+const claimKey = "parley-e2e:claim"
+
+// claimRedisDB finds a Redis database among 2..15 (0 is stack.env's, 1 the package
+// tests') that no other test holds, empties it, and returns its URL; at the end of
+// the test it empties it again and frees it.
+func claimRedisDB(t *testing.T) (string, int) {
+	t.Helper()
+	base := testenv.RedisURL(t)
+	opts, err := redis.ParseURL(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := testenv.UniqueName(t, t.Name())
+	ctx := context.Background()
+	for db := 2; db <= 15; db++ {
+		o := *opts
+		o.DB = db
+		rdb := redis.NewClient(&o)
+		ok, err := rdb.SetNX(ctx, claimKey, token, 10*time.Minute).Result()
+		if err != nil {
+			rdb.Close()
+			t.Fatalf("claiming Redis database %d: %v", db, err)
+		}
+		if !ok {
+			rdb.Close()
+			continue
+		}
+		emptyRedisDB(t, rdb)
+		t.Cleanup(func() {
+			emptyRedisDB(t, rdb)
+			rdb.Del(ctx, claimKey)
+			rdb.Close()
+		})
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/" + strconv.Itoa(db)
+		return u.String(), db
+	}
+	t.Fatalf("Redis databases 2..15 are all claimed by other e2e tests (key %s)", claimKey)
+	return "", 0
+}
+
+// emptyRedisDB deletes every key of the database but the claim.
+func emptyRedisDB(t *testing.T, rdb *redis.Client) {
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		if k := iter.Val(); k != claimKey {
+			keys = append(keys, k)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("scanning Redis: %v", err)
+		return
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		if err := rdb.Del(ctx, keys[:n]...).Err(); err != nil {
+			t.Errorf("emptying Redis: %v", err)
+			return
+		}
+		keys = keys[n:]
+	}
+}
+
+// on returns the same person (same cookie) reaching the site through another replica,
+// as a load balancer without sticky sessions would send them.
+func (p *person) on(s *server) *person {
+	q := *p
+	q.base = s.URL
+	return &q
+}
+
+// tally is what a connection received: message frames in arrival order, acks by
+// client id, and the last presence state of each email.
+type tally struct {
+	msgs     []frame
+	acks     map[string]int64
+	presence map[string]bool
+	errors   []frame
+}
+
+func newTally() *tally {
+	return &tally{acks: map[string]int64{}, presence: map[string]bool{}}
+}
+
+func (tl *tally) add(f frame) {
+	switch f.Type {
+	case "message":
+		tl.msgs = append(tl.msgs, f)
+	case "ack":
+		tl.acks[f.ID] = f.Seq
+	case "presence":
+		tl.presence[f.Email] = f.Online
+	case "error":
+		tl.errors = append(tl.errors, f)
+	}
+}
+
+// readUntil feeds the connection's frames to tl until done(tl) holds, failing the test
+// after timeout or on an error frame.
+func (c *conn) readUntil(tl *tally, what string, timeout time.Duration, done func(*tally) bool) {
+	c.t.Helper()
+	deadline := time.After(timeout)
+	for len(c.held) > 0 && !done(tl) {
+		tl.add(c.held[0])
+		c.held = c.held[1:]
+	}
+	for !done(tl) {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				err := <-c.closed
+				c.closed <- err
+				c.t.Fatalf("connection closed while waiting for %s (%d messages, %d acks so far): %v", what, len(tl.msgs), len(tl.acks), err)
+			}
+			tl.add(f)
+			if f.Type == "error" {
+				c.t.Fatalf("error frame while waiting for %s: %+v", what, f)
+			}
+		case <-deadline:
+			c.t.Fatalf("timed out after %s waiting for %s (%d messages, %d acks so far)", timeout, what, len(tl.msgs), len(tl.acks))
+		}
+	}
+}
+
+// drain feeds every frame to tl until the connection closes (it must already be
+// closing), and returns the close error.
+func (c *conn) drain(tl *tally, timeout time.Duration) error {
+	c.t.Helper()
+	for len(c.held) > 0 {
+		tl.add(c.held[0])
+		c.held = c.held[1:]
+	}
+	deadline := time.After(timeout)
+	for {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				err := <-c.closed
+				c.closed <- err
+				return err
+			}
+			tl.add(f)
+		case <-deadline:
+			c.t.Fatalf("connection still open %s after its server died", timeout)
+		}
+	}
+}
+
+// sendMany sends n chat frames with ids prefix-0 … prefix-(n-1) as fast as the socket
+// takes them, on its own goroutine; the returned channel yields how many were written
+// and the first write error (expected when the server dies meanwhile).
+type sendResult struct {
+	sent int
+	err  error
+}
+
+func (c *conn) sendMany(prefix string, n int) <-chan sendResult {
+	res := make(chan sendResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for i := range n {
+			f := map[string]string{"type": "send", "id": fmt.Sprintf("%s-%d", prefix, i), "text": fmt.Sprintf("%s says %d", prefix, i)}
+			if err := wsjson.Write(ctx, c.ws, f); err != nil {
+				res <- sendResult{i, err}
+				return
+			}
+		}
+		res <- sendResult{n, nil}
+	}()
+	return res
+}
+
+// checkOnce fails unless msgs are exactly seqs from..to, in order, and no client id
+// appears twice.
+func checkOnce(t *testing.T, who string, msgs []frame, from, to int64) {
+	t.Helper()
+	checkSeqs(t, who, msgs, from, to)
+	seen := map[string]int64{}
+	for _, m := range msgs {
+		if s, dup := seen[m.ID]; dup {
+			t.Fatalf("%s: client id %s stored twice, at seq %d and %d", who, m.ID, s, m.Seq)
+		}
+		seen[m.ID] = m.Seq
+	}
+}
+
+// storedSeqs reads the seqs of a session's messages from the message store, in order.
+func (c *cluster) storedSeqs(session string) []int64 {
+	c.t.Helper()
+	if c.messages == "dynamodb" {
+		return c.p.dynamoSeqs(c.t, session)
+	}
+	rows, err := c.p.db.Query("SELECT seq FROM messages WHERE session_id = ? ORDER BY seq", session)
+	if err != nil {
+		c.t.Fatalf("reading messages from MariaDB: %v", err)
+	}
+	defer rows.Close()
+	var seqs []int64
+	for rows.Next() {
+		var s int64
+		if err := rows.Scan(&s); err != nil {
+			c.t.Fatal(err)
+		}
+		seqs = append(seqs, s)
+	}
+	if err := rows.Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return seqs
+}
+
+// dynamoSeqs reads the seqs of a session's messages from DynamoDB (guards, at
+// negative seqs, are left out), in order.
+func (p *production) dynamoSeqs(t *testing.T, session string) []int64 {
+	t.Helper()
+	var seqs []int64
+	var start map[string]types.AttributeValue
+	for {
+		out, err := p.dynamo.Query(context.Background(), &dynamodb.QueryInput{
+			TableName:                aws.String(p.table),
+			KeyConditionExpression:   aws.String("sessionId = :s AND #q > :z"),
+			ExpressionAttributeNames: map[string]string{"#q": "seq"},
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":s": &types.AttributeValueMemberS{Value: session},
+				":z": &types.AttributeValueMemberN{Value: "0"},
+			},
+			ProjectionExpression: aws.String("#q"),
+			ConsistentRead:       aws.Bool(true),
+			ExclusiveStartKey:    start,
+		})
+		if err != nil {
+			t.Fatalf("query DynamoDB: %v", err)
+		}
+		for _, item := range out.Items {
+			n, ok := item["seq"].(*types.AttributeValueMemberN)
+			if !ok {
+				t.Fatalf("DynamoDB item without a numeric seq: %v", item)
+			}
+			s, err := strconv.ParseInt(n.Value, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, s)
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return seqs
+		}
+		start = out.LastEvaluatedKey
+	}
+}
+
+// s3Keys lists the objects under the test's S3 prefix.
+func (p *production) s3Keys(t *testing.T) []string {
+	t.Helper()
+	client := s3.New(s3.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(p.s3.Endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(p.s3.AccessKey, p.s3.SecretKey, ""),
+	})
+	out, err := client.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{
+		Bucket: aws.String(p.s3.Bucket), Prefix: aws.String(p.s3prefix),
+	})
+	if err != nil {
+		t.Fatalf("listing S3: %v", err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
+}
+
+// TestReplicasChat: the host on replica A and the participant on replica B send
+// messages as fast as they can, at the same time (so the replicas race for every seq);
+// both see all of them exactly once, in seq order, the store holds exactly those, and
+// each sees the other come online and go offline across the replicas.
+//
+// With messages in MariaDB they exchange 1,000 each. DynamoDB's stand-in (dynalite)
+// manages about 35 contended appends per second to one session on this machine, so its
+// case sends 200 each; TestReplicaKilled and TestRedisSubscriberDropped also race the
+// replicas on DynamoDB.
+func TestReplicasChat(t *testing.T) {
+	for _, tc := range []struct {
+		messages string
+		each     int
+	}{
+		{"mariadb", 1000},
+		{"dynamodb", 200},
+	} {
+		t.Run(tc.messages, func(t *testing.T) { replicasChat(t, tc.messages, tc.each) })
+	}
+}
+
+func replicasChat(t *testing.T, messages string, each int) {
+	c := newCluster(t, messages)
+	a1, b1 := c.replica(), c.replica()
+	c.worker()
+
+	room := "replicas"
+	ann := join(t, a1.URL, room, testenv.UniqueName(t, "ann")+"@example.org")
+	bob := join(t, a1.URL, room, testenv.UniqueName(t, "bob")+"@example.org").on(b1)
+	a, aw := ann.mustDial("")
+	if aw.Role != "host" || aw.Peer != nil {
+		t.Fatalf("ann's welcome on A: %+v (peer %s)", aw, fmtPeer(aw.Peer))
+	}
+	b, bw := bob.mustDial("")
+	if bw.Role != "participant" || bw.Session != aw.Session || bw.Peer == nil || *bw.Peer != ann.email {
+		t.Fatalf("bob's welcome on B: %+v (peer %s)", bw, fmtPeer(bw.Peer))
+	}
+	at, bt := newTally(), newTally()
+	a.readUntil(at, "bob online (published by B)", 10*time.Second, func(tl *tally) bool { return tl.presence[bob.email] })
+	b.readUntil(bt, "ann online (as B reads it)", 10*time.Second, func(tl *tally) bool { return tl.presence[ann.email] })
+
+	start := time.Now()
+	as, bs := a.sendMany("a", each), b.sendMany("b", each)
+	all := func(tl *tally) bool { return len(tl.msgs) >= 2*each && len(tl.acks) >= each }
+	a.readUntil(at, "all messages and ann's acks", 60*time.Second, all)
+	b.readUntil(bt, "all messages and bob's acks", 60*time.Second, all)
+	for who, r := range map[string]sendResult{"ann": <-as, "bob": <-bs} {
+		if r.err != nil {
+			t.Fatalf("%s's sends: %d written, then %v", who, r.sent, r.err)
+		}
+	}
+	t.Logf("%d messages in %s across two replicas", 2*each, time.Since(start).Round(time.Millisecond))
+
+	total := int64(2 * each)
+	checkOnce(t, "ann on A", at.msgs, 1, total)
+	checkOnce(t, "bob on B", bt.msgs, 1, total)
+	acked := map[int64]string{}
+	for who, tl := range map[string]*tally{"a": at, "b": bt} {
+		for id, seq := range tl.acks {
+			if !strings.HasPrefix(id, who+"-") {
+				t.Fatalf("%s got the ack of %s", who, id)
+			}
+			if other, dup := acked[seq]; dup {
+				t.Fatalf("seq %d acked to both %s and %s", seq, other, id)
+			}
+			acked[seq] = id
+		}
+	}
+	for i, m := range at.msgs {
+		if bt.msgs[i].ID != m.ID || acked[m.Seq] != m.ID {
+			t.Fatalf("seq %d: ann saw %s, bob saw %s, acked to %s", m.Seq, m.ID, bt.msgs[i].ID, acked[m.Seq])
+		}
+		wantFrom := ann.email
+		if strings.HasPrefix(m.ID, "b-") {
+			wantFrom = bob.email
+		}
+		if m.From != wantFrom {
+			t.Fatalf("seq %d (%s) from %s, want %s", m.Seq, m.ID, m.From, wantFrom)
+		}
+	}
+	if got := c.storedSeqs(aw.Session); len(got) != 2*each || got[0] != 1 || got[len(got)-1] != total {
+		t.Fatalf("%s holds %d messages of the session, want seq 1..%d", messages, len(got), 2*each)
+	}
+
+	// Bob leaves B: ann, on A, sees him go offline; he comes back and she leaves.
+	b.ws.CloseNow()
+	a.readUntil(at, "bob offline", 10*time.Second, func(tl *tally) bool { return !tl.presence[bob.email] })
+	b2, bw2 := bob.mustDial(fmt.Sprintf("after=%d", 2*each))
+	if bw2.LastSeq != total {
+		t.Fatalf("bob's welcome on return: last_seq %d, want %d", bw2.LastSeq, 2*each)
+	}
+	bt2 := newTally()
+	b2.readUntil(bt2, "ann online on bob's return", 10*time.Second, func(tl *tally) bool { return tl.presence[ann.email] })
+	a.readUntil(at, "bob online again", 10*time.Second, func(tl *tally) bool { return tl.presence[bob.email] })
+	a.ws.CloseNow()
+	b2.readUntil(bt2, "ann offline", 10*time.Second, func(tl *tally) bool { return !tl.presence[ann.email] })
+	if len(bt2.msgs) != 0 || len(at.msgs) != 2*each {
+		t.Fatalf("after the chat: bob's return replayed %d messages, ann got %d in all (want 0, %d)", len(bt2.msgs), len(at.msgs), 2*each)
+	}
+}
