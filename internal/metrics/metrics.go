@@ -30,11 +30,19 @@ const (
 	ReasonUnauthorized = "unauthorized" // WebSocket without a valid cookie (401)
 	ReasonBadOrigin    = "bad_origin"   // WebSocket with a foreign Origin (403)
 	ReasonOther        = "other"
+
+	// Abuse limits and sign-in refusals (package web, limits.go and signin.go).
+	ReasonSignInLimited = "signin_limited" // too many sign-in emails per address or client
+	ReasonJoinLimited   = "join_limited"   // too many join form posts per client
+	ReasonConnLimited   = "conn_limited"   // too many WebSockets per person
+	ReasonBadSignIn     = "bad_signin"     // a sign-in link that is malformed, used or expired
+	ReasonCrossSite     = "cross_site"     // a state-changing request from another site
 )
 
 var knownReasons = []string{
 	ReasonRateLimited, ReasonRoomFull, ReasonTooLong, ReasonEmpty, ReasonInvalidFrame,
 	ReasonChatEnded, ReasonNotAllowed, ReasonUnauthorized, ReasonBadOrigin, ReasonOther,
+	ReasonSignInLimited, ReasonJoinLimited, ReasonConnLimited, ReasonBadSignIn, ReasonCrossSite,
 }
 
 // Metrics holds Parley's collectors. Build it once with New and pass it to the
