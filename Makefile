@@ -44,17 +44,22 @@ run:
 build:
 	$(GO) build -o bin/parley ./cmd/parley
 
+# Benchmarks and fuzzing use the stand-ins when `make stack` is up (else backend cases skip).
+LOAD_STACK_ENV := if [ -f stack.env ]; then . ./stack.env; fi
+
 ## bench: every benchmark, no tests
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	@$(LOAD_STACK_ENV); $(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## fuzz: each Fuzz* target for FUZZTIME (default 30s); `go test -fuzz` takes one target at a time
+## fuzz: each Fuzz* target for FUZZTIME (default 30s); `go test -fuzz` takes one target at a time.
+## Only packages whose tests mention `func Fuzz` are listed (listing compiles each test binary).
 fuzz:
-	@set -euo pipefail; \
-	for pkg in $$($(GO) list $(PKGS)); do \
-	  for target in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz' || true); do \
-	    echo "make fuzz: $$pkg $$target for $(FUZZTIME)"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	@set -euo pipefail; $(LOAD_STACK_ENV); \
+	dirs=$$(grep -rl --include='*_test.go' --exclude-dir=node_modules --exclude-dir=.git --exclude-dir=.stack '^func Fuzz' . | xargs -r -n1 dirname | sort -u); \
+	for dir in $$dirs; do \
+	  for target in $$($(GO) test -list '^Fuzz' "$$dir" | grep '^Fuzz' || true); do \
+	    echo "make fuzz: $$dir $$target for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$dir"; \
 	  done; \
 	done
 

@@ -274,14 +274,15 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
-# stackinit_bin: scripts/stackinit built into .stack/bin, rebuilt only when its source, go.mod,
-# go.sum or the Go version change (a `go run` would spend seconds checking the SDK every time).
+# stackinit_bin: scripts/stackinit built into the cache, keyed by a hash of its source, go.mod,
+# go.sum and the Go version (a `go run` would spend seconds checking the SDK every time).
 stackinit_bin() {
-  local bin=$RUN_DIR/bin/stackinit stamp
-  stamp=$(cat "$ROOT/scripts/stackinit/"*.go "$ROOT/go.mod" "$ROOT/go.sum" <(go version) | sha256sum)
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.sha256" 2>/dev/null)" != "$stamp" ]; then
-    (cd "$ROOT" && go build -o "$bin" ./scripts/stackinit) >&2 || die "cannot build scripts/stackinit"
-    printf '%s\n' "$stamp" >"$bin.sha256"
+  local stamp bin
+  stamp=$(cat "$ROOT/scripts/stackinit/"*.go "$ROOT/go.mod" "$ROOT/go.sum" <(go version) | sha256sum | cut -c1-16)
+  bin=$CACHE_DIR/stackinit/$stamp/stackinit
+  if [ ! -x "$bin" ]; then
+    (cd "$ROOT" && go build -o "$bin.tmp" ./scripts/stackinit) >&2 || die "cannot build scripts/stackinit"
+    mv "$bin.tmp" "$bin"
   fi
   printf '%s\n' "$bin"
 }

@@ -198,7 +198,11 @@ func urlHostPort(raw, defaultPort string) (string, error) {
 			port = "443"
 		}
 	}
-	return net.JoinHostPort(u.Hostname(), port), nil
+	addr := net.JoinHostPort(u.Hostname(), port)
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", err
+	}
+	return addr, nil
 }
 
 // reachable dials the backend once; an address that does not answer is

@@ -162,3 +162,21 @@ func TestUniqueName(t *testing.T) {
 		t.Fatalf("UniqueName = %q, want parley_test_ + 12 hex digits", a)
 	}
 }
+
+// FuzzURLHostPort checks that any address urlHostPort accepts is a dialable
+// host:port, whatever an environment variable holds.
+func FuzzURLHostPort(f *testing.F) {
+	for _, seed := range []string{"http://127.0.0.1:4567", "redis://h/0", "https://[::1]", "", "::", "http://:80"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		addr, err := urlHostPort(raw, "6379")
+		if err != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" || port == "" {
+			t.Fatalf("urlHostPort(%q) = %q, not a host:port (%v)", raw, addr, err)
+		}
+	})
+}
