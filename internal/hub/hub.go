@@ -1,26 +1,215 @@
 // Package hub keeps this replica's chat sessions and the WebSocket connections open to
 // them, and delivers each session's events to its connections: messages in seq order,
-// exactly once, with no gap, whatever order the broker hands them over in.
+// exactly once, with no gap, whatever order the broker hands them over in. The store
+// is the truth; the broker only says "something new" quickly, and any gap it leaves
+// is filled from the store.
 package hub
 
 import (
+	"context"
 	"log/slog"
+	"sync"
+	"time"
 
 	"parley/internal/chat"
 )
+
+// Defaults for zero Options values.
+const (
+	DefaultGapWait     = 150 * time.Millisecond
+	DefaultPageSize    = 500
+	DefaultMaxBuffered = 4096
+	storeTimeout       = 10 * time.Second
+)
+
+// ErrClosed is returned by Join once the hub is closed.
+var ErrClosed = chat.Errorf(chat.EUnavailable, "the server is shutting down")
 
 // Options are what a Hub needs.
 type Options struct {
 	Messages chat.MessageStore
 	Broker   chat.Broker
 	Logger   *slog.Logger
+	// Encode turns a stored message into its message frame. The hub uses it for
+	// messages it reads from the store itself (replay and gap filling); live ones
+	// arrive already encoded in the broker's events.
+	Encode func(chat.Message) []byte
+	// GapWait is how long a message that arrived ahead of its predecessor is held
+	// before the gap is filled from the store.
+	GapWait time.Duration
+	// PageSize is how many messages one store read returns during replay and filling.
+	PageSize int
+	// MaxBuffered bounds the frames held for a connection while it replays; a
+	// connection that falls further behind is refused and reconnects.
+	MaxBuffered int
 }
 
-// Hub maps this replica's sessions to their connections.
-type Hub struct{ opts Options }
+// Hub maps this replica's sessions to their connections. It subscribes to the broker
+// for a session when its first local connection joins and cancels when the last leaves.
+type Hub struct {
+	opts   Options
+	log    *slog.Logger
+	ctx    context.Context // lives until Close; subscriptions and gap fills use it
+	cancel context.CancelFunc
 
-// New returns a Hub.
-func New(o Options) *Hub { return &Hub{opts: o} }
+	mu       sync.Mutex
+	sessions map[string]*session
+	closed   bool
+}
 
-// Close stops every subscription.
-func (h *Hub) Close() error { return nil }
+// New returns a Hub and registers it with the broker to catch up after reconnects.
+func New(o Options) *Hub {
+	if o.GapWait <= 0 {
+		o.GapWait = DefaultGapWait
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = DefaultPageSize
+	}
+	if o.MaxBuffered <= 0 {
+		o.MaxBuffered = DefaultMaxBuffered
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{opts: o, log: log, ctx: ctx, cancel: cancel, sessions: make(map[string]*session)}
+	if o.Broker != nil {
+		o.Broker.OnReconnect(h.catchUp)
+	}
+	return h
+}
+
+// Join describes a connection joining a session.
+type Join struct {
+	Session string
+	Email   string // the person; they are not sent their own presence changes
+	After   int64  // replay stored messages with seq > After
+	To      Sender // live frames go here once the replay is done
+	// Replay writes one replayed frame straight to the connection. It may block: the
+	// replay is paced by the connection, not dropped.
+	Replay func(frame []byte) error
+	// Window is how many frames To can take at once (its free queue length). When more
+	// live messages than this arrived during the replay, they are replayed from the
+	// store too instead of being pushed into To all at once. Default 16.
+	Window int
+}
+
+// Member is a connection's place in a session; Leave takes it out.
+type Member struct {
+	h    *Hub
+	s    *session
+	c    *client
+	once sync.Once
+}
+
+// Join subscribes to the session if this is its first local connection, replays the
+// stored messages with seq > j.After through j.Replay, and then switches the
+// connection to live delivery. Messages stored during the replay are delivered once,
+// in order: live frames are held while the replay runs and those already replayed
+// are dropped.
+func (h *Hub) Join(ctx context.Context, j Join) (*Member, error) {
+	s, err := h.acquire(ctx, j.Session)
+	if err != nil {
+		return nil, err
+	}
+	if j.Window <= 0 {
+		j.Window = 16
+	}
+	c := &client{email: j.Email, to: j.To, replaying: true, lastSeq: j.After, window: j.Window}
+	s.add(c)
+	if err := s.replay(ctx, c, j.Replay); err != nil {
+		s.remove(c)
+		h.release(s)
+		return nil, err
+	}
+	return &Member{h: h, s: s, c: c}, nil
+}
+
+// Leave removes the connection; the last one to leave a session ends its subscription.
+func (m *Member) Leave() {
+	m.once.Do(func() {
+		m.s.remove(m.c)
+		m.h.release(m.s)
+	})
+}
+
+// acquire returns the session's entry, creating and subscribing it when new.
+func (h *Hub) acquire(ctx context.Context, id string) (*session, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s := h.sessions[id]
+	created := s == nil
+	if created {
+		s = newSession(h, id)
+		h.sessions[id] = s
+	}
+	s.refs++
+	h.mu.Unlock()
+	if created {
+		s.start(ctx)
+	}
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		h.release(s)
+		return nil, ctx.Err()
+	}
+	if s.startErr != nil {
+		h.release(s)
+		return nil, s.startErr
+	}
+	return s, nil
+}
+
+// release drops one reference; the last one stops the session's subscription.
+func (h *Hub) release(s *session) {
+	h.mu.Lock()
+	s.refs--
+	last := s.refs == 0
+	if last && h.sessions[s.id] == s {
+		delete(h.sessions, s.id)
+	}
+	h.mu.Unlock()
+	if last {
+		s.stop()
+	}
+}
+
+// catchUp re-reads every local session from the store, for after a broker reconnect:
+// whatever was published while it was cut off is delivered now.
+func (h *Hub) catchUp() {
+	h.mu.Lock()
+	all := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		go s.fill()
+	}
+}
+
+// Sessions returns how many sessions have local connections (for metrics).
+func (h *Hub) Sessions() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+// Close cancels every subscription. Connections are closed by their owners.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	all := h.sessions
+	h.sessions = make(map[string]*session)
+	h.mu.Unlock()
+	for _, s := range all {
+		s.stop()
+	}
+	h.cancel()
+	return nil
+}

@@ -26,7 +26,7 @@ const (
 	DefaultRateBurst    = 40
 	DefaultPingInterval = 25 * time.Second
 	DefaultIdleTimeout  = 60 * time.Second
-	DefaultSendQueue    = 64
+	DefaultSendQueue    = 256
 	defaultPublicURL    = "http://127.0.0.1:8080"
 )
 
@@ -112,7 +112,7 @@ func NewServer(d Deps) *Server {
 		}
 	}
 	s.auth = newCookieAuth(cfg.CookieKey, s.public.Scheme == "https")
-	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: d.Broker, Logger: log})
+	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: d.Broker, Logger: log, Encode: encodeMessage})
 	s.handler = s.secureHeaders(s.routes())
 	return s
 }
@@ -168,7 +168,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.connMu.Unlock()
 	for _, c := range open {
-		c.goAway()
+		go c.goAway() // each close handshake may take seconds; run them side by side
 	}
 	done := make(chan struct{})
 	go func() { s.connWG.Wait(); close(done) }()
@@ -179,6 +179,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	return s.hub.Close()
 }
+
+// Close shuts the server down, giving WebSockets a few seconds to close.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+// Rooms returns how many chat sessions have connections on this replica (for metrics;
+// cheap enough to read at scrape time).
+func (s *Server) Rooms() int { return s.hub.Sessions() }
 
 // isAdmin reports whether email may see anyone's history and transcripts.
 func (s *Server) isAdmin(email string) bool { return email != "" && s.admins[email] }

@@ -1,18 +1,474 @@
 package web
 
 import (
+	"context"
 	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"parley/internal/chat"
+	"parley/internal/hub"
 )
 
-// wsConn is one open WebSocket.
-type wsConn struct{}
+// WebSocket limits that are not configuration.
+const (
+	writeTimeout = 10 * time.Second // a write slower than this means the client is gone
+	storeTimeout = 10 * time.Second // one store call on behalf of a frame
 
-// goAway closes the connection with StatusGoingAway.
-func (c *wsConn) goAway() {}
+	// StatusRoomFull closes the connection of a third person entering a chat of two.
+	StatusRoomFull websocket.StatusCode = 4003
+)
 
-// handleWS serves GET /rooms/{room}/ws: the live chat of the room.
+// handleWS serves GET /rooms/{room}/ws[?after=SEQ][&session=ID]: the live chat of the
+// room. Identity comes from the cookie only and the Origin must be this site, so
+// another site cannot open a chat in the person's name.
 func (s *Server) handleWS() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "not implemented yet", http.StatusNotImplemented)
+		email, ok := s.currentEmail(r)
+		if !ok {
+			http.Error(w, "Please join the room first.", http.StatusUnauthorized)
+			return
+		}
+		if !s.originAllowed(r) {
+			http.Error(w, "This page may not be opened from another site.", http.StatusForbidden)
+			return
+		}
+		req, err := parseWSRequest(r, email)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.originPatterns()})
+		if err != nil {
+			return // Accept has answered the request
+		}
+		ws.SetReadLimit(s.cfg.ReadLimit)
+		s.serveWS(ws, req)
 	})
+}
+
+// wsRequest is what a WebSocket request asks for.
+type wsRequest struct {
+	email   string
+	room    string
+	after   int64
+	session string // the session to reattach to, if any
+}
+
+func parseWSRequest(r *http.Request, email string) (wsRequest, error) {
+	req := wsRequest{email: email, room: r.PathValue("room"), session: r.URL.Query().Get("session")}
+	if err := chat.ValidateRoom(req.room); err != nil {
+		return req, err
+	}
+	if a := r.URL.Query().Get("after"); a != "" {
+		n, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || n < 0 {
+			return req, chat.Errorf(chat.EInvalid, "after must be a message number (0 or more).")
+		}
+		req.after = n
+	}
+	if len(req.session) > 64 {
+		return req, chat.Errorf(chat.EInvalid, "That is not a chat session id.")
+	}
+	return req, nil
+}
+
+// originAllowed reports whether the request's Origin is this site (PublicURL) or one
+// of the AllowedOrigins. Requests without an Origin do not come from a browser page
+// and are let through; the cookie still has to be valid.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Scheme, s.public.Scheme) && strings.EqualFold(u.Host, s.public.Host) {
+		return true
+	}
+	for _, pattern := range s.cfg.AllowedOrigins {
+		target := u.Host
+		if strings.Contains(pattern, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(pattern), strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// originPatterns are the same rules in the form websocket.Accept checks again.
+func (s *Server) originPatterns() []string {
+	return append([]string{s.public.Host}, s.cfg.AllowedOrigins...)
+}
+
+// wsConn is one open WebSocket: the reader runs in the handler's goroutine, the writer
+// is the send queue's (started only while frames wait), pings come from a timer.
+type wsConn struct {
+	s       *Server
+	ws      *websocket.Conn
+	req     wsRequest
+	ctx     context.Context // cancelled when the connection ends
+	cancel  context.CancelFunc
+	queue   *hub.SendQueue
+	limiter *rate.Limiter
+	ping    atomic.Pointer[time.Timer]
+
+	sess *chat.Session // as entered; re-read for each send, since the peer or status may change
+	role chat.Role
+
+	closeOnce sync.Once
+}
+
+// serveWS runs one connection from entering the chat to its close.
+func (s *Server) serveWS(ws *websocket.Conn, req wsRequest) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &wsConn{s: s, ws: ws, req: req, ctx: ctx, cancel: cancel,
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.RatePerSec), s.cfg.RateBurst)}
+	c.queue = hub.NewSendQueue(s.cfg.SendQueue, c.write, c.sendFailed)
+	if !s.track(c) {
+		c.close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	defer s.untrack(c)
+	defer c.finish()
+	member, err := c.enter()
+	if err != nil {
+		return
+	}
+	defer member.Leave()
+	c.announce()
+	defer c.goOffline()
+	c.ping.Store(time.AfterFunc(s.cfg.PingInterval, c.keepAlive))
+	c.readLoop()
+}
+
+// track registers c for Shutdown; false once shutting down.
+func (s *Server) track(c *wsConn) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *wsConn) {
+	s.connMu.Lock()
+	delete(s.conns, c)
+	s.connMu.Unlock()
+	s.connWG.Done()
+}
+
+// enter finds the session, sends the welcome frame, and joins the hub, which replays
+// the stored messages after req.after and then switches to live frames.
+func (c *wsConn) enter() (*hub.Member, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, storeTimeout)
+	defer cancel()
+	sess, role, err := c.findSession(ctx)
+	if err != nil {
+		c.refuse(err)
+		return nil, err
+	}
+	c.sess, c.role = sess, role
+	last, err := c.s.messages.LastSeq(ctx, sess.ID)
+	if err != nil {
+		c.refuse(err)
+		return nil, err
+	}
+	if err := c.write(encodeWelcome(sess, role, c.req.email, last)); err != nil {
+		return nil, err
+	}
+	member, err := c.s.hub.Join(c.ctx, hub.Join{Session: sess.ID, Email: c.req.email,
+		After: min(c.req.after, last), To: c.queue, Replay: c.write, Window: max(1, c.s.cfg.SendQueue/2)})
+	if err != nil {
+		c.refuse(err)
+		return nil, err
+	}
+	return member, nil
+}
+
+// findSession reattaches to the session named in the request when the person is in
+// it (even if it has ended, so a reconnect after the end shows the ended chat), and
+// otherwise enters the room's chat in progress.
+func (c *wsConn) findSession(ctx context.Context) (*chat.Session, chat.Role, error) {
+	if c.req.session != "" {
+		sess, err := c.s.sessions.Session(ctx, c.req.session)
+		if err == nil && sess.Room == c.req.room && sess.RoleOf(c.req.email) != chat.RoleNone {
+			return sess, sess.RoleOf(c.req.email), nil
+		}
+		if err != nil && !chat.IsCode(err, chat.ENotFound) {
+			return nil, chat.RoleNone, err
+		}
+	}
+	return c.s.sessions.Enter(ctx, c.req.room, c.req.email, chat.Now())
+}
+
+// refuse tells the client why it cannot chat and closes the connection: 4003 for a
+// full room, 1013 (try again later) when a backend is down, 1011 otherwise.
+func (c *wsConn) refuse(err error) {
+	c.s.logError(nil, err)
+	_ = c.write(encodeError(err, ""))
+	switch chat.ErrorCode(err) {
+	case chat.ERoomFull:
+		c.close(StatusRoomFull, "room full")
+	case chat.EUnavailable:
+		c.close(websocket.StatusTryAgainLater, "try again later")
+	default:
+		c.close(websocket.StatusInternalError, "internal error")
+	}
+}
+
+// announce tells the client whether the peer is online, tells the peer that this
+// person is (if this is their first connection), and repeats the end of the chat to a
+// client that attached to an ended session.
+func (c *wsConn) announce() {
+	ctx, cancel := context.WithTimeout(c.ctx, storeTimeout)
+	defer cancel()
+	// Read the session again: a participant who entered after this connection's Enter
+	// but announced before it joined the hub would otherwise go unmentioned.
+	if fresh, err := c.s.sessions.Session(ctx, c.sess.ID); err == nil {
+		c.sess = fresh
+	}
+	if peer := c.sess.Peer(c.req.email); peer != "" {
+		online, err := c.s.presence.Online(ctx, c.sess.ID, peer)
+		if err != nil {
+			c.s.log.Warn("cannot read presence", "session", c.sess.ID, "err", err)
+		}
+		c.queue.Send(encodePresence(peer, online))
+	}
+	first, err := c.s.presence.Connected(ctx, c.sess.ID, c.req.email)
+	if err != nil {
+		c.s.log.Warn("cannot record presence", "session", c.sess.ID, "err", err)
+	}
+	if first {
+		c.publish(ctx, chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.email,
+			Online: true, Frame: encodePresence(c.req.email, true)})
+	}
+	if c.sess.Ended() {
+		c.queue.Send(encodeEnded(c.sess.EndedBy))
+		if c.sess.Status == chat.StatusCompleted && c.sess.ChatHistory != "" {
+			c.queue.Send(encodeTranscript(c.sess.ChatHistory))
+		}
+	}
+}
+
+// goOffline records the closed connection and tells the peer if it was the last.
+func (c *wsConn) goOffline() {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	last, err := c.s.presence.Disconnected(ctx, c.sess.ID, c.req.email)
+	if err != nil {
+		c.s.log.Warn("cannot record presence", "session", c.sess.ID, "err", err)
+	}
+	if last {
+		c.publish(ctx, chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.email,
+			Online: false, Frame: encodePresence(c.req.email, false)})
+	}
+}
+
+// publish sends ev to every connection of the session; a failure is logged, since the
+// stored messages are the truth and connections catch up from them.
+func (c *wsConn) publish(ctx context.Context, ev chat.Event) {
+	if err := c.s.broker.Publish(ctx, ev); err != nil {
+		c.s.log.Warn("cannot publish an event", "session", ev.Session, "type", int(ev.Type), "err", err)
+	}
+}
+
+// readLoop reads client frames until the connection ends. coder/websocket closes a
+// connection whose frame is over the read limit with 1009 (message too big).
+func (c *wsConn) readLoop() {
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			c.reply(chat.Errorf(chat.EInvalidFrame, "Frames must be JSON text."), "")
+			continue
+		}
+		c.handleFrame(data)
+	}
+}
+
+// write sends one frame now; the send queue's writer and the replay use it.
+func (c *wsConn) write(frame []byte) error {
+	ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
+	defer cancel()
+	return c.ws.Write(ctx, websocket.MessageText, frame)
+}
+
+// send queues a frame for this connection only.
+func (c *wsConn) send(frame []byte) { c.queue.Send(frame) }
+
+// reply sends err to this client only, as an error frame.
+func (c *wsConn) reply(err error, id string) {
+	if chat.ErrorCode(err) == chat.EInternal || chat.ErrorCode(err) == chat.EUnavailable {
+		c.s.log.Error("frame failed", "session", c.sess.ID, "code", chat.ErrorCode(err), "err", err)
+	}
+	c.send(encodeError(err, id))
+}
+
+// sendFailed drops a connection whose queue overflowed (hub.ErrSlow) or whose write
+// failed. It runs on the delivering goroutine, which must not wait, so the close runs
+// on its own.
+func (c *wsConn) sendFailed(err error) {
+	c.s.log.Info("dropping a connection that cannot keep up", "room", c.req.room, "email", c.req.email, "err", err)
+	go c.abort()
+}
+
+// keepAlive pings the client; a client that does not answer within IdleTimeout is
+// gone and its connection is closed. The timer re-arms itself, so no goroutine waits
+// between pings.
+func (c *wsConn) keepAlive() {
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.IdleTimeout)
+	defer cancel()
+	if err := c.ws.Ping(ctx); err != nil {
+		c.abort()
+		return
+	}
+	if t := c.ping.Load(); t != nil {
+		t.Reset(c.s.cfg.PingInterval)
+	}
+}
+
+// goAway closes the connection for a server shutdown, so the client reconnects to
+// another replica.
+func (c *wsConn) goAway() { c.close(websocket.StatusGoingAway, "server shutting down") }
+
+// close closes the WebSocket once with the given status.
+func (c *wsConn) close(code websocket.StatusCode, reason string) {
+	c.closeOnce.Do(func() {
+		c.queue.Close()
+		_ = c.ws.Close(code, reason)
+		c.cancel()
+	})
+}
+
+// abort drops a connection that does not read: a close handshake would only wait for
+// it. The client sees the connection drop and reconnects, replaying what it missed.
+func (c *wsConn) abort() {
+	c.closeOnce.Do(func() {
+		c.queue.Close()
+		_ = c.ws.CloseNow()
+		c.cancel()
+	})
+}
+
+// finish releases the connection after its read loop ended.
+func (c *wsConn) finish() {
+	if t := c.ping.Load(); t != nil {
+		t.Stop()
+	}
+	c.close(websocket.StatusNormalClosure, "")
+	c.queue.Wait()
+}
+
+// handleFrame acts on one client frame. Every refusal goes to this client only.
+func (c *wsConn) handleFrame(data []byte) {
+	f, err := decodeClientFrame(data)
+	if err != nil {
+		c.reply(err, "")
+		return
+	}
+	if !c.limiter.Allow() {
+		c.reply(chat.Errorf(chat.ERateLimited, "You are sending too fast; please slow down."), f.ID)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, storeTimeout)
+	defer cancel()
+	switch f.Type {
+	case frameSend:
+		err = c.handleSend(ctx, f.ID, f.Text, chat.KindChat)
+	case frameBye:
+		err = c.handleSend(ctx, f.ID, chat.ByeText, chat.KindBye)
+	case frameEnd:
+		err = c.handleEnd(ctx)
+	default:
+		err = chat.Errorf(chat.EInvalidFrame, "Unknown frame type %q.", truncate(f.Type, 32))
+	}
+	if err != nil {
+		c.reply(err, f.ID)
+	}
+}
+
+// handleSend stores a message, acknowledges it to the sender and publishes it to the
+// session. A resend of a stored id gets the same ack and publishes nothing new.
+func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind) error {
+	if err := chat.ValidateClientID(id); err != nil {
+		return err
+	}
+	if kind == chat.KindChat { // a bye's text is Parley's own
+		if err := chat.ValidateText(text, c.s.cfg.MaxText); err != nil {
+			return err
+		}
+	}
+	sess, err := c.s.sessions.Session(ctx, c.sess.ID)
+	if err != nil {
+		return err
+	}
+	if sess.Ended() {
+		return chat.Errorf(chat.EChatEnded, "This chat has ended; no more messages can be sent.")
+	}
+	stored, dup, err := c.s.messages.Append(ctx, chat.Message{SessionID: sess.ID, ClientID: id,
+		From: c.req.email, To: sess.Peer(c.req.email), Room: sess.Room, Kind: kind, Text: text})
+	if err != nil {
+		return err
+	}
+	if dup && stored.From != c.req.email {
+		return chat.Errorf(chat.EInvalidFrame, "This message id is already used in this chat; send it with a new id.")
+	}
+	c.send(encodeAck(id, stored.Seq))
+	if !dup {
+		c.publish(ctx, chat.Event{Type: chat.EventMessage, Session: sess.ID, Seq: stored.Seq,
+			Frame: encodeMessage(stored)})
+	}
+	return nil
+}
+
+// handleEnd ends the chat. The one caller that wins the end tells everyone and asks
+// for the transcript export; anyone else is just told that the chat has ended.
+func (c *wsConn) handleEnd(ctx context.Context) error {
+	won, err := c.s.sessions.End(ctx, c.sess.ID, c.req.email, chat.Now())
+	if err != nil {
+		return err
+	}
+	if !won {
+		sess, err := c.s.sessions.Session(ctx, c.sess.ID)
+		if err != nil {
+			return err
+		}
+		c.send(encodeEnded(sess.EndedBy))
+		return nil
+	}
+	c.publish(ctx, chat.Event{Type: chat.EventEnded, Session: c.sess.ID, Frame: encodeEnded(c.req.email)})
+	if c.s.queue == nil {
+		return nil
+	}
+	if err := c.s.queue.EnqueueExport(ctx, c.sess.ID); err != nil {
+		// The session is in StatusEnding, the durable record; the sweeper enqueues it again.
+		c.s.log.Error("cannot enqueue the transcript export", "session", c.sess.ID, "err", err)
+	}
+	return nil
+}
+
+// truncate shortens s to at most n bytes for echoing it in an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }

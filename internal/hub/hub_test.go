@@ -1,0 +1,315 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/membus"
+	"parley/internal/sqlstore"
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// encodeSeq is the test's message frame: just the seq, so order is easy to check.
+func encodeSeq(m chat.Message) []byte { return []byte("m" + strconv.FormatInt(m.Seq, 10)) }
+
+// reconnectBus is the in-process bus with a way to trigger what a reconnect triggers.
+type reconnectBus struct {
+	*membus.Bus
+	mu  sync.Mutex
+	fns []func()
+}
+
+func (b *reconnectBus) OnReconnect(fn func()) { b.mu.Lock(); b.fns = append(b.fns, fn); b.mu.Unlock() }
+func (b *reconnectBus) reconnected() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, fn := range b.fns {
+		fn()
+	}
+}
+
+type fixture struct {
+	store *sqlstore.DB
+	bus   *reconnectBus
+	hub   *Hub
+}
+
+func newFixture(t testing.TB, o Options) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "parley.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := &reconnectBus{Bus: membus.New()}
+	o.Messages, o.Broker, o.Encode = store, bus, encodeSeq
+	if o.GapWait == 0 {
+		o.GapWait = 20 * time.Millisecond
+	}
+	f := &fixture{store: store, bus: bus, hub: New(o)}
+	t.Cleanup(func() { f.hub.Close(); bus.Close(); store.Close() })
+	return f
+}
+
+// appendN stores n messages in session and returns them.
+func (f *fixture) appendN(t testing.TB, session string, n int) []chat.Message {
+	t.Helper()
+	out := make([]chat.Message, 0, n)
+	for i := 0; i < n; i++ {
+		m, _, err := f.store.Append(context.Background(), chat.Message{
+			SessionID: session, ClientID: fmt.Sprintf("c-%d-%d", time.Now().UnixNano(), i),
+			From: "a@x.org", Room: "r", Kind: chat.KindChat, Text: "hi"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (f *fixture) publish(t testing.TB, m chat.Message) {
+	t.Helper()
+	err := f.bus.Publish(context.Background(), chat.Event{Type: chat.EventMessage, Session: m.SessionID, Seq: m.Seq, Frame: encodeSeq(m)})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recorder is a Sender that keeps every frame it is given.
+type recorder struct {
+	mu     sync.Mutex
+	frames []string
+	refuse bool
+}
+
+func (r *recorder) Send(frame []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.refuse {
+		return false
+	}
+	r.frames = append(r.frames, string(frame))
+	return true
+}
+
+func (r *recorder) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.frames...)
+}
+
+// join joins with a replay that records into the same recorder.
+func (f *fixture) join(t testing.TB, session, email string, after int64, r *recorder) *Member {
+	t.Helper()
+	m, err := f.hub.Join(context.Background(), Join{Session: session, Email: email, After: after, To: r,
+		Replay: func(frame []byte) error { r.Send(frame); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Leave)
+	return m
+}
+
+// wantSeqs checks that the recorder holds exactly the message frames from..to in order.
+func wantSeqs(t testing.TB, r *recorder, from, to int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("messages %d..%d", from, to), func() bool { return int64(len(r.got())) >= to-from+1 })
+	got := r.got()
+	if int64(len(got)) != to-from+1 {
+		t.Fatalf("got %d frames, want %d: %v", len(got), to-from+1, got)
+	}
+	for i, f := range got {
+		if want := "m" + strconv.FormatInt(from+int64(i), 10); f != want {
+			t.Fatalf("frame %d = %q, want %q (all: %v)", i, f, want, got)
+		}
+	}
+}
+
+func TestOutOfOrderAndDuplicatesDeliveredOnceInOrder(t *testing.T) {
+	f := newFixture(t, Options{})
+	var r recorder
+	f.join(t, "s", "b@x.org", 0, &r)
+	msgs := f.appendN(t, "s", 200)
+	order := rand.Perm(len(msgs))
+	for _, i := range order {
+		f.publish(t, msgs[i])
+		if i%7 == 0 {
+			f.publish(t, msgs[i]) // duplicate
+		}
+	}
+	wantSeqs(t, &r, 1, 200)
+}
+
+func TestGapFilledFromStore(t *testing.T) {
+	tests := []struct {
+		name    string
+		publish func(f *fixture, msgs []chat.Message)
+	}{
+		{"MissingMiddle", func(f *fixture, msgs []chat.Message) {
+			f.publish(t, msgs[0])
+			f.publish(t, msgs[2]) // seq 2 never published: filled from the store
+		}},
+		{"AfterReconnect", func(f *fixture, msgs []chat.Message) {
+			f.bus.reconnected() // nothing published at all
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, Options{})
+			var r recorder
+			f.join(t, "s", "b@x.org", 0, &r)
+			msgs := f.appendN(t, "s", 3)
+			tt.publish(f, msgs)
+			wantSeqs(t, &r, 1, 3)
+		})
+	}
+}
+
+func TestReplayThenLiveWithoutGapOrDuplicate(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   Options
+		window int
+	}{
+		{"Defaults", Options{PageSize: 7}, 0},
+		{"LiveReplayedFromStore", Options{PageSize: 7, MaxBuffered: 5}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.opts)
+			f.appendN(t, "s", 50)
+			var watcher recorder
+			f.join(t, "s", "a@x.org", 0, &watcher) // keeps the session subscribed
+
+			// Messages keep arriving while the second connection replays slowly.
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 100; i++ {
+					for _, m := range f.appendN(t, "s", 1) {
+						f.publish(t, m)
+					}
+				}
+			}()
+			var r recorder
+			m, err := f.hub.Join(context.Background(), Join{Session: "s", Email: "b@x.org", After: 10, To: &r, Window: tt.window,
+				Replay: func(frame []byte) error { time.Sleep(100 * time.Microsecond); r.Send(frame); return nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Leave()
+			wg.Wait()
+			wantSeqs(t, &r, 11, 150)
+			wantSeqs(t, &watcher, 1, 150) // the watcher replayed 1..50 itself
+		})
+	}
+}
+
+func TestPresenceNotSentToItsSubject(t *testing.T) {
+	f := newFixture(t, Options{})
+	var a, b recorder
+	f.join(t, "s", "a@x.org", 0, &a)
+	f.join(t, "s", "b@x.org", 0, &b)
+	ctx := context.Background()
+	_ = f.bus.Publish(ctx, chat.Event{Type: chat.EventPresence, Session: "s", Email: "a@x.org", Online: true, Frame: []byte("p-a")})
+	_ = f.bus.Publish(ctx, chat.Event{Type: chat.EventEnded, Session: "s", Frame: []byte("ended")})
+	waitFor(t, "ended at a", func() bool { return len(a.got()) == 1 })
+	waitFor(t, "both at b", func() bool { return len(b.got()) == 2 })
+	if got := a.got(); got[0] != "ended" {
+		t.Fatalf("a got %v", got)
+	}
+	if got := b.got(); got[0] != "p-a" || got[1] != "ended" {
+		t.Fatalf("b got %v", got)
+	}
+}
+
+func TestSubscriptionFollowsLocalConnections(t *testing.T) {
+	f := newFixture(t, Options{})
+	var r1, r2 recorder
+	m1 := f.join(t, "s", "a@x.org", 0, &r1)
+	m2 := f.join(t, "s", "b@x.org", 0, &r2)
+	if n := f.hub.Sessions(); n != 1 {
+		t.Fatalf("Sessions = %d, want 1", n)
+	}
+	m1.Leave()
+	m1.Leave() // twice is harmless
+	if n := f.hub.Sessions(); n != 1 {
+		t.Fatalf("Sessions after one leave = %d, want 1", n)
+	}
+	m2.Leave()
+	if n := f.hub.Sessions(); n != 0 {
+		t.Fatalf("Sessions after last leave = %d, want 0", n)
+	}
+	// A fresh join subscribes again and gets what was stored meanwhile.
+	f.appendN(t, "s", 2)
+	var r3 recorder
+	f.join(t, "s", "a@x.org", 0, &r3)
+	msgs := f.appendN(t, "s", 1)
+	f.publish(t, msgs[0])
+	wantSeqs(t, &r3, 1, 3)
+}
+
+func TestRefusingSenderGetsNothingMore(t *testing.T) {
+	f := newFixture(t, Options{})
+	slow := &recorder{refuse: true}
+	var ok recorder
+	f.join(t, "s", "a@x.org", 0, slow)
+	f.join(t, "s", "b@x.org", 0, &ok)
+	for _, m := range f.appendN(t, "s", 5) {
+		f.publish(t, m)
+	}
+	wantSeqs(t, &ok, 1, 5)
+}
+
+func TestJoinAfterClose(t *testing.T) {
+	f := newFixture(t, Options{})
+	f.hub.Close()
+	_, err := f.hub.Join(context.Background(), Join{Session: "s", To: &recorder{}, Replay: func([]byte) error { return nil }})
+	if !chat.IsCode(err, chat.EUnavailable) {
+		t.Fatalf("Join after Close: %v", err)
+	}
+}
+
+// BenchmarkFanOut measures delivering one message event to a session with two local
+// connections (the one-to-one case), through the in-process bus.
+func BenchmarkFanOut(b *testing.B) {
+	f := newFixture(b, Options{})
+	var q1, q2 countingSender
+	for _, q := range []*countingSender{&q1, &q2} {
+		m, err := f.hub.Join(context.Background(), Join{Session: "s", To: q, Replay: func([]byte) error { return nil }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Leave()
+	}
+	s := f.hub.sessions["s"]
+	frame := []byte(`{"type":"message","seq":1}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.onEvent(chat.Event{Type: chat.EventMessage, Session: "s", Seq: int64(i + 1), Frame: frame})
+	}
+	b.StopTimer()
+	if q1.n.Load() != int64(b.N) {
+		b.Fatalf("delivered %d of %d", q1.n.Load(), b.N)
+	}
+}

@@ -1,0 +1,228 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"parley/internal/chat"
+)
+
+// session is one chat session with local connections. It turns the broker's events
+// into one ordered stream: next is the seq it delivers next; a message ahead of next
+// is held for GapWait and then the gap is read from the store; one behind next is a
+// duplicate and dropped. Every frame is encoded once here, not once per connection.
+type session struct {
+	h        *Hub
+	id       string
+	refs     int           // guarded by h.mu
+	ready    chan struct{} // closed once started
+	startErr error
+	cancel   func()
+
+	mu      sync.Mutex
+	next    int64 // 0 until started
+	held    map[int64][]byte
+	timer   *time.Timer
+	armed   bool // a gap fill is scheduled
+	filling bool
+	refill  bool
+	stopped bool
+	clients map[*client]struct{}
+}
+
+func newSession(h *Hub, id string) *session {
+	return &session{
+		h: h, id: id, ready: make(chan struct{}),
+		held: make(map[int64][]byte), clients: make(map[*client]struct{}),
+	}
+}
+
+func (s *session) lock()   { s.mu.Lock() }
+func (s *session) unlock() { s.mu.Unlock() }
+
+// start subscribes and then reads the last stored seq. Subscribing first means no
+// message can slip between the two: anything published meanwhile is either held
+// (newer) or already stored (older, and replayed to connections from the store).
+func (s *session) start(ctx context.Context) {
+	defer close(s.ready)
+	cancel, err := s.h.opts.Broker.Subscribe(s.h.ctx, s.id, s.onEvent)
+	if err != nil {
+		s.startErr = chat.Wrap(chat.EUnavailable, err, "cannot follow the chat right now")
+		return
+	}
+	sctx, done := context.WithTimeout(ctx, storeTimeout)
+	defer done()
+	last, err := s.h.opts.Messages.LastSeq(sctx, s.id)
+	if err != nil {
+		cancel()
+		s.startErr = chat.Wrap(chat.ErrorCode(err), err, "cannot read the chat right now")
+		return
+	}
+	s.lock()
+	s.cancel = cancel
+	s.next = last + 1
+	s.deliverHeld()
+	s.unlock()
+}
+
+// stop cancels the subscription and any pending gap fill.
+func (s *session) stop() {
+	<-s.ready
+	s.lock()
+	s.stopped = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	cancel := s.cancel
+	s.unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// onEvent receives the broker's events for the session. It never blocks for long:
+// it only sorts and queues frames.
+func (s *session) onEvent(ev chat.Event) {
+	s.lock()
+	defer s.unlock()
+	if ev.Type != chat.EventMessage {
+		s.broadcast(ev)
+		return
+	}
+	if s.next == 0 || ev.Seq > s.next {
+		s.held[ev.Seq] = ev.Frame // not started yet, or ahead of a gap
+		s.deliverHeld()
+		return
+	}
+	if ev.Seq == s.next {
+		s.deliverNext(ev.Frame)
+		s.deliverHeld()
+	}
+	// ev.Seq < s.next: a duplicate, already delivered
+}
+
+// deliverNext hands the frame of seq next to every client and moves on.
+func (s *session) deliverNext(frame []byte) {
+	for c := range s.clients {
+		c.message(s.next, frame, s.h.opts.MaxBuffered)
+	}
+	s.next++
+}
+
+// deliverHeld delivers held frames that are now in order, forgets stale ones, and
+// arms the gap timer while anything is still held.
+func (s *session) deliverHeld() {
+	if s.next == 0 {
+		return
+	}
+	for {
+		frame, ok := s.held[s.next]
+		if !ok {
+			break
+		}
+		delete(s.held, s.next)
+		s.deliverNext(frame)
+	}
+	for seq := range s.held {
+		if seq < s.next {
+			delete(s.held, seq)
+		}
+	}
+	if len(s.held) > s.h.opts.MaxBuffered {
+		go s.fill() // far behind: do not wait
+	}
+	s.armTimer()
+}
+
+// armTimer schedules a gap fill if something is held and none is scheduled. A
+// scheduled fill is never postponed, so steady traffic cannot starve it.
+func (s *session) armTimer() {
+	switch {
+	case len(s.held) == 0 || s.stopped:
+		if s.armed {
+			s.timer.Stop()
+			s.armed = false
+		}
+	case s.armed:
+	case s.timer == nil:
+		s.timer = time.AfterFunc(s.h.opts.GapWait, s.onTimer)
+		s.armed = true
+	default:
+		s.timer.Reset(s.h.opts.GapWait)
+		s.armed = true
+	}
+}
+
+func (s *session) onTimer() {
+	s.lock()
+	s.armed = false
+	s.unlock()
+	s.fill()
+}
+
+// broadcast sends a non-message event to every client, except presence events to the
+// person they are about.
+func (s *session) broadcast(ev chat.Event) {
+	for c := range s.clients {
+		if ev.Type == chat.EventPresence && ev.Email == c.email {
+			continue
+		}
+		c.other(ev.Frame, s.h.opts.MaxBuffered)
+	}
+}
+
+// fill reads the messages after next-1 from the store and delivers them, page by
+// page, until the store has nothing newer. One fill runs at a time; a fill asked for
+// while one runs makes it read once more.
+func (s *session) fill() {
+	s.lock()
+	if s.filling || s.stopped || s.next == 0 {
+		s.refill = s.filling
+		s.unlock()
+		return
+	}
+	s.filling = true
+	for {
+		s.refill = false
+		after := s.next - 1
+		s.unlock()
+		msgs, err := s.readPage(after)
+		s.lock()
+		if err != nil || s.stopped {
+			if err != nil {
+				s.h.log.Warn("cannot fill a message gap from the store; retrying", "session", s.id, "err", err)
+			}
+			break
+		}
+		for _, m := range msgs {
+			if m.Seq == s.next {
+				s.deliverNext(s.h.opts.Encode(m))
+			}
+		}
+		if len(msgs) < s.h.opts.PageSize && !s.refill {
+			break
+		}
+	}
+	s.filling = false
+	s.deliverHeld() // delivers what the fill made contiguous; re-arms the timer if a gap remains
+	s.unlock()
+}
+
+func (s *session) readPage(after int64) ([]chat.Message, error) {
+	ctx, cancel := context.WithTimeout(s.h.ctx, storeTimeout)
+	defer cancel()
+	return s.h.opts.Messages.Messages(ctx, s.id, after, s.h.opts.PageSize)
+}
+
+func (s *session) add(c *client) {
+	s.lock()
+	s.clients[c] = struct{}{}
+	s.unlock()
+}
+
+func (s *session) remove(c *client) {
+	s.lock()
+	delete(s.clients, c)
+	s.unlock()
+}
