@@ -16,7 +16,7 @@ PKGS     ?= ./...
 ## test: stack up, go vet, go test (stack.env loaded, CI passed through), stack down; keeps go test's exit code
 test:
 	@set -euo pipefail; \
-	trap '$(STACK) down --record $(TEST_RECORD)' EXIT; \
+	trap '$(STACK) down --record $(TEST_RECORD)' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
 	$(STACK) up --record $(TEST_RECORD); \
 	. ./stack.env; \
 	echo "make test: go vet $(PKGS)"; \

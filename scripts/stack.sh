@@ -335,8 +335,8 @@ EOF
 
 # write_env: replace stack.env in one step.
 write_env() {
-  env_lines >"$ENV_FILE.tmp"
-  mv "$ENV_FILE.tmp" "$ENV_FILE"
+  env_lines >"$RUN_DIR/stack.env.tmp"
+  mv "$RUN_DIR/stack.env.tmp" "$ENV_FILE"
   log "wrote $ENV_FILE"
 }
 
