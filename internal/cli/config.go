@@ -28,8 +28,14 @@ type Config struct {
 	AdminEmails []string `env:"PARLEY_ADMIN_EMAILS" flag:"admin-emails" help:"emails allowed to search anyone's history, comma-separated"`
 	Dev         string   `env:"PARLEY_DEV" flag:"dev" help:"development mode (serves /dev/mail): auto, true or false; auto = true when mail goes to the local outbox"`
 	CookieKey   string   `env:"PARLEY_COOKIE_KEY" flag:"cookie-key" secret:"true" help:"key that signs cookies (hex, 32+ bytes); default: generated once and kept in DATA_DIR"`
-	LogLevel    string   `env:"PARLEY_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
-	LogFormat   string   `env:"PARLEY_LOG_FORMAT" flag:"log-format" help:"text or json"`
+	Proxies     []string `env:"PARLEY_TRUSTED_PROXIES" flag:"trusted-proxies" help:"IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client (for per-client limits), comma-separated"`
+
+	SignInsPerEmail int    `env:"PARLEY_SIGNIN_PER_EMAIL" flag:"signin-per-email" help:"sign-in emails per address per hour (negative: no limit)"`
+	SignInsPerIP    int    `env:"PARLEY_SIGNIN_PER_IP" flag:"signin-per-ip" help:"sign-in emails per client IP per hour (negative: no limit)"`
+	JoinsPerMinute  int    `env:"PARLEY_JOIN_RATE" flag:"join-rate" help:"join form posts per client IP per minute, email-link sign-in only (negative: no limit)"`
+	ConnsPerPerson  int    `env:"PARLEY_CONNS_PER_PERSON" flag:"conns-per-person" help:"open WebSockets per person on one replica (negative: no limit)"`
+	LogLevel        string `env:"PARLEY_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
+	LogFormat       string `env:"PARLEY_LOG_FORMAT" flag:"log-format" help:"text or json"`
 
 	MaxText      int           `env:"PARLEY_MAX_MESSAGE_CHARS" flag:"max-message-chars" help:"longest message text, in characters"`
 	ReadLimit    int64         `env:"PARLEY_FRAME_LIMIT" flag:"frame-limit" help:"largest WebSocket frame read, in bytes"`
@@ -67,7 +73,7 @@ func defaults() Config {
 	return Config{
 		Addr:          "127.0.0.1:8080",
 		DataDir:       "./parley-data",
-		Auth:          "trust",
+		Auth:          "email-link",
 		Dev:           "auto",
 		LogLevel:      "info",
 		LogFormat:     "text",
@@ -83,6 +89,11 @@ func defaults() Config {
 		PurgeSchedule: "59 23 * * *",
 		TZ:            "UTC",
 		SweepInterval: 2 * time.Minute,
+
+		SignInsPerEmail: 5,
+		SignInsPerIP:    20,
+		JoinsPerMinute:  30,
+		ConnsPerPerson:  10,
 	}
 }
 

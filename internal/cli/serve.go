@@ -46,6 +46,10 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	signIns, _ := p.sessions.(chat.SignInStore) // every SQL session store keeps sign-in links
+	if c.Auth == "email-link" && signIns == nil {
+		return errors.New("PARLEY_AUTH=email-link needs a session store that keeps sign-in links (SQLite or MySQL)")
+	}
 	srv := web.NewServer(web.Deps{
 		Config:   p.webConfig(key),
 		Sessions: p.sessions,
@@ -55,6 +59,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		Queue:    queue,
 		Archive:  p.archive,
 		Logger:   log,
+		Mailer:   p.mailer,
+		SignIns:  signIns,
+		Metrics:  p.metrics,
 	})
 	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
@@ -80,6 +87,10 @@ func (p *parts) webConfig(cookieKey []byte) web.Config {
 		SendQueue:      c.SendQueue,
 		CookieKey:      cookieKey,
 		OutboxDir:      p.outboxDir(),
+		Auth:           c.Auth,
+		TrustedProxies: c.Proxies,
+		Limits: web.Limits{SignInsPerEmail: c.SignInsPerEmail, SignInsPerIP: c.SignInsPerIP,
+			JoinsPerMinute: c.JoinsPerMinute, ConnsPerPerson: c.ConnsPerPerson},
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/metrics"
 )
 
 // The pages and their assets are compiled into the binary, so a single file is the
@@ -161,7 +162,13 @@ func (s *Server) handleStatic() http.Handler {
 // (cross-site request forgery), using the browser's Sec-Fetch-Site and Origin headers.
 func (s *Server) formGuard(next http.Handler) http.Handler {
 	p := http.NewCrossOriginProtection()
+	// Browsers too old for Sec-Fetch-Site are checked by Origin against Host, which a
+	// reverse proxy may rewrite: the public URL is this site whatever Host says.
+	if err := p.AddTrustedOrigin(s.cfg.PublicURL); err != nil {
+		s.log.Warn("public URL is not a valid origin", "err", err)
+	}
 	p.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.metrics.Refused(metrics.ReasonCrossSite)
 		s.renderError(w, r, chat.Errorf(chat.ENotAllowed, "This form must be sent from Parley's own pages."))
 	}))
 	return p.Handler(next)

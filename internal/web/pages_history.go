@@ -70,14 +70,18 @@ func (s *Server) handleHistory() http.Handler {
 	})
 }
 
-// mayViewHistory decides whose chats viewer may list. Like the seed, anyone may search
-// any email for now: the typed-in email is not proven, so restricting would protect
-// nothing. Once sign-in by emailed link exists this becomes
-// "viewer == subject || s.isAdmin(viewer)", returning ENotAllowed otherwise.
+// mayViewHistory decides whose chats viewer may list. With sign-in by emailed link, a
+// person sees their own and admins anyone's. With trust sign-in, like the seed, anyone
+// may search any email: the typed-in email is not proven, so restricting would
+// protect nothing.
 func (s *Server) mayViewHistory(viewer, subject string) error {
-	_ = viewer
-	_ = subject
-	return nil
+	switch {
+	case !s.emailLink() || viewer == subject || s.isAdmin(viewer):
+		return nil
+	case viewer == "":
+		return chat.Errorf(chat.EUnauthorized, "Please sign in (join a room) to see your chats.")
+	}
+	return chat.Errorf(chat.ENotAllowed, "You can see only your own chats.")
 }
 
 // historyRows describes each session as subject took part in it.

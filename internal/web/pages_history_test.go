@@ -48,7 +48,7 @@ func newPagesEnvAt(t *testing.T, publicURL string) *pagesEnv {
 	bus := membus.New()
 	queue := newTestQueue(t, store, bus, dir, publicURL)
 	s := NewServer(Deps{
-		Config:   Config{PublicURL: publicURL},
+		Config:   Config{PublicURL: publicURL, Auth: AuthTrust}, // the join form signs in; signin_test.go covers links
 		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Queue: queue, Logger: log,
 	})
 	srv.Config.Handler = s

@@ -34,10 +34,12 @@ func (s *Server) handleJoin() http.Handler {
 }
 
 // admitToRoom is what a valid join form leads to. With trust sign-in the typed email
-// is believed: the cookie is set and the person goes to the room. Sign-in by emailed
-// link replaces this one function with "check your email" for unverified people.
+// is believed: the cookie is set and the person goes to the room. With sign-in by
+// emailed link, a person not yet proven gets "check your email" instead (signin.go).
 func (s *Server) admitToRoom(w http.ResponseWriter, r *http.Request, room, email string) {
-	s.signIn(w, r, email)
+	if !s.admitVerified(w, r, room, email) {
+		return
+	}
 	http.Redirect(w, r, roomPath(room), http.StatusSeeOther)
 }
 

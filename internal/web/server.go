@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/hub"
+	"parley/internal/metrics"
 )
 
 // Defaults for zero Config values. They are the contract's limits (4000 characters,
@@ -43,9 +45,12 @@ type Config struct {
 	RateBurst      int           // (40)
 	PingInterval   time.Duration // ping period; a connection silent for IdleTimeout is closed
 	IdleTimeout    time.Duration
-	SendQueue      int    // per-connection bounded send queue length
-	CookieKey      []byte // HMAC key for the session cookie
-	OutboxDir      string // where the embedded mailer writes .eml files (for /dev/mail)
+	SendQueue      int      // per-connection bounded send queue length
+	CookieKey      []byte   // HMAC key for the session cookie
+	OutboxDir      string   // where the embedded mailer writes .eml files (for /dev/mail)
+	Auth           string   // AuthEmailLink (default: sign in by emailed link) or AuthTrust (the typed email is believed)
+	Limits         Limits   // abuse limits per address, client and person (limits.go)
+	TrustedProxies []string // IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client
 }
 
 // Deps are the backends the server talks to, chosen and built by package cli. Archive
@@ -59,6 +64,9 @@ type Deps struct {
 	Queue    chat.Queue
 	Archive  chat.Archive
 	Logger   *slog.Logger
+	Mailer   chat.Mailer      // sends sign-in emails (email-link sign-in)
+	SignIns  chat.SignInStore // pending sign-in links (email-link sign-in)
+	Metrics  *metrics.Metrics // may be nil
 }
 
 // Server is Parley's http.Handler. It holds no chat state of its own beyond this
@@ -73,6 +81,12 @@ type Server struct {
 	queue    chat.Queue
 	archive  chat.Archive
 	log      *slog.Logger
+	mailer   chat.Mailer
+	signIns  chat.SignInStore
+	metrics  *metrics.Metrics
+	limits   limiters
+	proxies  []netip.Prefix
+	now      func() time.Time // the clock of sign-in links and limits
 
 	auth    authenticator
 	hub     *hub.Hub
@@ -112,6 +126,7 @@ func NewServer(d Deps) *Server {
 		}
 	}
 	s.auth = newCookieAuth(cfg.CookieKey, s.public.Scheme == "https")
+	s.setupSecurity(d)
 	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: d.Broker, Logger: log, Encode: encodeMessage})
 	s.handler = s.secureHeaders(s.routes())
 	return s
@@ -202,7 +217,7 @@ func (s *Server) absoluteURL(path string) string { return s.cfg.PublicURL + path
 func (s *Server) secureHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		h.Set("Content-Security-Policy", "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "same-origin")
 		next.ServeHTTP(w, r)

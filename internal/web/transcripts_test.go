@@ -65,7 +65,7 @@ func newEndEnv(t *testing.T, dev, redirect bool) *endEnv {
 	srv := httptest.NewUnstartedServer(nil)
 	public := "http://" + srv.Listener.Addr().String()
 	s := NewServer(Deps{
-		Config:   Config{PublicURL: public, Dev: dev, OutboxDir: out.Dir(), AdminEmails: []string{endAdmin}},
+		Config:   Config{PublicURL: public, Dev: dev, OutboxDir: out.Dir(), AdminEmails: []string{endAdmin}, Auth: AuthTrust},
 		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Archive: served, Logger: log,
 	})
 	srv.Config.Handler = s

@@ -1,0 +1,256 @@
+package web
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"html"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/metrics"
+)
+
+// How people prove who they are (Config.Auth).
+const (
+	// AuthEmailLink (the default) believes an email only once the person has opened
+	// a sign-in link sent to it.
+	AuthEmailLink = "email-link"
+	// AuthTrust believes the typed email: the seed's behaviour, for closed networks
+	// and benchmarks.
+	AuthTrust = "trust"
+)
+
+// signInTokenBytes is the size of a sign-in token: 256 random bits.
+const signInTokenBytes = 32
+
+// signInTokenLen is the length of a token in a link: unpadded base64url of 32 bytes.
+var signInTokenLen = base64.RawURLEncoding.EncodedLen(signInTokenBytes)
+
+// errBadSignInLink answers a link that is malformed, unknown, used or expired alike.
+var errBadSignInLink = chat.Errorf(chat.ENotFound, "This sign-in link has expired or was already used. Join again to get a new one.")
+
+// newSignInToken returns a fresh random token for a link and the hash under which it
+// is stored: only the hash is kept, so the database cannot sign anyone in.
+func newSignInToken() (token, hash string) {
+	var b [signInTokenBytes]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	sum := sha256.Sum256(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:]), hex.EncodeToString(sum[:])
+}
+
+// parseSignInToken checks that s is a token as newSignInToken makes them (exactly 43
+// base64url characters in canonical form) and returns its hash. Anything else is
+// refused before any store is asked.
+func parseSignInToken(s string) (hash string, err error) {
+	if len(s) != signInTokenLen {
+		return "", errBadSignInLink
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) != signInTokenBytes {
+		return "", errBadSignInLink
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// signInPages are the "check your email" and "press to sign in" pages, parsed on top
+// of the site's layout.
+var signInPages = mustSignInPages()
+
+func mustSignInPages() map[string]*template.Template {
+	layout := template.Must(template.New("layout.html").Funcs(template.FuncMap{"static": site.staticURL}).
+		ParseFS(templateFS, "templates/layout.html"))
+	pages := make(map[string]*template.Template)
+	for _, name := range []string{"signin_sent", "signin_confirm"} {
+		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html"))
+	}
+	return pages
+}
+
+// signInSentPage is the data of templates/signin_sent.html.
+type signInSentPage struct {
+	layoutData
+	Email   string
+	Room    string
+	Minutes int
+	Dev     bool
+}
+
+// signInConfirmPage is the data of templates/signin_confirm.html.
+type signInConfirmPage struct {
+	layoutData
+	Token string
+}
+
+// renderSignIn executes one of the sign-in pages.
+func (s *Server) renderSignIn(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
+	var buf strings.Builder
+	if err := signInPages[page].ExecuteTemplate(&buf, "layout", data); err != nil {
+		s.renderError(w, r, chat.Wrap(chat.EInternal, err, "rendering sign-in page"))
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(buf.String()))
+}
+
+// emailLink reports whether people sign in by emailed link (else the typed email is
+// believed).
+func (s *Server) emailLink() bool { return s.cfg.Auth != AuthTrust }
+
+// admitVerified lets a valid join form through: with trust sign-in, or when the
+// browser's cookie already proves email, the person goes to the room; otherwise a
+// sign-in link is emailed and the "check your email" page shown.
+func (s *Server) admitVerified(w http.ResponseWriter, r *http.Request, room, email string) bool {
+	if !s.emailLink() {
+		s.signIn(w, r, email)
+		return true
+	}
+	if id, ok := s.currentIdentity(r); ok && id.Verified && id.Email == email {
+		return true
+	}
+	s.sendSignInLink(w, r, room, email)
+	return false
+}
+
+// sendSignInLink emails a single-use sign-in link for email that continues to room,
+// within the per-address and per-client limits, and shows "check your email".
+func (s *Server) sendSignInLink(w http.ResponseWriter, r *http.Request, room, email string) {
+	if s.mailer == nil || s.signIns == nil {
+		s.renderError(w, r, chat.Errorf(chat.EUnavailable, "Sign-in by email is not available right now."))
+		return
+	}
+	if !s.limits.signInsPerIP.allow(s.clientIP(r)) || !s.limits.signInsPerEmail.allow(email) {
+		s.metrics.Refused(metrics.ReasonSignInLimited)
+		s.renderError(w, r, chat.Errorf(chat.ERateLimited,
+			"Too many sign-in emails were asked for just now. Please use the link already sent, or try again in a few minutes."))
+		return
+	}
+	token, hash := newSignInToken()
+	now := s.now()
+	if err := s.signIns.CreateSignIn(r.Context(), hash, email, room, now.Add(chat.SignInTTL)); err != nil {
+		s.renderError(w, r, err)
+		return
+	}
+	if err := s.mailer.Send(r.Context(), signInEmail(email, room, s.absoluteURL("/signin/"+token))); err != nil {
+		s.log.Warn("cannot send a sign-in email", "code", chat.ErrorCode(err), "err", err)
+		if chat.IsCode(err, chat.EPermanent) {
+			s.renderError(w, r, chat.Errorf(chat.EInvalid, "We cannot send email to that address. Please check it."))
+		} else {
+			s.renderError(w, r, chat.Errorf(chat.EUnavailable, "We could not send the sign-in email just now. Please try again in a minute."))
+		}
+		return
+	}
+	viewer, _ := s.currentEmail(r)
+	s.renderSignIn(w, r, http.StatusOK, "signin_sent", signInSentPage{
+		layoutData: layoutData{Viewer: viewer}, Email: email, Room: room,
+		Minutes: int(chat.SignInTTL / time.Minute), Dev: s.cfg.Dev,
+	})
+}
+
+// signInEmail is the sign-in email. Its fields become headers only through the mail
+// library, and email and room are already validated (no CR/LF can be in them).
+func signInEmail(email, room, link string) chat.Email {
+	minutes := int(chat.SignInTTL / time.Minute)
+	text := fmt.Sprintf("Hello,\n\nSomeone, hopefully you, asked to sign in to Parley as %s to join the room %s.\n\n"+
+		"Open this link within %d minutes to sign in:\n\n%s\n\n"+
+		"The link works once. If you did not ask for it, ignore this email: nobody can sign in as you without it.\n",
+		email, room, minutes, link)
+	htmlBody := fmt.Sprintf("<p>Hello,</p><p>Someone, hopefully you, asked to sign in to Parley as <strong>%s</strong> "+
+		"to join the room <strong>%s</strong>.</p><p><a href=\"%s\">Sign in to Parley</a> (the link works once, "+
+		"within %d minutes).</p><p>If you did not ask for it, ignore this email: nobody can sign in as you without it.</p>",
+		html.EscapeString(email), html.EscapeString(room), html.EscapeString(link), minutes)
+	return chat.Email{To: email, Subject: "Your Parley sign-in link", Text: text, HTML: htmlBody}
+}
+
+// handleSignInLink serves GET /signin/{token} and GET /signin?token=…: a page with a
+// "Sign in" button that posts the token. Opening the link uses nothing up, so a mail
+// scanner that fetches every link in an email cannot spend it; only the person's
+// click (a same-origin POST) does.
+func (s *Server) handleSignInLink() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := r.PathValue("token")
+		if token == "" {
+			token = r.URL.Query().Get("token")
+		}
+		if _, err := parseSignInToken(token); err != nil {
+			s.renderError(w, r, err)
+			return
+		}
+		viewer, _ := s.currentEmail(r)
+		s.renderSignIn(w, r, http.StatusOK, "signin_confirm", signInConfirmPage{
+			layoutData: layoutData{Viewer: viewer}, Token: token})
+	})
+}
+
+// handleSignIn serves POST /signin (form field token): it uses up the link, sets the
+// verified cookie for the link's email and continues to the link's room.
+func (s *Server) handleSignIn() http.Handler {
+	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+		hash, err := parseSignInToken(r.PostFormValue("token"))
+		if err != nil || s.signIns == nil {
+			s.metrics.Refused(metrics.ReasonBadSignIn)
+			s.renderError(w, r, errBadSignInLink)
+			return
+		}
+		email, room, err := s.signIns.ConsumeSignIn(r.Context(), hash, s.now())
+		if err != nil {
+			if chat.IsCode(err, chat.ENotFound) {
+				s.metrics.Refused(metrics.ReasonBadSignIn)
+				err = errBadSignInLink
+			}
+			s.renderError(w, r, err)
+			return
+		}
+		s.signInVerified(w, r, email)
+		to := "/"
+		if chat.ValidateRoom(room) == nil {
+			to = roomPath(room)
+		}
+		http.Redirect(w, r, to, http.StatusSeeOther)
+	}))
+}
+
+// verifiedOnly is the authenticator of email-link sign-in: a cookie counts only when
+// it says its email was proven by a link, so a cookie issued under trust sign-in
+// (same key, typed-in email) proves nothing.
+type verifiedOnly struct{ authenticator }
+
+func (v verifiedOnly) identify(r *http.Request) (identity, bool) {
+	id, ok := v.authenticator.identify(r)
+	if !ok || !id.Verified {
+		return identity{}, false
+	}
+	return id, true
+}
+
+// setupSecurity wires sign-in and the limits from d: the mailer and link store,
+// metrics, the limiters, trusted proxies, and, with email-link sign-in, an
+// authenticator that accepts only cookies proven by a link.
+func (s *Server) setupSecurity(d Deps) {
+	s.mailer, s.signIns, s.metrics = d.Mailer, d.SignIns, d.Metrics
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.limits = newLimiters(s.cfg.Limits, func() time.Time { return s.now() })
+	proxies, err := parseProxies(s.cfg.TrustedProxies)
+	if err != nil {
+		s.log.Warn("ignoring the trusted proxies", "err", err)
+	}
+	s.proxies = proxies
+	if s.emailLink() {
+		s.auth = verifiedOnly{s.auth}
+		if s.mailer == nil || s.signIns == nil {
+			s.log.Warn("sign-in by email link has no mailer or link store; nobody can sign in")
+		}
+	}
+}
