@@ -296,3 +296,23 @@ func BenchmarkDecodeFrame(b *testing.B) {
 		_ = decodeFrame(msg, &f)
 	}
 }
+
+func TestFormatBytes(t *testing.T) {
+	tests := []struct {
+		name string
+		in   float64
+		want string
+	}{
+		{"Bytes", 512, "512 B"},
+		{"KiB", 16 * 1024, "16.0 KiB"},
+		{"MiB", 3 << 20, "3.0 MiB"},
+		{"Negative", -47923, "-46.8 KiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := formatBytes(tt.in); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

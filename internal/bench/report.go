@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"sort"
@@ -220,10 +221,10 @@ func formatErrors(m map[string]int64) string {
 
 // formatBytes prints a byte count in binary units: "15.2 KiB".
 func formatBytes(b float64) string {
-	switch {
-	case b >= 1<<20:
+	switch a := math.Abs(b); {
+	case a >= 1<<20:
 		return fmt.Sprintf("%.1f MiB", b/(1<<20))
-	case b >= 1<<10:
+	case a >= 1<<10:
 		return fmt.Sprintf("%.1f KiB", b/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", b)
