@@ -6,8 +6,9 @@ export PATH := $(PATH):/usr/local/go/bin
 
 GO       ?= go
 STACK    := scripts/stack.sh
-# `make test` keeps its own record, so it never stops services that `make stack` started.
-TEST_RECORD := .stack/started-test
+# `make test` registers as a user of the stack for as long as its shell ($$$$) lives, so it
+# never stops services that `make stack` or a concurrent `make test` still uses.
+STACK_TEST_USER := --user test --pid $$$$
 FUZZTIME ?= 30s
 PKGS     ?= ./...
 
@@ -16,8 +17,8 @@ PKGS     ?= ./...
 ## test: stack up, go vet, go test (stack.env loaded, CI passed through), stack down; keeps go test's exit code
 test:
 	@set -euo pipefail; \
-	trap '$(STACK) down --record $(TEST_RECORD)' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
-	$(STACK) up --record $(TEST_RECORD); \
+	trap '$(STACK) down $(STACK_TEST_USER)' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	$(STACK) up $(STACK_TEST_USER); \
 	. ./stack.env; \
 	echo "make test: go vet $(PKGS)"; \
 	$(GO) vet $(PKGS); \

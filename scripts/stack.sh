@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # scripts/stack.sh: the local stand-ins for Parley's production backends.
 #
-#   scripts/stack.sh up   [--record FILE]   install what is missing, start what is not running,
-#                                           create the table and bucket, write stack.env
-#   scripts/stack.sh down [--record FILE]   stop what `up` (with the same FILE) started, nothing else
+#   scripts/stack.sh up   [--user NAME [--pid PID]]   install what is missing, start what is not
+#                                           running, create the table and bucket, write stack.env
+#   scripts/stack.sh down [--user NAME [--pid PID]]   release NAME; when no user is left, stop
+#                                           what `up` started (never what was already running)
 #   scripts/stack.sh env                    print the export lines of stack.env
 #   scripts/stack.sh status                 say which services answer
 #
@@ -11,7 +12,9 @@
 # (this kind of machine starts them); the others run on fixed non-default ports:
 #   dynalite (DynamoDB) 4567, MinIO (S3) 9100 (+ console 9101), Mailpit SMTP 1026 / HTTP 8026.
 # Go-built tools live in a cache folder outside the repo (never in it); run data and logs in .stack/.
-# `make test` uses --record .stack/started-test so it never stops what `make stack` started.
+# Users: `make stack` is the user "manual" (until `make stack-down`); each `make test` is
+# "test" with its shell's PID, and counts only while that process lives. So `make test` beside
+# `make stack`, or two `make test` runs at once, never stop services under each other's feet.
 set -Eeuo pipefail
 trap 'printf "stack: ERROR: \"%s\" failed (exit %s, line %s)\n" "$BASH_COMMAND" "$?" "$LINENO" >&2' ERR
 
@@ -22,6 +25,9 @@ BIN_DIR=$CACHE_DIR/bin
 LOG_DIR=$RUN_DIR/logs
 ENV_FILE=${PARLEY_STACK_ENV_FILE:-$ROOT/stack.env}
 RECORD=$RUN_DIR/started
+USERS_DIR=$RUN_DIR/users
+STACK_USER=manual
+STACK_USER_PID=
 
 # Pinned tools. Newer versions may need a newer Go than the machine's.
 MINIO_MODULE=github.com/minio/minio
@@ -364,8 +370,47 @@ alive() {
   [ "${stat%% *}" != Z ] && [ "$(start_time "$1")" = "$2" ]
 }
 
+# user_token: this caller's file in USERS_DIR (name, plus the PID and its start time if given).
+user_token() {
+  if [ -n "$STACK_USER_PID" ]; then
+    printf '%s/%s-%s\n' "$USERS_DIR" "$STACK_USER" "$STACK_USER_PID"
+  else
+    printf '%s/%s\n' "$USERS_DIR" "$STACK_USER"
+  fi
+}
+
+# register_user: note that this caller uses the stack.
+register_user() {
+  mkdir -p "$USERS_DIR"
+  if [ -n "$STACK_USER_PID" ]; then
+    printf '%s %s\n' "$STACK_USER_PID" "$(start_time "$STACK_USER_PID")" >"$(user_token)"
+  else
+    : >"$(user_token)"
+  fi
+}
+
+# live_users: print the users still holding the stack, dropping those whose process is gone.
+live_users() {
+  local f pid start
+  for f in "$USERS_DIR"/*; do
+    [ -e "$f" ] || continue
+    pid= start=
+    read -r pid start <"$f" || true
+    if [ -n "$pid" ] && ! alive "$pid" "$start"; then
+      rm -f "$f"; continue
+    fi
+    basename "$f"
+  done
+}
+
 cmd_down() {
-  [ -f "$RECORD" ] || { log "nothing recorded in $RECORD; nothing to stop"; return 0; }
+  rm -f "$(user_token)"
+  local users; users=$(live_users | tr '\n' ' ')
+  if [ -n "$users" ]; then
+    log "still in use by: $users- leaving the stack running"
+    return 0
+  fi
+  [ -f "$RECORD" ] || { log "nothing that this script started is running; nothing to stop"; return 0; }
   local name pid start pids=()
   while read -r name pid start; do
     if [ -n "$pid" ] && alive "$pid" "$start"; then
@@ -404,22 +449,21 @@ main() {
   local cmd=${1:-}; shift || true
   while [ $# -gt 0 ]; do
     case $1 in
-      --record) RECORD=$2; shift 2 ;;
-      --record=*) RECORD=${1#*=}; shift ;;
+      --user) STACK_USER=$2; shift 2 ;;
+      --pid) STACK_USER_PID=$2; shift 2 ;;
       *) die "unknown argument $1" ;;
     esac
   done
-  case $RECORD in /*) ;; *) RECORD=$ROOT/$RECORD ;; esac
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   # One stack.sh at a time: two `make test` runs would otherwise race to start the same ports.
   exec 9>"$RUN_DIR/lock"
   flock 9
   case $cmd in
-    up) cmd_up ;;
+    up) register_user; cmd_up ;;
     down) cmd_down ;;
     env) env_lines ;;
-    status) cmd_status ;;
-    *) die "usage: $0 up|down|env|status [--record FILE]" ;;
+    status) if cmd_status; then exit 0; else exit 1; fi ;;
+    *) die "usage: $0 up|down|env|status [--user NAME [--pid PID]]" ;;
   esac
 }
 
