@@ -478,3 +478,257 @@ func replicasChat(t *testing.T, messages string, each int) {
 		t.Fatalf("after the chat: bob's return replayed %d messages, ann got %d in all (want 0, %d)", len(bt2.msgs), len(at.msgs), 2*each)
 	}
 }
+
+// TestReplicaKilled: both people send as fast as they can; replica B, bob's, is
+// killed (SIGKILL) mid-chat. Bob reconnects through A with after=<last seq he saw>
+// and gets every message he missed exactly once; resending what was never acked
+// stores each message once; a replay from seq 0 and DynamoDB itself hold every
+// acknowledged message at its acknowledged seq, with no gap and no repeat.
+func TestReplicaKilled(t *testing.T) {
+	c := newCluster(t, "dynamodb")
+	a1, b1 := c.replica(), c.replica()
+	c.worker()
+
+	const each = 150
+	room := "killed"
+	ann := join(t, a1.URL, room, testenv.UniqueName(t, "ann")+"@example.org")
+	bob := join(t, a1.URL, room, testenv.UniqueName(t, "bob")+"@example.org").on(b1)
+	a, aw := ann.mustDial("")
+	b, _ := bob.mustDial("")
+	at, bt := newTally(), newTally()
+	as, bs := a.sendMany("a", each), b.sendMany("b", each)
+	b.readUntil(bt, "bob's first 40 acks", 30*time.Second, func(tl *tally) bool { return len(tl.acks) >= 40 })
+	b1.Kill()
+	<-bs // a write error once B is gone, or everything written before it died
+	b.drain(bt, 10*time.Second)
+	last := int64(len(bt.msgs))
+	checkOnce(t, "bob on B before the kill", bt.msgs, 1, last)
+	if r := <-as; r.err != nil {
+		t.Fatalf("ann's sends to A: %d written, then %v", r.sent, r.err)
+	}
+	a.readUntil(at, "acks of all ann's messages", 60*time.Second, func(tl *tally) bool { return len(tl.acks) >= each })
+	t.Logf("B killed after bob saw %d messages and had %d acks", last, len(bt.acks))
+
+	// Bob's page reconnects through the load balancer, which now sends it to A.
+	bobA := bob.on(a1)
+	b2, bw := bobA.mustDial(fmt.Sprintf("after=%d", last))
+	bt2 := newTally()
+	b2.readUntil(bt2, "what bob missed", 30*time.Second, func(tl *tally) bool { return int64(len(tl.msgs)) >= bw.LastSeq-last })
+	checkOnce(t, "bob's catch-up on A", bt2.msgs, last+1, bw.LastSeq)
+	for id, seq := range bt.acks {
+		if seq > bw.LastSeq {
+			t.Fatalf("%s was acked at seq %d, but after the kill the session ends at seq %d", id, seq, bw.LastSeq)
+		}
+	}
+
+	// Bob resends whatever B never acknowledged: stored once whether or not B stored it.
+	var resend []string
+	for i := range each {
+		if id := fmt.Sprintf("b-%d", i); bt.acks[id] == 0 {
+			resend = append(resend, id)
+			b2.send(map[string]string{"type": "send", "id": id, "text": fmt.Sprintf("b says %d", i)})
+		}
+	}
+	b2.readUntil(bt2, "acks of bob's resends", 60*time.Second, func(tl *tally) bool { return len(tl.acks) >= len(resend) })
+
+	// A fresh connection replays the whole session; it must hold every acked message.
+	ann2, w2 := ann.mustDial("")
+	if w2.LastSeq != 2*each {
+		t.Fatalf("after the resends the session ends at seq %d, want %d (one per client id)", w2.LastSeq, 2*each)
+	}
+	rt := newTally()
+	ann2.readUntil(rt, "the replay from seq 0", 30*time.Second, func(tl *tally) bool { return int64(len(tl.msgs)) >= w2.LastSeq })
+	checkOnce(t, "replay from A", rt.msgs, 1, w2.LastSeq)
+	stored := map[string]int64{}
+	for _, m := range rt.msgs {
+		stored[m.ID] = m.Seq
+	}
+	for _, acks := range []map[string]int64{at.acks, bt.acks, bt2.acks} {
+		for id, seq := range acks {
+			if stored[id] != seq {
+				t.Fatalf("%s was acked at seq %d, the replay has it at %d", id, seq, stored[id])
+			}
+		}
+	}
+	if got := c.storedSeqs(aw.Session); int64(len(got)) != w2.LastSeq || got[len(got)-1] != w2.LastSeq {
+		t.Fatalf("DynamoDB holds %d messages (last %v), the replay %d", len(got), got[len(got)-1:], w2.LastSeq)
+	}
+	a.readUntil(at, "every message on ann's first connection", 30*time.Second, func(tl *tally) bool { return int64(len(tl.msgs)) >= w2.LastSeq })
+	checkOnce(t, "ann on A throughout", at.msgs, 1, w2.LastSeq)
+}
+
+// TestRedisSubscriberDropped: while both people send, replica B's Redis subscriber
+// connection is killed (CLIENT KILL), so B misses what is published until go-redis
+// reconnects; B's hub catches up from the store by seq and both people still see
+// every message exactly once, in order.
+func TestRedisSubscriberDropped(t *testing.T) {
+	c := newCluster(t, "dynamodb")
+	a1, b1 := c.replica(), c.replica()
+	c.worker()
+	subName := "parley-sub-" + logValue(t, b1, "replica")
+
+	const each = 150
+	room := "dropped"
+	ann := join(t, a1.URL, room, testenv.UniqueName(t, "ann")+"@example.org")
+	bob := join(t, a1.URL, room, testenv.UniqueName(t, "bob")+"@example.org").on(b1)
+	a, _ := ann.mustDial("")
+	b, _ := bob.mustDial("")
+	at, bt := newTally(), newTally()
+	as, bs := a.sendMany("a", each), b.sendMany("b", each)
+	b.readUntil(bt, "the first 60 messages on B", 30*time.Second, func(tl *tally) bool { return len(tl.msgs) >= 60 })
+	rdb := c.redis()
+	oldID := clientID(t, rdb, subName)
+	if err := rdb.ClientKillByFilter(context.Background(), "ID", oldID).Err(); err != nil {
+		t.Fatalf("CLIENT KILL ID %s (%s): %v", oldID, subName, err)
+	}
+	all := func(tl *tally) bool { return len(tl.msgs) >= 2*each && len(tl.acks) >= each }
+	a.readUntil(at, "all messages and ann's acks", 60*time.Second, all)
+	b.readUntil(bt, "all messages and bob's acks", 60*time.Second, all)
+	for who, r := range map[string]sendResult{"ann": <-as, "bob": <-bs} {
+		if r.err != nil {
+			t.Fatalf("%s's sends: %d written, then %v", who, r.sent, r.err)
+		}
+	}
+	checkOnce(t, "ann on A", at.msgs, 1, 2*each)
+	checkOnce(t, "bob on B", bt.msgs, 1, 2*each)
+	if newID := clientID(t, rdb, subName); newID == oldID {
+		t.Fatalf("B's subscriber connection %s was not replaced", oldID)
+	}
+	waitLog(t, b1, "redis subscriber connection restored", 10*time.Second)
+	eventually(t, 10*time.Second, "B's /readyz to answer 200 again", func() bool {
+		return bob.get("/readyz") == 200
+	})
+}
+
+// logValue returns the value of key= in the first log line of s that has it.
+func logValue(t *testing.T, s *server, key string) string {
+	t.Helper()
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		for _, field := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(field, key+"="); ok {
+				return v
+			}
+		}
+	}
+	t.Fatalf("no %s= in the log of %s:\n%s", key, s.Addr, s.logs)
+	return ""
+}
+
+// redis returns a client of the cluster's Redis database.
+func (c *cluster) redis() *redis.Client {
+	c.t.Helper()
+	opts, err := redis.ParseURL(testenv.RedisURL(c.t))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	opts.DB = c.db
+	rdb := redis.NewClient(opts)
+	c.t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// clientID finds the connection named name in CLIENT LIST and returns its id, waiting
+// for it to (re)appear.
+func clientID(t *testing.T, rdb *redis.Client, name string) string {
+	t.Helper()
+	var id string
+	eventually(t, 10*time.Second, "Redis client "+name, func() bool {
+		list, err := rdb.ClientList(context.Background()).Result()
+		if err != nil {
+			t.Fatalf("CLIENT LIST: %v", err)
+		}
+		for _, line := range strings.Split(list, "\n") {
+			fields := map[string]string{}
+			for _, f := range strings.Fields(line) {
+				k, v, _ := strings.Cut(f, "=")
+				fields[k] = v
+			}
+			if fields["name"] == name {
+				id = fields["id"]
+				return true
+			}
+		}
+		return false
+	})
+	return id
+}
+
+// TestEndChatTwoWorkers: a chat across two replicas ends while two workers run, whose
+// sweepers keep enqueueing the ending session. The export completes once: one S3
+// object, one email per person in Mailpit, the session row completed, and both people,
+// on their replicas, get the transcript frame. Then two
+// workers with a purge schedule of every two seconds (two schedulers at once) purge
+// the session's DynamoDB items, once.
+func TestEndChatTwoWorkers(t *testing.T) {
+	c := newCluster(t, "dynamodb")
+	a1, b1 := c.replica(), c.replica()
+	// No purge before the export is confirmed; both workers' sweepers enqueue the
+	// ending session again and again while it exports, so the export task is offered
+	// to both workers many times.
+	opts := []string{"PARLEY_PURGE_SCHEDULE=0 0 1 1 *", "PARLEY_SWEEP_INTERVAL=50ms"}
+	w1, w2 := c.worker(opts...), c.worker(opts...)
+
+	room := "ending"
+	ann := join(t, a1.URL, room, testenv.UniqueName(t, "ann")+"@example.org")
+	bob := join(t, a1.URL, room, testenv.UniqueName(t, "bob")+"@example.org").on(b1)
+	a, aw := ann.mustDial("")
+	b, _ := bob.mustDial("")
+	a.say("a-1", "hello from A")
+	b.say("b-1", "hello from B")
+	checkSeqs(t, "ann", a.messagesUntil(2), 1, 2)
+	checkSeqs(t, "bob", b.messagesUntil(2), 1, 2)
+	a.send(map[string]string{"type": "end"})
+	for who, cn := range map[string]*conn{"ann on A": a, "bob on B": b} {
+		if f := cn.next("ended"); f.By != ann.email {
+			t.Fatalf("%s: ended by %q, want %s", who, f.By, ann.email)
+		}
+		if f := cn.next("transcript"); f.URL != "/transcripts/"+aw.Session {
+			t.Fatalf("%s: transcript url %q", who, f.URL)
+		}
+	}
+
+	var status, key string
+	err := c.p.db.QueryRow("SELECT status, archive_key FROM sessions WHERE id = ?", aw.Session).Scan(&status, &key)
+	if err != nil || status != "completed" || key == "" {
+		t.Fatalf("session row after the export: status %q archive_key %q err %v", status, key, err)
+	}
+	if keys := c.p.s3Keys(t); len(keys) != 1 || !strings.HasSuffix(keys[0], key) {
+		t.Fatalf("S3 holds %q under the test's prefix, want the one archive %s", keys, key)
+	}
+	for _, who := range []string{ann.email, bob.email} {
+		if mails := c.p.mailTo(t, who); len(mails) != 1 {
+			t.Fatalf("Mailpit holds %d emails to %s, want 1", len(mails), who)
+		}
+	}
+	exports := strings.Count(w1.logs.String()+w2.logs.String(), `msg="transcript exported"`)
+	if exports != 1 {
+		t.Fatalf("the workers exported the transcript %d times, want once", exports)
+	}
+	if n := c.p.countItems(t, aw.Session); n == 0 {
+		t.Fatal("the session's items are gone before any purge ran")
+	}
+
+	// The operator shortens the purge schedule: both workers restart with it.
+	w1.Stop()
+	w2.Stop()
+	every := []string{"PARLEY_PURGE_SCHEDULE=@every 2s", "PARLEY_LOG_LEVEL=debug"}
+	w3, w4 := c.worker(every...), c.worker(every...)
+	eventually(t, 30*time.Second, "the scheduled purge to delete the session's DynamoDB items", func() bool {
+		return c.p.countItems(t, aw.Session) == 0
+	})
+	logs := func() string { return w3.logs.String() + w4.logs.String() }
+	eventually(t, 15*time.Second, "two more ticks of the day to find its purge done", func() bool {
+		return strings.Count(logs(), "purge already enqueued for the day") >= 2
+	})
+	if n := strings.Count(logs(), `msg="messages purged"`); n != 1 {
+		t.Fatalf("the session's messages were purged %d times, want once:\n%s", n, logs())
+	}
+	var purged bool
+	if err := c.p.db.QueryRow("SELECT purged_at IS NOT NULL FROM sessions WHERE id = ?", aw.Session).Scan(&purged); err != nil || !purged {
+		t.Fatalf("session row after the purge: purged %v, err %v", purged, err)
+	}
+	body := ann.download(t, "/transcripts/"+aw.Session, c.p.s3.Endpoint)
+	if !strings.Contains(string(body), "hello from B") {
+		t.Fatalf("the archived transcript lacks bob's message:\n%s", body)
+	}
+}
