@@ -12,7 +12,11 @@ STACK_TEST_USER := --user test --pid $$$$
 FUZZTIME ?= 30s
 PKGS     ?= ./...
 
-.PHONY: test stack stack-down stack-status run build bench fuzz lint vet
+.PHONY: help test stack stack-down stack-status run build bench fuzz lint vet
+
+## help: list these targets
+help:
+	@sed -n 's/^## //p' Makefile
 
 ## test: stack up, go vet, go test (stack.env loaded, CI passed through), stack down; keeps go test's exit code
 test:
