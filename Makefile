@@ -34,7 +34,7 @@ stack:
 	@$(STACK) up
 	@echo "stack is up; load it with: . ./stack.env"
 
-## stack-down: stop what `make stack` started
+## stack-down: release `make stack`; stops what the script started once no `make test` still runs
 stack-down:
 	@$(STACK) down
 
