@@ -106,11 +106,23 @@ type snapshot struct {
 	at                time.Time
 	sends, deliveries int64
 	acks              int64
+	serverCPU         float64 // the server's process_cpu_seconds_total; -1 when unknown
+	benchCPU          float64 // this process's CPU seconds
 }
 
-func (r *chatRun) snap() snapshot {
-	return snapshot{at: time.Now(), sends: r.cnt.sends.Load(),
-		deliveries: r.cnt.deliveries.Load(), acks: r.cnt.acks.Load()}
+// snap reads the counters, then the CPU time used so far by the server (from its
+// /metrics) and by the generator: the two share the cores, so how much of them each
+// got explains a number, and CPU per message compares runs on a busy and a quiet machine.
+func (r *chatRun) snap(ctx context.Context) snapshot {
+	s := snapshot{at: time.Now(), sends: r.cnt.sends.Load(),
+		deliveries: r.cnt.deliveries.Load(), acks: r.cnt.acks.Load(), serverCPU: -1,
+		benchCPU: selfCPUSeconds()}
+	if v, err := scrapeMetrics(ctx, r.site, metricCPU); err == nil {
+		if cpu, ok := v[metricCPU]; ok {
+			s.serverCPU = cpu
+		}
+	}
+	return s
 }
 
 // loop runs the senders through warmup and the measured duration, drains, and tallies.
@@ -133,9 +145,9 @@ func (r *chatRun) loop(ctx context.Context, stderr io.Writer) *Result {
 	prog := newProgress(r.cnt, stderr, r.o.Quiet, start, measureFrom, runEnd)
 	defer prog.stop()
 	sleepUntil(ctx, measureFrom)
-	s0 := r.snap()
+	s0 := r.snap(ctx)
 	sleepUntil(ctx, runEnd)
-	s1 := r.snap()
+	s1 := r.snap(ctx)
 	close(stop)
 	senders.Wait()
 	r.awaitDrain(sendCtx)
@@ -203,6 +215,13 @@ func (r *chatRun) result(s0, s1 snapshot, lat *latencies) *Result {
 	if secs > 0 {
 		res.SendsPerSec = float64(res.Sends) / secs
 		res.DeliveriesPerSec = float64(res.Deliveries) / secs
+		res.BenchCPU = (s1.benchCPU - s0.benchCPU) / secs
+		if s0.serverCPU >= 0 && s1.serverCPU >= 0 {
+			res.ServerCPU = (s1.serverCPU - s0.serverCPU) / secs
+			if res.Deliveries > 0 {
+				res.ServerCPUPerDelivery = (s1.serverCPU - s0.serverCPU) / float64(res.Deliveries) * 1e6
+			}
+		}
 	}
 	for _, rm := range r.rooms {
 		res.tally.add(tallyRoom(

@@ -18,6 +18,7 @@ const (
 	metricStackInuse  = "go_memstats_stack_inuse_bytes"
 	metricGoroutines  = "go_goroutines"
 	metricConnections = "parley_connections"
+	metricCPU         = "process_cpu_seconds_total"
 )
 
 // MemorySample is the server's memory and connection count at one instant, from /metrics.
@@ -136,21 +137,26 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-// scrapeMemory reads the server's memory figures from GET /metrics.
-func scrapeMemory(ctx context.Context, s *site) (MemorySample, error) {
+// scrapeMetrics reads the named metrics from the server's GET /metrics.
+func scrapeMetrics(ctx context.Context, s *site, names ...string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.origin+"/metrics", nil)
 	if err != nil {
-		return MemorySample{}, err
+		return nil, err
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return MemorySample{}, fmt.Errorf("GET /metrics: %w", err)
+		return nil, fmt.Errorf("GET /metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return MemorySample{}, fmt.Errorf("GET /metrics: %s", resp.Status)
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	v, err := parseMetrics(resp.Body, metricRSS, metricHeapInuse, metricStackInuse, metricGoroutines, metricConnections)
+	return parseMetrics(resp.Body, names...)
+}
+
+// scrapeMemory reads the server's memory figures from GET /metrics.
+func scrapeMemory(ctx context.Context, s *site) (MemorySample, error) {
+	v, err := scrapeMetrics(ctx, s, metricRSS, metricHeapInuse, metricStackInuse, metricGoroutines, metricConnections)
 	if err != nil {
 		return MemorySample{}, err
 	}

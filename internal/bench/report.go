@@ -36,6 +36,11 @@ type Result struct {
 	Latency          LatencySummary   `json:"latency_ms"`
 	Errors           map[string]int64 `json:"errors"`
 	Reconnects       int64            `json:"reconnects"`
+	// CPU the server (from its /metrics; 0 when not served) and the generator used in
+	// the window, in cores, and the server's CPU per delivery in microseconds.
+	ServerCPU            float64 `json:"server_cpu_cores"`
+	BenchCPU             float64 `json:"bench_cpu_cores"`
+	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery"`
 	tally
 	Idle    *IdleResult `json:"idle,omitempty"`
 	Machine Machine     `json:"machine"`
@@ -159,6 +164,10 @@ func (r *Result) writeTable(w io.Writer) error {
 	}
 	if r.Reconnects > 0 {
 		fmt.Fprintf(w, "reconnects: %d\n", r.Reconnects)
+	}
+	if r.Idle == nil && (r.ServerCPU > 0 || r.BenchCPU > 0) {
+		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery), load generator %.2f cores\n",
+			r.ServerCPU, r.ServerCPUPerDelivery, r.BenchCPU)
 	}
 	if m := r.Machine; m.NumCPU > 0 && m.LoadBefore > float64(m.NumCPU)/2 {
 		fmt.Fprintf(w, "warning: load average was %.1f on %d CPUs before the run; other work skews these numbers\n", m.LoadBefore, m.NumCPU)

@@ -19,3 +19,12 @@ func raiseFileLimit() (uint64, error) {
 	}
 	return uint64(lim.Cur), nil
 }
+
+// selfCPUSeconds is the user and system CPU time this process has used.
+func selfCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
