@@ -47,6 +47,7 @@ var ErrIntegrity = errors.New("messages lost or duplicated")
 type Options struct {
 	Mode        string        // ModeChat or ModeIdle
 	URL         string        // the Parley site, scheme://host[:port]
+	PeerURL     string        // chat: where each room's second client connects (another replica); "" = URL
 	Rooms       int           // chat: rooms, each with two clients
 	Duration    time.Duration // chat: measured time after warmup
 	Warmup      time.Duration // chat: time before measuring starts
@@ -70,6 +71,7 @@ func NewFlagSet(o *Options) *flag.FlagSet {
 	fs := flag.NewFlagSet("parley bench", flag.ContinueOnError)
 	fs.StringVar(&o.Mode, "mode", o.Mode, "chat (closed loop) or idle (hold connections); also accepted as the first argument")
 	fs.StringVar(&o.URL, "url", o.URL, "Parley site to measure")
+	fs.StringVar(&o.PeerURL, "peer-url", o.PeerURL, "chat: a second replica; each room's second client signs in and connects there, so every message crosses the fan-out")
 	fs.IntVar(&o.Rooms, "rooms", o.Rooms, "chat: rooms, two clients each")
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "chat: measured duration after warmup")
 	fs.DurationVar(&o.Warmup, "warmup", o.Warmup, "chat: warmup before measuring")
@@ -136,9 +138,14 @@ func (o *Options) Validate() error {
 	if o.Mode != ModeChat && o.Mode != ModeIdle {
 		return fmt.Errorf("unknown mode %q: want chat or idle", o.Mode)
 	}
-	u, err := url.Parse(o.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--url %q: want http(s)://host[:port]", o.URL)
+	for _, f := range []struct{ name, value string }{{"--url", o.URL}, {"--peer-url", o.PeerURL}} {
+		if f.value == "" && f.name == "--peer-url" {
+			continue
+		}
+		u, err := url.Parse(f.value)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s %q: want http(s)://host[:port]", f.name, f.value)
+		}
 	}
 	switch {
 	case o.Rooms < 1:
@@ -166,6 +173,7 @@ func (o *Options) applyDefaults() {
 		o.URL = d.URL
 	}
 	o.URL = strings.TrimRight(o.URL, "/")
+	o.PeerURL = strings.TrimRight(o.PeerURL, "/")
 	if o.Parallel <= 0 {
 		o.Parallel = d.Parallel
 	}

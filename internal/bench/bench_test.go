@@ -104,6 +104,10 @@ func TestParseFlags(t *testing.T) {
 		{"TrailingSlash", []string{"--url", "http://127.0.0.1:9/"}, func(o Options) bool {
 			return o.URL == "http://127.0.0.1:9"
 		}, false},
+		{"PeerURL", []string{"--peer-url", "http://127.0.0.1:8081/"}, func(o Options) bool {
+			return o.PeerURL == "http://127.0.0.1:8081"
+		}, false},
+		{"BadPeerURL", []string{"--peer-url", "ftp://x"}, nil, true},
 		{"UnknownMode", []string{"storm"}, nil, true},
 		{"BadURL", []string{"--url", "127.0.0.1:8080"}, nil, true},
 		{"ZeroRooms", []string{"--rooms", "0"}, nil, true},

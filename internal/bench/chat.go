@@ -16,6 +16,7 @@ type chatRun struct {
 	o       Options
 	runID   string
 	site    *site
+	peer    *site // where each room's second client goes: another replica, or site
 	cnt     *counters
 	rooms   []room
 	readCtx context.Context
@@ -29,7 +30,13 @@ func runChat(ctx context.Context, o Options, runID string, stderr io.Writer) (*R
 		return nil, err
 	}
 	defer s.close()
-	r := &chatRun{o: o, runID: runID, site: s, cnt: newCounters()}
+	r := &chatRun{o: o, runID: runID, site: s, peer: s, cnt: newCounters()}
+	if o.PeerURL != "" {
+		if r.peer, err = newSite(o.PeerURL, o.Parallel); err != nil {
+			return nil, err
+		}
+		defer r.peer.close()
+	}
 	r.readCtx, r.stopRd = context.WithCancel(context.Background())
 	defer r.shutdown()
 	if err := r.connectAll(ctx, stderr); err != nil {
@@ -87,7 +94,7 @@ func (r *chatRun) connectAll(ctx context.Context, stderr io.Writer) error {
 func (r *chatRun) connectRoom(ctx context.Context, i int) (room, error) {
 	rm := room{
 		a: newClient(r.site, r.cnt, r.runID, i, "a"),
-		b: newClient(r.site, r.cnt, r.runID, i, "b"),
+		b: newClient(r.peer, r.cnt, r.runID, i, "b"),
 	}
 	if err := rm.a.connect(ctx, r.readCtx); err != nil {
 		rm.a.close()
@@ -117,10 +124,18 @@ func (r *chatRun) snap(ctx context.Context) snapshot {
 	s := snapshot{at: time.Now(), sends: r.cnt.sends.Load(),
 		deliveries: r.cnt.deliveries.Load(), acks: r.cnt.acks.Load(), serverCPU: -1,
 		benchCPU: selfCPUSeconds()}
-	if v, err := scrapeMetrics(ctx, r.site, metricCPU); err == nil {
-		if cpu, ok := v[metricCPU]; ok {
-			s.serverCPU = cpu
+	sites := []*site{r.site}
+	if r.peer != r.site {
+		sites = append(sites, r.peer)
+	}
+	for _, st := range sites {
+		v, err := scrapeMetrics(ctx, st, metricCPU)
+		cpu, ok := v[metricCPU]
+		if err != nil || !ok {
+			s.serverCPU = -1
+			break
 		}
+		s.serverCPU = max(s.serverCPU, 0) + cpu
 	}
 	return s
 }
@@ -206,7 +221,7 @@ func (r *chatRun) shutdown() {
 func (r *chatRun) result(s0, s1 snapshot, lat *latencies) *Result {
 	secs := s1.at.Sub(s0.at).Seconds()
 	res := &Result{
-		Mode: ModeChat, URL: r.o.URL, RunID: r.runID, StartedAt: s0.at.Add(-r.o.Warmup), Rooms: len(r.rooms), RoomsAsked: r.o.Rooms,
+		Mode: ModeChat, URL: r.o.URL, PeerURL: r.o.PeerURL, RunID: r.runID, StartedAt: s0.at.Add(-r.o.Warmup), Rooms: len(r.rooms), RoomsAsked: r.o.Rooms,
 		Clients: 2 * len(r.rooms), Size: r.o.Size, WarmupSec: r.o.Warmup.Seconds(), DurationSec: secs,
 		Sends: s1.sends - s0.sends, Deliveries: s1.deliveries - s0.deliveries, Acks: s1.acks - s0.acks,
 		Errors: r.cnt.errorsCopy(), Reconnects: r.cnt.reconnects.Load(),

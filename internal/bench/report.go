@@ -20,6 +20,7 @@ import (
 type Result struct {
 	Mode             string           `json:"mode"`
 	URL              string           `json:"url"`
+	PeerURL          string           `json:"peer_url,omitempty"` // each room's second client's replica
 	RunID            string           `json:"run_id"`
 	StartedAt        time.Time        `json:"started_at"`
 	Rooms            int              `json:"rooms"`       // rooms that took part
@@ -36,8 +37,9 @@ type Result struct {
 	Latency          LatencySummary   `json:"latency_ms"`
 	Errors           map[string]int64 `json:"errors"`
 	Reconnects       int64            `json:"reconnects"`
-	// CPU the server (from its /metrics; 0 when not served) and the generator used in
-	// the window, in cores, and the server's CPU per delivery in microseconds.
+	// CPU the server (from its /metrics, both replicas with --peer-url; 0 when not
+	// served) and the generator used in the window, in cores, and the server's CPU per
+	// delivery in microseconds.
 	ServerCPU            float64 `json:"server_cpu_cores"`
 	BenchCPU             float64 `json:"bench_cpu_cores"`
 	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery"`
