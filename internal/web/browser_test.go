@@ -84,6 +84,12 @@ func TestBrowserTwoPeopleChat(t *testing.T) {
 	}
 	ann.saveScreenshot()
 
+	// Over the limit: the page says so and sends nothing.
+	ann.do("type too much", chromedp.Focus(chromedp.ID("text")), insertText(strings.Repeat("é", 4001)), pressEnter(0))
+	ann.waitFor("the too-long warning", `document.getElementById('banner').textContent.includes('at most 4000 characters') &&
+		document.getElementById('count').textContent === '4001 / 4000' && document.getElementById('text').value.length === 4001`)
+	ann.do("clear the box", chromedp.Evaluate[chromedp.Void](`(function (t) { t.value = ''; t.dispatchEvent(new Event('input')); })(document.getElementById('text'))`))
+
 	// A third person is turned away with a clear message and no retries.
 	carol := newBrowser(t, chromiumCtx, "carol")
 	carol.join(site, "lobby-7", "carol@example.org")
