@@ -320,3 +320,45 @@ func TestFormatBytes(t *testing.T) {
 		})
 	}
 }
+
+func TestTargets(t *testing.T) {
+	tests := []struct {
+		name string
+		res  Result
+		want []string // describe() of each target
+	}{
+		{"R100Missed", Result{RoomsAsked: 100, DeliveriesPerSec: 43500, Latency: LatencySummary{P99: 30}}, []string{
+			"target R=100 deliveries/s >= 87000: got 43500.0, missed by 43500 (50% of the target)",
+			"target R=100 p99 ms <= 20: got 30.0, missed by 10.0 (1.5x the target)",
+			"target lost+duplicated <= 0: got 0.0, met",
+		}},
+		{"R1000Met", Result{RoomsAsked: 1000, DeliveriesPerSec: 60000, Latency: LatencySummary{P99: 100}}, []string{
+			"target R=1000 deliveries/s >= 55000: got 60000.0, met",
+			"target R=1000 p99 ms <= 150: got 100.0, met",
+			"target lost+duplicated <= 0: got 0.0, met",
+		}},
+		{"R10Lost", Result{RoomsAsked: 10, tally: tally{Lost: 2}}, []string{
+			"target lost+duplicated <= 0: got 2.0, missed by 2",
+		}},
+		{"Idle", Result{Idle: &IdleResult{Conns: 10000, BytesPerConn: 20480}}, []string{
+			"target idle server bytes/conn <= 16384: got 20480.0, missed by 4096.0 (1.2x the target)",
+			"target lost+duplicated <= 0: got 0.0, met",
+		}},
+		{"IdleNoMetrics", Result{Idle: &IdleResult{Conns: 10000, MetricsError: "404"}}, []string{
+			"target lost+duplicated <= 0: got 0.0, met",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.res.targets()
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d targets %+v", len(got), got)
+			}
+			for i, tg := range got {
+				if tg.describe() != tt.want[i] {
+					t.Errorf("got %q\nwant %q", tg.describe(), tt.want[i])
+				}
+			}
+		})
+	}
+}

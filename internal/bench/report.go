@@ -45,6 +45,7 @@ type Result struct {
 	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery"`
 	tally
 	Idle    *IdleResult `json:"idle,omitempty"`
+	Targets []Target    `json:"targets"`
 	Machine Machine     `json:"machine"`
 }
 
@@ -133,6 +134,7 @@ func (r *Result) allTallies() tally {
 }
 
 func (r *Result) print(w io.Writer, asJSON bool) error {
+	r.Targets = r.targets()
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -170,6 +172,9 @@ func (r *Result) writeTable(w io.Writer) error {
 	if r.Idle == nil && (r.ServerCPU > 0 || r.BenchCPU > 0) {
 		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery), load generator %.2f cores\n",
 			r.ServerCPU, r.ServerCPUPerDelivery, r.BenchCPU)
+	}
+	for _, t := range r.Targets {
+		fmt.Fprintln(w, t.describe())
 	}
 	if m := r.Machine; m.NumCPU > 0 && m.LoadBefore > float64(m.NumCPU)/2 {
 		fmt.Fprintf(w, "warning: load average was %.1f on %d CPUs before the run; other work skews these numbers\n", m.LoadBefore, m.NumCPU)
