@@ -1,0 +1,73 @@
+package web
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"parley/internal/chat"
+	"parley/internal/membus"
+)
+
+func TestHealthAndReadiness(t *testing.T) {
+	e := newWSEnv(t, Config{})
+	get := func(path string) (int, string, http.Header) {
+		resp, err := http.Get(e.ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	if code, body, h := get("/healthz"); code != 200 || body != "ok\n" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	if code, body, _ := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+	_ = e.srv.broker.Close() // the bus is down: not ready, and it says which part
+	code, body, _ := get("/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "broker") || strings.Contains(body, "sessions") {
+		t.Fatalf("/readyz with the broker down: %d %q", code, body)
+	}
+}
+
+func TestReadyzMissingBackends(t *testing.T) {
+	s := NewServer(Deps{Broker: membus.New()})
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "sessions, messages") {
+		t.Fatalf("%d %q", w.Code, w.Body.String())
+	}
+}
+
+func TestWriteErrorStatus(t *testing.T) {
+	s := NewServer(Deps{})
+	tests := []struct {
+		name string
+		err  error
+		code int
+		body string
+	}{
+		{"Invalid", chat.Errorf(chat.EInvalid, "bad room"), 400, "bad room"},
+		{"NotFound", chat.Errorf(chat.ENotFound, "no such chat"), 404, "no such chat"},
+		{"NotAllowed", chat.Errorf(chat.ENotAllowed, "not yours"), 403, "not yours"},
+		{"RoomFull", chat.Errorf(chat.ERoomFull, "full"), 409, "full"},
+		{"RateLimited", chat.Errorf(chat.ERateLimited, "slow down"), 429, "slow down"},
+		{"Unavailable", chat.Errorf(chat.EUnavailable, "db down"), 503, "db down"},
+		{"Internal", context.DeadlineExceeded, 500, "Something went wrong"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			s.writeError(w, httptest.NewRequest("GET", "/x", nil), tt.err)
+			if w.Code != tt.code || !strings.Contains(w.Body.String(), tt.body) {
+				t.Fatalf("%d %q", w.Code, w.Body.String())
+			}
+		})
+	}
+}
