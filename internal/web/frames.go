@@ -3,6 +3,7 @@ package web
 import (
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 
 	"parley/internal/chat"
 )
@@ -36,6 +37,9 @@ type clientFrame struct {
 // right shape is an invalid_frame error; unknown types are left to the caller.
 func decodeClientFrame(data []byte) (clientFrame, error) {
 	var f clientFrame
+	if !utf8.Valid(data) { // json.Unmarshal would turn bad bytes into U+FFFD and store them
+		return clientFrame{}, chat.Errorf(chat.EInvalidFrame, "Frames must be UTF-8 text.")
+	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		return clientFrame{}, chat.Errorf(chat.EInvalidFrame, "A frame must be a JSON object with a \"type\".")
 	}
