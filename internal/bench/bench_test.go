@@ -362,3 +362,27 @@ func TestTargets(t *testing.T) {
 		})
 	}
 }
+
+// FuzzDecodeFrame: wherever encoding/json accepts a frame, the scanner reads the same
+// fields from it.
+func FuzzDecodeFrame(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"message","seq":42,"id":"c-1","from":"a@x.org","to":"b@x.org","text":"hi \"x\"","kind":"chat","at":"2026-11-27T12:00:00Z"}`,
+		`{"type":"welcome","session":"s1","peer":null,"last_seq":41}`,
+		`{"type":"error","code":"room_full","message":"full"}`,
+		`{"type":"ack","id":"c-1","seq":7}`,
+		`{"Type":"x","SEQ":3}`,
+		`{"a":{"b":[1,{"c":2}]},"type":"y"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want, got frame
+		if json.Unmarshal(data, &want) != nil {
+			return
+		}
+		if err := decodeFrame(data, &got); err != nil || got != want {
+			t.Errorf("%q: got %+v (%v), encoding/json %+v", data, got, err, want)
+		}
+	})
+}

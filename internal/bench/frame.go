@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 )
 
 // decodeFrame reads the fields the bench needs from one server frame. Server frames
@@ -32,7 +34,7 @@ func scanFrame(data []byte, f *frame) bool {
 	}
 	for {
 		key, next, ok := scanString(data, i)
-		if !ok {
+		if !ok || hasEscape(key) {
 			return false
 		}
 		i = skipSpace(data, next)
@@ -69,8 +71,12 @@ func scanValue(data []byte, i int, key []byte, f *frame) (int, bool) {
 		if !ok {
 			return i, false
 		}
-		if dst := f.stringField(key); dst != nil {
-			if hasEscape(s) {
+		dst, odd := f.stringField(key)
+		if odd {
+			return i, false
+		}
+		if dst != nil {
+			if hasEscape(s) || !utf8.Valid(s) {
 				return i, false
 			}
 			*dst = string(s)
@@ -80,6 +86,9 @@ func scanValue(data []byte, i int, key []byte, f *frame) (int, bool) {
 		j := i
 		for j < len(data) && (data[j] == '-' || data[j] == '+' || data[j] == '.' || data[j] == 'e' || data[j] == 'E' || data[j] >= '0' && data[j] <= '9') {
 			j++
+		}
+		if _, odd := f.stringField(key); odd && string(key) != "seq" {
+			return i, false
 		}
 		if string(key) == "seq" {
 			n, err := strconv.ParseInt(string(data[i:j]), 10, 64)
@@ -102,20 +111,28 @@ func scanValue(data []byte, i int, key []byte, f *frame) (int, bool) {
 	return i, false // objects and arrays: the full decoder handles them
 }
 
-func (f *frame) stringField(key []byte) *string {
+// stringField returns where the value of key goes, nil for keys the bench ignores.
+// odd is true for a key that encoding/json would match case-insensitively ("Type"):
+// only the full decoder treats those the same way.
+func (f *frame) stringField(key []byte) (dst *string, odd bool) {
 	switch string(key) {
 	case "type":
-		return &f.Type
+		return &f.Type, false
 	case "id":
-		return &f.ID
+		return &f.ID, false
 	case "from":
-		return &f.From
+		return &f.From, false
 	case "code":
-		return &f.Code
+		return &f.Code, false
 	case "session":
-		return &f.Session
+		return &f.Session, false
 	}
-	return nil
+	for _, name := range []string{"type", "id", "from", "code", "session", "seq"} {
+		if bytes.EqualFold(key, []byte(name)) {
+			return nil, true
+		}
+	}
+	return nil, false
 }
 
 // scanString returns the raw contents of the string starting at data[i] == '"' and
