@@ -56,6 +56,7 @@ type Config struct {
 	S3PublicEndpoint string        `env:"PARLEY_S3_PUBLIC_ENDPOINT" flag:"s3-public-endpoint" help:"S3 endpoint browsers reach, used to sign download links"`
 	S3PathStyle      bool          `env:"PARLEY_S3_PATH_STYLE" flag:"s3-path-style" help:"path-style S3 addressing"`
 	RedisURL         string        `env:"PARLEY_REDIS_URL" flag:"redis-url" secret:"true" help:"Redis for fan-out between replicas and the job queue"`
+	RedisPrefix      string        `env:"PARLEY_REDIS_PREFIX" flag:"redis-prefix" help:"names Parley's channels, keys and job queue in Redis, so deployments can share one Redis"`
 	SMTPURL          string        `env:"PARLEY_SMTP_URL" flag:"smtp-url" secret:"true" help:"SMTP server, e.g. smtp://user:pass@host:587?tls=starttls"`
 	MailFrom         string        `env:"PARLEY_MAIL_FROM" flag:"mail-from" help:"sender address of Parley's emails"`
 	MailReplyTo      string        `env:"PARLEY_MAIL_REPLY_TO" flag:"mail-reply-to" help:"Reply-To address of Parley's emails"`
@@ -86,6 +87,7 @@ func defaults() Config {
 		SendQueue:     256,
 		AWSRegion:     "us-east-1",
 		MailFrom:      "Parley <parley@localhost>",
+		RedisPrefix:   "parley",
 		PurgeSchedule: "59 23 * * *",
 		TZ:            "UTC",
 		SweepInterval: 2 * time.Minute,
@@ -233,6 +235,9 @@ func (c *Config) finish() error {
 	}
 	if c.MaxText < 1 || c.ReadLimit < 512 || c.RatePerSec <= 0 || c.RateBurst < 1 || c.SendQueue < 1 {
 		errs = append(errs, errors.New("limits must be positive (max message chars, frame limit ≥ 512, rate, burst, send queue)"))
+	}
+	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " :{}*?[]") {
+		errs = append(errs, fmt.Errorf("PARLEY_REDIS_PREFIX %q: want a plain name such as parley", c.RedisPrefix))
 	}
 	if _, err := time.LoadLocation(c.TZ); err != nil {
 		errs = append(errs, fmt.Errorf("PARLEY_TZ %q: %v", c.TZ, err))

@@ -34,13 +34,33 @@ func cookieKey(c Config) ([]byte, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
+	return createCookieKey(c)
+}
+
+// createCookieKey writes a new random key to DATA_DIR/cookie.key unless another
+// process got there first: the file is created exclusively and written in full before
+// it is linked into place, so two replicas starting together on one data folder end up
+// with the same key.
+func createCookieKey(c Config) ([]byte, error) {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+	path := filepath.Join(c.DataDir, "cookie.key")
+	tmp, err := os.CreateTemp(c.DataDir, "cookie.key.*")
+	if err != nil {
 		return nil, err
 	}
-	return key, os.Rename(tmp, path)
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.WriteString(hex.EncodeToString(key) + "\n")
+	if err := errors.Join(werr, tmp.Sync(), tmp.Close()); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return cookieKey(c) // another process won: use its key
+		}
+		return nil, err
+	}
+	return key, nil
 }

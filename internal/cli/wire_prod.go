@@ -15,9 +15,6 @@ import (
 	"parley/internal/smtpmail"
 )
 
-// redisPrefix namespaces Parley's pub/sub channels and presence keys in Redis.
-const redisPrefix = "parley:"
-
 func (c Config) dynamoOptions(log *slog.Logger) dynamostore.Options {
 	return dynamostore.Options{Table: c.dynamoTable(), Region: c.AWSRegion, Endpoint: c.DynamoEndpoint, Logger: log}
 }
@@ -36,7 +33,7 @@ func (p *parts) openDynamo(ctx context.Context) (chat.MessageStore, error) {
 }
 
 func (p *parts) openRedisFanOut(ctx context.Context) error {
-	bus, err := redisbus.New(ctx, redisbus.Options{URL: p.cfg.RedisURL, Prefix: redisPrefix, Logger: p.log})
+	bus, err := redisbus.New(ctx, redisbus.Options{URL: p.cfg.RedisURL, Prefix: p.cfg.RedisPrefix + ":", Logger: p.log})
 	if err != nil {
 		return fmt.Errorf("Redis (PARLEY_REDIS_URL %s): %w", maskURL(p.cfg.RedisURL), err)
 	}
@@ -83,7 +80,7 @@ func (p *parts) openSMTP(_ context.Context) error {
 }
 
 func (p *parts) openAsynqClient(_ context.Context) (chat.Queue, error) {
-	q, err := asynqqueue.NewClient(p.cfg.RedisURL, asynqqueue.Options{})
+	q, err := asynqqueue.NewClient(p.cfg.RedisURL, asynqqueue.Options{Queue: p.cfg.RedisPrefix})
 	if err != nil {
 		return nil, fmt.Errorf("Redis job queue (%s): %w", maskURL(p.cfg.RedisURL), err)
 	}
@@ -138,7 +135,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	w, err := asynqqueue.NewWorker(c.RedisURL, p.exporter, asynqqueue.WorkerOptions{
-		PurgeSchedule: c.PurgeSchedule, Location: c.location(), Logger: log,
+		Queue: c.RedisPrefix, PurgeSchedule: c.PurgeSchedule, Location: c.location(), Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("asynq worker: %w", err)

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestLoadConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{"Defaults", nil, nil, func(t *testing.T, c Config) {
+			if c.Addr != "127.0.0.1:8080" || c.PublicURL != "http://127.0.0.1:8080" || c.DataDir != "./parley-data" || c.PurgeSchedule != "59 23 * * *" || c.TZ != "UTC" {
+				t.Fatalf("defaults: %+v", c)
+			}
+		}, ""},
+		{"EnvThenFlagWins", map[string]string{"PARLEY_ADDR": "127.0.0.1:9000", "PARLEY_MAX_MESSAGE_CHARS": "100"}, []string{"--addr", "127.0.0.1:9001"}, func(t *testing.T, c Config) {
+			if c.Addr != "127.0.0.1:9001" || c.MaxText != 100 || c.PublicURL != "http://127.0.0.1:9001" {
+				t.Fatalf("got addr %s max %d public %s", c.Addr, c.MaxText, c.PublicURL)
+			}
+		}, ""},
+		{"ListsAndDurations", map[string]string{"PARLEY_ADMIN_EMAILS": " Ops@Example.org , b@example.org", "PARLEY_IDLE_TIMEOUT": "90s", "PARLEY_S3_PATH_STYLE": "true"}, nil, func(t *testing.T, c Config) {
+			if len(c.AdminEmails) != 2 || c.AdminEmails[0] != "ops@example.org" || c.IdleTimeout != 90*time.Second || !c.S3PathStyle {
+				t.Fatalf("got %+v", c)
+			}
+		}, ""},
+		{"ErrBadNumber", map[string]string{"PARLEY_RATE": "fast"}, nil, nil, "PARLEY_RATE"},
+		{"ErrBadAuth", map[string]string{"PARLEY_AUTH": "none"}, nil, nil, "PARLEY_AUTH"},
+		{"ErrBadTZ", map[string]string{"PARLEY_TZ": "Mars/Olympus"}, nil, nil, "PARLEY_TZ"},
+		{"ErrBadPublicURL", map[string]string{"PARLEY_PUBLIC_URL": "chat.example.org"}, nil, nil, "PARLEY_PUBLIC_URL"},
+		{"ErrBadAdmin", map[string]string{"PARLEY_ADMIN_EMAILS": "not-an-email"}, nil, nil, "PARLEY_ADMIN_EMAILS"},
+		{"ErrUnknownFlag", nil, []string{"--no-such-flag"}, nil, "no-such-flag"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := loadConfig("serve", tc.args, env(tc.env), &bytes.Buffer{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestMaskedHidesSecrets(t *testing.T) {
+	c, _, err := loadConfig("serve", nil, env(map[string]string{
+		"PARLEY_MYSQL_DSN":  "parley:hunter2@tcp(db:3306)/parley",
+		"PARLEY_SMTP_URL":   "smtp://u:sesame@mail:587",
+		"PARLEY_REDIS_URL":  "redis://:opensesame@redis:6379/0",
+		"PARLEY_COOKIE_KEY": strings.Repeat("ab", 32),
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	printed := fmt.Sprint(c.Masked()...)
+	for _, secret := range []string{"hunter2", "sesame", "opensesame", strings.Repeat("ab", 32)} {
+		if strings.Contains(printed, secret) {
+			t.Fatalf("masked config shows %q: %s", secret, printed)
+		}
+	}
+	if got := maskDSN(c.MySQLDSN); strings.Contains(got, "hunter2") || !strings.Contains(got, "db:3306") {
+		t.Fatalf("maskDSN = %q", got)
+	}
+	if got := maskURL(c.SMTPURL); strings.Contains(got, "sesame") || !strings.Contains(got, "mail:587") {
+		t.Fatalf("maskURL = %q", got)
+	}
+}
+
+// TestCookieKeyOncePerDataDir checks that replicas starting together on one data
+// folder all end up with the same generated key, and that it survives a restart.
+func TestCookieKeyOncePerDataDir(t *testing.T) {
+	c := Config{DataDir: t.TempDir()}
+	keys := make([][]byte, 8)
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := cookieKey(c)
+			if err != nil {
+				t.Error(err)
+			}
+			keys[i] = k
+		}()
+	}
+	wg.Wait()
+	again, err := cookieKey(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		if len(k) != 32 || string(k) != string(again) {
+			t.Fatalf("process %d got a different key", i)
+		}
+	}
+}
