@@ -82,3 +82,42 @@ func cpuTime() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkHotReads measures the reads a WebSocket connection makes (the session row,
+// the last seq, a page of messages), from parallel goroutines as a busy server does.
+func BenchmarkHotReads(b *testing.B) {
+	db := openTestSQLite(b)
+	ctx := context.Background()
+	sess, _, err := db.Enter(ctx, "bench", "host@example.com", chat.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 10 {
+		m := chat.Message{SessionID: sess.ID, ClientID: "c" + strconv.Itoa(i), From: "host@example.com",
+			Room: "bench", Kind: chat.KindChat, Text: "a typical short chat message, about sixty bytes long."}
+		if _, _, err := db.Append(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reads := map[string]func() error{
+		"Session":  func() error { _, err := db.Session(ctx, sess.ID); return err },
+		"LastSeq":  func() error { _, err := db.LastSeq(ctx, sess.ID); return err },
+		"Messages": func() error { _, err := db.Messages(ctx, sess.ID, 0, 10); return err },
+	}
+	for _, name := range []string{"Session", "LastSeq", "Messages"} {
+		read := reads[name]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := read(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
+		})
+	}
+}

@@ -32,6 +32,7 @@ type DB struct {
 	dialect dialect
 	log     *slog.Logger
 	w       *writer
+	stmts   sync.Map // query text → *sql.Stmt, prepared once (see prepared)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -185,10 +186,51 @@ func (d *DB) Close() error {
 		if d.w != nil {
 			d.w.stop()
 		}
+		d.stmts.Range(func(_, st any) bool {
+			_ = st.(*sql.Stmt).Close()
+			return true
+		})
 		d.closeErr = d.db.Close()
 	})
 	return d.closeErr
 }
+
+// prepared returns query prepared on the pool, preparing it on first use. A query with
+// arguments run through DB.QueryContext is compiled again on every call (modernc's
+// SQLite prepares and finalizes it each time; go-sql-driver without interpolateParams
+// makes two extra round trips); a *sql.Stmt keeps one compiled copy per pooled
+// connection. Only the reads run per connection or per message use it: the set of
+// queries is fixed, so the cache stays small.
+func (d *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := d.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := d.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := d.stmts.LoadOrStore(query, st); loaded {
+		_ = st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// queryRow is QueryRowContext on the prepared query; a failed prepare shows as the
+// row's error.
+func (d *DB) queryRow(ctx context.Context, query string, args ...any) rowScanner {
+	st, err := d.prepared(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// errRow is a row whose Scan fails with err.
+type errRow struct{ err error }
+
+// Scan implements rowScanner.
+func (r errRow) Scan(...any) error { return r.err }
 
 // isUniqueViolation reports whether err is a unique or primary key violation.
 func isUniqueViolation(err error) bool {

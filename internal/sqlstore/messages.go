@@ -10,6 +10,12 @@ import (
 // messageCols lists the messages columns in the order scanMessage reads them.
 const messageCols = `session_id, seq, client_id, from_email, to_email, room, kind, text, created_at`
 
+// The message reads every WebSocket connection makes, prepared once (DB.prepared).
+const (
+	messagesAfter = `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?`
+	lastSeqOf     = `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`
+)
+
 // scanMessage reads one messages row into m.
 func scanMessage(r rowScanner, m *chat.Message) error {
 	var kind string
@@ -50,8 +56,11 @@ func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit 
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := d.db.QueryContext(ctx, `SELECT `+messageCols+` FROM messages
-		WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?`, sessionID, after, limit)
+	st, err := d.prepared(ctx, messagesAfter)
+	if err != nil {
+		return nil, dbErr(err, "read messages")
+	}
+	rows, err := st.QueryContext(ctx, sessionID, after, limit)
 	if err != nil {
 		return nil, dbErr(err, "read messages")
 	}
@@ -70,7 +79,7 @@ func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit 
 // LastSeq implements chat.MessageStore: the last key of the session's range.
 func (d *DB) LastSeq(ctx context.Context, sessionID string) (int64, error) {
 	var seq int64
-	err := d.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`, sessionID).Scan(&seq)
+	err := d.queryRow(ctx, lastSeqOf, sessionID).Scan(&seq)
 	return seq, dbErr(err, "read last seq")
 }
 

@@ -14,6 +14,12 @@ const sessionCols = `id, room, host_email, participant_email, status, initiated_
 	completed_at, chat_history, archive_key, archive_size, archive_sha256, message_count,
 	host_mailed_at, participant_mailed_at, host_mail_error, participant_mail_error, purged_at`
 
+// The session reads every WebSocket connection makes, prepared once (DB.prepared).
+const (
+	sessionByID       = `SELECT ` + sessionCols + ` FROM sessions WHERE id = ?`
+	sessionInProgress = `SELECT ` + sessionCols + ` FROM sessions WHERE room = ? AND status = 'inprogress'`
+)
+
 // maxEnterAttempts bounds Enter's read-then-write loop; each lost race means another
 // request changed the room, so a few rounds always settle it.
 const maxEnterAttempts = 8
@@ -74,8 +80,7 @@ func (d *DB) Enter(ctx context.Context, room, email string, now time.Time) (*cha
 
 // inProgress returns the room's session in progress, or nil.
 func (d *DB) inProgress(ctx context.Context, room string) (*chat.Session, error) {
-	row := d.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE room = ? AND status = 'inprogress'`, room)
-	s, err := scanSession(row)
+	s, err := scanSession(d.queryRow(ctx, sessionInProgress, room))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -120,7 +125,7 @@ func affectedOne(res sql.Result, err error, what string) (bool, error) {
 
 // Session implements chat.SessionStore.
 func (d *DB) Session(ctx context.Context, id string) (*chat.Session, error) {
-	s, err := scanSession(d.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+	s, err := scanSession(d.queryRow(ctx, sessionByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, chat.Errorf(chat.ENotFound, "There is no such chat.")
 	}
