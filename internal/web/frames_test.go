@@ -21,6 +21,7 @@ func TestDecodeClientFrame(t *testing.T) {
 		{"NotJSON", `hello`, clientFrame{}, false},
 		{"Array", `[]`, clientFrame{}, false},
 		{"NumberText", `{"type":"send","id":"x","text":1}`, clientFrame{}, false},
+		{"NotUTF8", "{\"type\":\"send\",\"id\":\"x\",\"text\":\"\xff\"}", clientFrame{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

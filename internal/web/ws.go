@@ -22,6 +22,7 @@ import (
 const (
 	writeTimeout = 10 * time.Second // a write slower than this means the client is gone
 	storeTimeout = 10 * time.Second // one store call on behalf of a frame
+	closeGrace   = time.Second      // how long a dropped client gets to complete the close handshake
 
 	// StatusRoomFull closes the connection of a third person entering a chat of two.
 	StatusRoomFull websocket.StatusCode = 4003
@@ -322,12 +323,11 @@ func (c *wsConn) reply(err error, id string) {
 	c.send(encodeError(err, id))
 }
 
-// sendFailed drops a connection whose queue overflowed (hub.ErrSlow) or whose write
-// failed. It runs on the delivering goroutine, which must not wait, so the close runs
-// on its own.
+// sendFailed closes a connection whose queue overflowed (hub.ErrSlow) or whose write
+// failed. It runs on the delivering goroutine and does not wait.
 func (c *wsConn) sendFailed(err error) {
 	c.s.log.Info("dropping a connection that cannot keep up", "room", c.req.room, "email", c.req.email, "err", err)
-	go c.abort()
+	c.abort("too slow")
 }
 
 // keepAlive pings the client; a client that does not answer within IdleTimeout is
@@ -337,7 +337,7 @@ func (c *wsConn) keepAlive() {
 	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.IdleTimeout)
 	defer cancel()
 	if err := c.ws.Ping(ctx); err != nil {
-		c.abort()
+		c.abort("idle timeout")
 		return
 	}
 	if t := c.ping.Load(); t != nil {
@@ -358,13 +358,15 @@ func (c *wsConn) close(code websocket.StatusCode, reason string) {
 	})
 }
 
-// abort drops a connection that does not read: a close handshake would only wait for
-// it. The client sees the connection drop and reconnects, replaying what it missed.
-func (c *wsConn) abort() {
+// abort closes a connection that does not keep up (or does not answer pings) with a
+// close frame, but does not wait for it: if the close handshake has not finished
+// within closeGrace, the TCP connection is dropped. Either way the client reconnects
+// and replays what it missed.
+func (c *wsConn) abort(reason string) {
 	c.closeOnce.Do(func() {
 		c.queue.Close()
-		_ = c.ws.CloseNow()
-		c.cancel()
+		go func() { _ = c.ws.Close(websocket.StatusPolicyViolation, reason) }()
+		time.AfterFunc(closeGrace, c.cancel) // cancelling the read drops the connection
 	})
 }
 

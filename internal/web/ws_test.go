@@ -363,6 +363,7 @@ func TestWSIdleConnectionClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.CloseNow()
+	waitUntil(t, "the silent connection to be served", func() bool { return e.openConns() == 2 })
 	deadline := time.Now().Add(5 * time.Second)
 	for e.openConns() > 1 {
 		if time.Now().After(deadline) {
