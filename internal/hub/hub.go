@@ -126,6 +126,19 @@ func (h *Hub) Join(ctx context.Context, j Join) (*Member, error) {
 	return &Member{h: h, s: s, c: c}, nil
 }
 
+// Ended reports whether the session is known to have ended: its ended event reached
+// this replica (every replica hears it through the broker), or a connection called
+// MarkEnded. Connections check it instead of reading the session row for every
+// message. A message sent while the end is still on its way (microseconds on one
+// replica, a broker hop across replicas) may be stored just after the end; a
+// connection that must be sure reads the row.
+func (m *Member) Ended() bool { return m.s.ended.Load() }
+
+// MarkEnded records that the session has ended, for every local connection of it: a
+// connection read the ended row (it attached after the ended event went by) or ended
+// the chat itself.
+func (m *Member) MarkEnded() { m.s.ended.Store(true) }
+
 // Leave removes the connection; the last one to leave a session ends its subscription.
 func (m *Member) Leave() {
 	m.once.Do(func() {

@@ -313,3 +313,55 @@ func BenchmarkFanOut(b *testing.B) {
 		b.Fatalf("delivered %d of %d", q1.n.Load(), b.N)
 	}
 }
+
+func TestEndedEventMarksSession(t *testing.T) {
+	f := newFixture(t, Options{})
+	var rec1, rec2 recorder
+	join := func(r *recorder) *Member {
+		m, err := f.hub.Join(context.Background(), Join{Session: "s", To: r, Replay: func([]byte) error { return nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Leave)
+		return m
+	}
+	m1, m2 := join(&rec1), join(&rec2)
+	if m1.Ended() || m2.Ended() {
+		t.Fatal("ended before any event")
+	}
+	if err := f.bus.Publish(context.Background(), chat.Event{Type: chat.EventEnded, Session: "s", Frame: []byte(`{"type":"ended"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	// The flag is set before the frame is queued: a client that saw the frame and
+	// sends is refused.
+	waitFor(t, "the ended frame", func() bool {
+		rec1.mu.Lock()
+		defer rec1.mu.Unlock()
+		return len(rec1.frames) > 0
+	})
+	if !m1.Ended() || !m2.Ended() {
+		t.Fatal("ended frame delivered before the session was marked ended")
+	}
+}
+
+func TestSendQueueShrinksWhenDrained(t *testing.T) {
+	release := make(chan struct{})
+	q := NewSendQueue(256, func([]byte) error { <-release; return nil }, func(error) { t.Error("unexpected fail") })
+	for range 100 {
+		q.Send([]byte("x"))
+	}
+	close(release)
+	waitFor(t, "the queue to drain", func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return !q.writing
+	})
+	q.mu.Lock()
+	size := len(q.ring)
+	q.mu.Unlock()
+	if size > idleRing {
+		t.Fatalf("drained queue keeps a ring of %d", size)
+	}
+	q.Close()
+	q.Wait()
+}

@@ -24,7 +24,7 @@ type SendQueue struct {
 	fail  func(err error)
 
 	mu      sync.Mutex
-	ring    [][]byte // grows by doubling up to limit, so an idle connection costs little
+	ring    [][]byte // grows by doubling up to limit; dropped past idleRing when drained
 	head, n int
 	limit   int
 	writing bool
@@ -82,6 +82,18 @@ func (q *SendQueue) grow() {
 	q.ring, q.head = ring, 0
 }
 
+// idleRing is the ring an empty queue keeps: enough for the few frames of a quiet
+// moment (an ack and a message or two) without a new allocation.
+const idleRing = 4
+
+// shrink drops a ring grown by a burst once the queue is empty, so a connection that
+// once fell behind does not keep up to limit slots (6 KB at 256) while it idles.
+func (q *SendQueue) shrink() {
+	if len(q.ring) > idleRing {
+		q.ring, q.head = nil, 0
+	}
+}
+
 // run writes queued frames until the queue is empty or closed.
 func (q *SendQueue) run() {
 	defer q.wg.Done()
@@ -109,6 +121,7 @@ func (q *SendQueue) pop() ([]byte, bool) {
 	defer q.mu.Unlock()
 	if q.closed || q.n == 0 {
 		q.writing = false
+		q.shrink()
 		return nil, false
 	}
 	frame := q.ring[q.head]
@@ -131,6 +144,7 @@ func (q *SendQueue) Close() {
 	q.mu.Lock()
 	q.closed = true
 	q.n = 0
+	q.ring, q.head = nil, 0
 	q.mu.Unlock()
 }
 

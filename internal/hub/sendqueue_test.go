@@ -99,3 +99,37 @@ func BenchmarkSendQueue(b *testing.B) {
 	q.Close()
 	q.Wait()
 }
+
+// BenchmarkSendQueueBurst is the closed loop's pattern: one frame arrives at an empty
+// queue and is written before the next, so every frame starts a writer goroutine.
+// Compare with BenchmarkGoroutineHandoff, the same hand-off to a goroutine that stays.
+func BenchmarkSendQueueBurst(b *testing.B) {
+	written := make(chan struct{})
+	q := NewSendQueue(256, func([]byte) error { written <- struct{}{}; return nil }, func(error) {})
+	frame := []byte(`{"type":"message"}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		q.Send(frame)
+		<-written
+	}
+	q.Close()
+	q.Wait()
+}
+
+// BenchmarkGoroutineHandoff hands each frame to a long-lived writer goroutine through
+// a channel: what a resident writer per connection would cost instead.
+func BenchmarkGoroutineHandoff(b *testing.B) {
+	frames, written := make(chan []byte, 1), make(chan struct{})
+	go func() {
+		for range frames {
+			written <- struct{}{}
+		}
+	}()
+	frame := []byte(`{"type":"message"}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		frames <- frame
+		<-written
+	}
+	close(frames)
+}

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"parley/internal/chat"
@@ -19,6 +20,10 @@ type session struct {
 	ready    chan struct{} // closed once started
 	startErr error
 	cancel   func()
+	// ended is set by the session's ended event (or by a connection that read the
+	// ended row), before the ended frame goes out: a client that has seen the frame
+	// and sends is refused without a store read.
+	ended atomic.Bool
 
 	mu      sync.Mutex
 	next    int64 // 0 until started
@@ -87,6 +92,9 @@ func (s *session) onEvent(ev chat.Event) {
 	s.lock()
 	defer s.unlock()
 	if ev.Type != chat.EventMessage {
+		if ev.Type == chat.EventEnded {
+			s.ended.Store(true)
+		}
 		s.broadcast(ev)
 		return
 	}
