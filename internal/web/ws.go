@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path"
@@ -194,7 +196,7 @@ func (c *wsConn) enter() (*hub.Member, error) {
 		return nil, err
 	}
 	member, err := c.s.hub.Join(c.ctx, hub.Join{Session: sess.ID, Email: c.req.email,
-		After: min(c.req.after, last), To: c.queue, Replay: c.write, Window: max(1, c.s.cfg.SendQueue/2)})
+		After: min(c.req.after, last), To: c.queue, Replay: c.replayWrite, Window: max(1, c.s.cfg.SendQueue/2)})
 	if err != nil {
 		c.refuse(err)
 		return nil, err
@@ -221,6 +223,14 @@ func (c *wsConn) findSession(ctx context.Context) (*chat.Session, chat.Role, err
 // refuse tells the client why it cannot chat and closes the connection: 4003 for a
 // full room, 1013 (try again later) when a backend is down, 1011 otherwise.
 func (c *wsConn) refuse(err error) {
+	switch {
+	case errors.Is(err, hub.ErrSlow): // fell too far behind during its replay
+		c.abort("too slow")
+		return
+	case errors.Is(err, errClientGone):
+		c.close(websocket.StatusGoingAway, "")
+		return
+	}
 	c.s.logError(nil, err)
 	_ = c.write(encodeError(err, ""))
 	switch chat.ErrorCode(err) {
@@ -310,6 +320,17 @@ func (c *wsConn) write(frame []byte) error {
 	ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
 	defer cancel()
 	return c.ws.Write(ctx, websocket.MessageText, frame)
+}
+
+// errClientGone marks a failed write during the replay: the client left, nothing to log.
+var errClientGone = errors.New("the client went away")
+
+// replayWrite writes one replayed frame.
+func (c *wsConn) replayWrite(frame []byte) error {
+	if err := c.write(frame); err != nil {
+		return fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	return nil
 }
 
 // send queues a frame for this connection only.
