@@ -470,6 +470,12 @@ func TestWSEnd(t *testing.T) {
 		checkSeqs(t, "reattach", c.messages(1), 1)
 		c.skipTo(frameEnded)
 	})
+	t.Run("SessionOfAnotherRoomIgnored", func(t *testing.T) {
+		c := e.dial("elsewhere", "guest@x.org", "session="+session)
+		if w := c.expect(frameWelcome); w.Session == session || w.Room != "elsewhere" {
+			t.Fatalf("welcome %s", w.raw)
+		}
+	})
 	t.Run("NewChatInTheRoom", func(t *testing.T) {
 		c := e.dial("end", "third@x.org", "session="+session)
 		w := c.expect(frameWelcome)
