@@ -187,6 +187,9 @@ func (c *wsConn) enter() (*hub.Member, error) {
 		return nil, err
 	}
 	c.sess, c.role = sess, role
+	if c.req.session != "" && c.req.session != sess.ID {
+		c.req.after = 0 // that after counted another session's messages
+	}
 	last, err := c.s.messages.LastSeq(ctx, sess.ID)
 	if err != nil {
 		c.refuse(err)

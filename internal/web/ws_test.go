@@ -482,6 +482,14 @@ func TestWSEnd(t *testing.T) {
 		if w.Session == session || w.Role != "host" || w.Status != "inprogress" {
 			t.Fatalf("welcome %s", w.raw)
 		}
+		c.send("n-1", "new chat")
+		c.messages(1)
+		// A reconnect naming the old session with its after gets the new chat whole.
+		again := e.dial("end", "third@x.org", "session="+session+"&after=7")
+		if w2 := again.expect(frameWelcome); w2.Session != w.Session {
+			t.Fatalf("welcome %s", w2.raw)
+		}
+		checkSeqs(t, "new chat", again.messages(1), 1)
 	})
 }
 
