@@ -128,8 +128,9 @@ type wsConn struct {
 	limiter *rate.Limiter
 	ping    atomic.Pointer[time.Timer]
 
-	sess *chat.Session // as entered; re-read for each send, since the peer or status may change
-	role chat.Role
+	sess   *chat.Session // as entered; re-read while it has no participant
+	role   chat.Role
+	member *hub.Member
 
 	closeOnce sync.Once
 }
@@ -150,6 +151,7 @@ func (s *Server) serveWS(ws *websocket.Conn, req wsRequest) {
 	if err != nil {
 		return
 	}
+	c.member = member
 	defer member.Leave()
 	c.announce()
 	defer c.goOffline()
@@ -273,6 +275,7 @@ func (c *wsConn) announce() {
 			Online: true, Frame: encodePresence(c.req.email, true)})
 	}
 	if c.sess.Ended() {
+		c.member.MarkEnded()
 		c.queue.Send(encodeEnded(c.sess.EndedBy))
 		if c.sess.Status == chat.StatusCompleted && c.sess.ChatHistory != "" {
 			c.queue.Send(encodeTranscript(c.sess.ChatHistory))
@@ -442,15 +445,12 @@ func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind
 			return err
 		}
 	}
-	sess, err := c.s.sessions.Session(ctx, c.sess.ID)
+	peer, err := c.peerForSend(ctx)
 	if err != nil {
 		return err
 	}
-	if sess.Ended() {
-		return chat.Errorf(chat.EChatEnded, "This chat has ended; no more messages can be sent.")
-	}
-	stored, dup, err := c.s.messages.Append(ctx, chat.Message{SessionID: sess.ID, ClientID: id,
-		From: c.req.email, To: sess.Peer(c.req.email), Room: sess.Room, Kind: kind, Text: text})
+	stored, dup, err := c.s.messages.Append(ctx, chat.Message{SessionID: c.sess.ID, ClientID: id,
+		From: c.req.email, To: peer, Room: c.sess.Room, Kind: kind, Text: text})
 	if err != nil {
 		return err
 	}
@@ -459,10 +459,37 @@ func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind
 	}
 	c.send(encodeAck(id, stored.Seq))
 	if !dup {
-		c.publish(ctx, chat.Event{Type: chat.EventMessage, Session: sess.ID, Seq: stored.Seq,
+		c.publish(ctx, chat.Event{Type: chat.EventMessage, Session: c.sess.ID, Seq: stored.Seq,
 			Frame: encodeMessage(stored)})
 	}
 	return nil
+}
+
+// errChatEnded refuses a send to a chat that has ended.
+var errChatEnded = chat.Errorf(chat.EChatEnded, "This chat has ended; no more messages can be sent.")
+
+// peerForSend returns the other person, the message's To, or errChatEnded. The hub
+// knows when the session ended (its ended event sets the flag before the ended frame
+// goes out, on every replica), so the session row is read only while no participant
+// has entered yet; once one has, the peer never changes. A message sent while an end
+// on another replica is still on its way may be stored just after the end.
+func (c *wsConn) peerForSend(ctx context.Context) (string, error) {
+	if c.member.Ended() {
+		return "", errChatEnded
+	}
+	if peer := c.sess.Peer(c.req.email); peer != "" {
+		return peer, nil
+	}
+	sess, err := c.s.sessions.Session(ctx, c.sess.ID)
+	if err != nil {
+		return "", err
+	}
+	c.sess = sess
+	if sess.Ended() {
+		c.member.MarkEnded()
+		return "", errChatEnded
+	}
+	return sess.Peer(c.req.email), nil
 }
 
 // handleEnd ends the chat. The one caller that wins the end tells everyone and asks
@@ -472,6 +499,7 @@ func (c *wsConn) handleEnd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.member.MarkEnded() // by this call or an earlier one
 	if !won {
 		sess, err := c.s.sessions.Session(ctx, c.sess.ID)
 		if err != nil {
