@@ -363,6 +363,7 @@
         markEnded(null);
         return;
       case 'rate_limited':
+        if (!state.welcomed) { showBanner('warn', f.message || text); return; } // too many tabs: the server says so
         showBanner('warn', text);
         window.setTimeout(function () { hideBanner(); flushPending(); }, RATE_RETRY_MS);
         return;
