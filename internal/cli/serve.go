@@ -33,6 +33,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if c.Auth == "trust" {
 		log.Warn("PARLEY_AUTH=trust: the typed email is believed, so anyone can join as anyone; use it only on closed networks and for benchmarks")
 	}
+	if c.Auth == "email-link" && c.DevMode() && !loopback(c.Addr) {
+		log.Warn("development mode shows every sign-in link at /dev/mail to anyone who can reach " + c.Addr + "; set PARLEY_SMTP_URL (or PARLEY_DEV=false) before others can reach it")
+	}
 	p, err := openParts(ctx, c, log)
 	if err != nil {
 		return err
@@ -176,4 +179,17 @@ func serveUntilDone(ctx context.Context, log *slog.Logger, ln net.Listener, h ht
 	}
 	log.Info("parley stopped")
 	return nil
+}
+
+// loopback reports whether addr listens only on this machine (127.0.0.0/8, ::1, localhost).
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
