@@ -742,3 +742,35 @@ func TestClientIP(t *testing.T) {
 		})
 	}
 }
+
+// TestStrangerCannotReattachToOthersSession: naming someone else's session on the
+// WebSocket does not show it; the stranger only enters the room as themselves.
+func TestStrangerCannotReattachToOthersSession(t *testing.T) {
+	e := newSecEnv(t, Config{})
+	ctx := context.Background()
+	sess, _, err := e.store.Enter(ctx, "private", "host@example.org", chat.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.Append(ctx, chat.Message{SessionID: sess.ID, ClientID: "c1", From: "host@example.org",
+		Room: "private", Kind: chat.KindChat, Text: "for the host's peer only"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.End(ctx, sess.ID, "host@example.org", chat.Now()); err != nil {
+		t.Fatal(err)
+	}
+	stranger := e.cookieFor(identity{Email: "stranger@example.org", IssuedAt: time.Now(), Verified: true}, nil)
+	ctxDial, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	u := "ws" + strings.TrimPrefix(e.ts.URL, "http") + "/rooms/private/ws?session=" + sess.ID
+	ws, _, err := websocket.Dial(ctxDial, u, &websocket.DialOptions{HTTPHeader: e.wsHeaders(stranger)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newWSClient(t, ws)
+	w := c.expect(frameWelcome)
+	if w.Session == sess.ID || w.LastSeq != 0 || w.Role != "host" {
+		t.Fatalf("stranger's welcome %s: must be a new chat of their own", w.raw)
+	}
+	c.quiet(100 * time.Millisecond)
+}
