@@ -186,7 +186,10 @@ func (s *Server) limitConns(next http.Handler) http.Handler {
 			s.refuseWS(w, r, chat.Errorf(chat.ERateLimited, "You have too many chat windows open. Close some and reload this page."))
 			return
 		}
-		defer s.limits.conns.release(email)
+		// The WebSocket handler takes the slot over and gives it back when the
+		// connection ends, which is after the handler returns (serveWS).
+		r, slot := withConnSlot(r, func() { s.limits.conns.release(email) })
+		defer slot.done()
 		next.ServeHTTP(w, r)
 	})
 }

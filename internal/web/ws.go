@@ -49,12 +49,14 @@ func (s *Server) handleWS() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.originPatterns()})
+		release := takeConnSlot(r)
+		ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.originPatterns()})
 		if err != nil {
+			release()
 			return // Accept has answered the request
 		}
 		ws.SetReadLimit(s.cfg.ReadLimit)
-		s.serveWS(ws, req)
+		s.serveWS(ws, req, release)
 	})
 }
 
@@ -67,7 +69,10 @@ type wsRequest struct {
 }
 
 func parseWSRequest(r *http.Request, email string) (wsRequest, error) {
-	req := wsRequest{email: email, room: r.PathValue("room"), session: r.URL.Query().Get("session")}
+	// Cloned: the connection outlives the request, and a substring would keep the
+	// request's URL or headers alive for as long as the chat is open.
+	req := wsRequest{email: strings.Clone(email), room: strings.Clone(r.PathValue("room")),
+		session: strings.Clone(r.URL.Query().Get("session"))}
 	if err := chat.ValidateRoom(req.room); err != nil {
 		return req, err
 	}
@@ -131,32 +136,53 @@ type wsConn struct {
 	sess   *chat.Session // as entered; re-read while it has no participant
 	role   chat.Role
 	member *hub.Member
+	// release gives back the person's connection slot (limitConns) once the
+	// connection has ended.
+	release func()
 
 	closeOnce sync.Once
 }
 
-// serveWS runs one connection from entering the chat to its close.
-func (s *Server) serveWS(ws *websocket.Conn, req wsRequest) {
+// serveWS enters the chat on the handler's goroutine, then hands the connection to a
+// goroutine of its own and returns. The handler's goroutine has a stack grown deep by
+// HTTP parsing and the store calls of entering, and holds net/http's per-request
+// buffers and the request while it runs; returning frees them all, and the new
+// goroutine starts with a small stack that only the read loop uses (idle memory per
+// connection: docs/BENCHMARKS.md). release is called once the connection has ended.
+func (s *Server) serveWS(ws *websocket.Conn, req wsRequest, release func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &wsConn{s: s, ws: ws, req: req, ctx: ctx, cancel: cancel,
+	c := &wsConn{s: s, ws: ws, req: req, ctx: ctx, cancel: cancel, release: release,
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.RatePerSec), s.cfg.RateBurst)}
 	c.queue = hub.NewSendQueue(s.cfg.SendQueue, c.write, c.sendFailed)
 	if !s.track(c) {
 		c.close(websocket.StatusGoingAway, "server shutting down")
+		release()
 		return
 	}
-	defer s.untrack(c)
-	defer c.finish()
 	member, err := c.enter()
 	if err != nil {
+		c.end()
 		return
 	}
 	c.member = member
-	defer member.Leave()
 	c.announce()
-	defer c.goOffline()
 	c.ping.Store(time.AfterFunc(s.cfg.PingInterval, c.keepAlive))
+	go c.run()
+}
+
+// run is the connection's own goroutine: the read loop, then leaving the chat.
+func (c *wsConn) run() {
+	defer c.end()
+	defer c.member.Leave()
+	defer c.goOffline()
 	c.readLoop()
+}
+
+// end releases the connection after its read loop ended or its entering failed.
+func (c *wsConn) end() {
+	c.finish()
+	c.s.untrack(c)
+	c.release()
 }
 
 // track registers c for Shutdown; false once shutting down.
