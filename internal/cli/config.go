@@ -37,13 +37,15 @@ type Config struct {
 	LogLevel        string `env:"PARLEY_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
 	LogFormat       string `env:"PARLEY_LOG_FORMAT" flag:"log-format" help:"text or json"`
 
-	MaxText      int           `env:"PARLEY_MAX_MESSAGE_CHARS" flag:"max-message-chars" help:"longest message text, in characters"`
-	ReadLimit    int64         `env:"PARLEY_FRAME_LIMIT" flag:"frame-limit" help:"largest WebSocket frame read, in bytes"`
-	RatePerSec   float64       `env:"PARLEY_RATE" flag:"rate" help:"messages per second per connection"`
-	RateBurst    int           `env:"PARLEY_RATE_BURST" flag:"rate-burst" help:"message burst per connection"`
-	PingInterval time.Duration `env:"PARLEY_PING_INTERVAL" flag:"ping-interval" help:"WebSocket ping period"`
-	IdleTimeout  time.Duration `env:"PARLEY_IDLE_TIMEOUT" flag:"idle-timeout" help:"close a WebSocket silent for this long"`
-	SendQueue    int           `env:"PARLEY_SEND_QUEUE" flag:"send-queue" help:"frames queued per connection before a slow client is closed"`
+	MaxText       int           `env:"PARLEY_MAX_MESSAGE_CHARS" flag:"max-message-chars" help:"longest message text, in characters"`
+	ReadLimit     int64         `env:"PARLEY_FRAME_LIMIT" flag:"frame-limit" help:"largest WebSocket frame read, in bytes"`
+	RatePerSec    float64       `env:"PARLEY_RATE" flag:"rate" help:"messages per second per connection"`
+	RateBurst     int           `env:"PARLEY_RATE_BURST" flag:"rate-burst" help:"message burst per connection"`
+	PingInterval  time.Duration `env:"PARLEY_PING_INTERVAL" flag:"ping-interval" help:"WebSocket ping period"`
+	IdleTimeout   time.Duration `env:"PARLEY_IDLE_TIMEOUT" flag:"idle-timeout" help:"close a WebSocket silent for this long"`
+	SendQueue     int           `env:"PARLEY_SEND_QUEUE" flag:"send-queue" help:"frames queued per connection before a slow client is closed"`
+	PresenceCheck time.Duration `env:"PARLEY_PRESENCE_CHECK" flag:"presence-check" help:"how often peers' presence is re-read, so a peer whose replica died is shown offline"`
+	PresenceTTL   time.Duration `env:"PARLEY_PRESENCE_TTL" flag:"presence-ttl" help:"how long a dead replica's presence records count (Redis fan-out)"`
 
 	MySQLDSN         string        `env:"PARLEY_MYSQL_DSN" flag:"mysql-dsn" secret:"true" help:"MariaDB/MySQL for chat sessions (go-sql-driver DSN)"`
 	MySQLMessages    bool          `env:"PARLEY_MYSQL_MESSAGES" flag:"mysql-messages" help:"keep messages in MariaDB too (when no DynamoDB table is set)"`
@@ -85,6 +87,8 @@ func defaults() Config {
 		PingInterval:  25 * time.Second,
 		IdleTimeout:   60 * time.Second,
 		SendQueue:     256,
+		PresenceCheck: 5 * time.Second,
+		PresenceTTL:   20 * time.Second,
 		AWSRegion:     "us-east-1",
 		MailFrom:      "Parley <parley@localhost>",
 		RedisPrefix:   "parley",

@@ -88,6 +88,7 @@ func (p *parts) webConfig(cookieKey []byte) web.Config {
 		PingInterval:   c.PingInterval,
 		IdleTimeout:    c.IdleTimeout,
 		SendQueue:      c.SendQueue,
+		PresenceCheck:  c.PresenceCheck,
 		CookieKey:      cookieKey,
 		OutboxDir:      p.outboxDir(),
 		Auth:           c.Auth,

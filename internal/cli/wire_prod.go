@@ -33,7 +33,8 @@ func (p *parts) openDynamo(ctx context.Context) (chat.MessageStore, error) {
 }
 
 func (p *parts) openRedisFanOut(ctx context.Context) error {
-	bus, err := redisbus.New(ctx, redisbus.Options{URL: p.cfg.RedisURL, Prefix: p.cfg.RedisPrefix + ":", Logger: p.log})
+	bus, err := redisbus.New(ctx, redisbus.Options{URL: p.cfg.RedisURL, Prefix: p.cfg.RedisPrefix + ":", Logger: p.log,
+		PresenceTTL: p.cfg.PresenceTTL})
 	if err != nil {
 		return fmt.Errorf("Redis (PARLEY_REDIS_URL %s): %w", maskURL(p.cfg.RedisURL), err)
 	}

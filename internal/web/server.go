@@ -51,6 +51,9 @@ type Config struct {
 	Auth           string   // AuthEmailLink (default: sign in by emailed link) or AuthTrust (the typed email is believed)
 	Limits         Limits   // abuse limits per address, client and person (limits.go)
 	TrustedProxies []string // IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client
+	// PresenceCheck is how often peers' presence is re-read, so a peer whose replica
+	// died is shown offline once its presence expires (5s; negative: never).
+	PresenceCheck time.Duration
 }
 
 // Deps are the backends the server talks to, chosen and built by package cli. Archive
@@ -90,6 +93,7 @@ type Server struct {
 
 	auth    authenticator
 	hub     *hub.Hub
+	watch   *presenceWatch
 	admins  map[string]bool
 	public  *url.URL
 	handler http.Handler
@@ -127,7 +131,9 @@ func NewServer(d Deps) *Server {
 	}
 	s.auth = newCookieAuth(cfg.CookieKey, s.public.Scheme == "https")
 	s.setupSecurity(d)
-	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: d.Broker, Logger: log, Encode: encodeMessage})
+	s.watch = newPresenceWatch(d.Presence, log, cfg.PresenceCheck)
+	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: s.watch.broker(d.Broker), Logger: log, Encode: encodeMessage})
+	d.Metrics.CountRoomsWith(s.hub.Sessions)
 	s.handler = s.secureHeaders(s.routes())
 	return s
 }
@@ -158,6 +164,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.SendQueue <= 0 {
 		cfg.SendQueue = DefaultSendQueue
+	}
+	if cfg.PresenceCheck == 0 {
+		cfg.PresenceCheck = DefaultPresenceCheck
 	}
 	if len(cfg.CookieKey) == 0 {
 		cfg.CookieKey = make([]byte, 32)
@@ -192,6 +201,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	_ = s.watch.Close()
 	return s.hub.Close()
 }
 

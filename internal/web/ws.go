@@ -166,6 +166,7 @@ func (s *Server) serveWS(ws *websocket.Conn, req wsRequest, release func()) {
 	}
 	c.member = member
 	c.announce()
+	s.watch.joined(c.sess.ID, c.req.email, c.sess.Peer(c.req.email))
 	c.ping.Store(time.AfterFunc(s.cfg.PingInterval, c.keepAlive))
 	go c.run()
 }
@@ -175,6 +176,7 @@ func (c *wsConn) run() {
 	defer c.end()
 	defer c.member.Leave()
 	defer c.goOffline()
+	defer c.s.watch.left(c.sess.ID, c.req.email)
 	c.readLoop()
 }
 

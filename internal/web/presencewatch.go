@@ -1,0 +1,246 @@
+package web
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"parley/internal/chat"
+)
+
+// DefaultPresenceCheck is how often a replica asks Presence whether the peers of its
+// local connections are still online.
+const DefaultPresenceCheck = 5 * time.Second
+
+// presenceWatch tells people that their peer went offline when nobody said goodbye:
+// a replica that dies (SIGKILL, lost host) publishes no presence event, and its
+// claims merely expire in Presence. One goroutine per server asks Presence, every
+// PresenceCheck, about the people of each session with local connections who are not
+// connected here, and delivers a presence event to the local connections when the
+// answer differs from what it last saw. Presence events from the broker update what
+// it has seen, so a clean goodbye is not told twice.
+type presenceWatch struct {
+	presence chat.Presence
+	log      *slog.Logger
+	every    time.Duration
+
+	mu       sync.Mutex
+	sessions map[string]*watched
+
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// watched is what the watch knows about one session with local connections or a hub
+// subscription. Guarded by presenceWatch.mu.
+type watched struct {
+	local  map[string]int     // connections on this replica, per email
+	people map[string]bool    // everyone known to be in the session
+	online map[string]bool    // last observed state of people not connected here
+	gen    uint64             // bumped by every presence event, so an older check loses
+	subs   map[*watchSub]bool // the hub's subscriptions, which deliver local events
+}
+
+// watchSub is one hub subscription: deliver hands an event to the hub's session.
+type watchSub struct{ deliver func(chat.Event) }
+
+// newPresenceWatch starts the watch; every <= 0 or a nil presence disables it.
+func newPresenceWatch(p chat.Presence, log *slog.Logger, every time.Duration) *presenceWatch {
+	w := &presenceWatch{presence: p, log: log, every: every, sessions: make(map[string]*watched),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if p == nil || every <= 0 {
+		close(w.done)
+		return w
+	}
+	go w.run()
+	return w
+}
+
+// Close stops the watch and waits for its goroutine.
+func (w *presenceWatch) Close() error {
+	w.stopOnce.Do(func() { close(w.stop) })
+	<-w.done
+	return nil
+}
+
+func (w *presenceWatch) run() {
+	defer close(w.done)
+	t := time.NewTicker(w.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			w.check()
+		}
+	}
+}
+
+// entry returns the session's record, creating it. Called with w.mu held.
+func (w *presenceWatch) entry(id string) *watched {
+	s := w.sessions[id]
+	if s == nil {
+		s = &watched{local: make(map[string]int), people: make(map[string]bool),
+			online: make(map[string]bool), subs: make(map[*watchSub]bool)}
+		w.sessions[id] = s
+	}
+	return s
+}
+
+// forget drops the session's record once nothing local refers to it. Called with w.mu held.
+func (w *presenceWatch) forget(id string, s *watched) {
+	if len(s.local) == 0 && len(s.subs) == 0 {
+		delete(w.sessions, id)
+	}
+}
+
+// joined records a local connection of email to the session; peer is the other
+// participant if known ("" while nobody else has entered).
+func (w *presenceWatch) joined(session, email, peer string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.entry(session)
+	s.local[email]++
+	s.people[email] = true
+	if peer != "" {
+		s.people[peer] = true
+	}
+}
+
+// left records that a local connection closed.
+func (w *presenceWatch) left(session, email string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.sessions[session]
+	if s == nil {
+		return
+	}
+	if s.local[email]--; s.local[email] <= 0 {
+		delete(s.local, email)
+		delete(s.online, email) // not observed while local; unknown from now on
+	}
+	w.forget(session, s)
+}
+
+// observe records a presence event from the broker.
+func (w *presenceWatch) observe(ev chat.Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.sessions[ev.Session]
+	if s == nil {
+		return
+	}
+	s.gen++
+	s.people[ev.Email] = true
+	s.online[ev.Email] = ev.Online
+}
+
+// check asks Presence about every person not connected here and tells the local
+// connections about each change.
+func (w *presenceWatch) check() {
+	type ask struct {
+		session, email string
+		gen            uint64
+	}
+	w.mu.Lock()
+	var asks []ask
+	for id, s := range w.sessions {
+		if len(s.local) == 0 {
+			continue
+		}
+		for email := range s.people {
+			if s.local[email] == 0 {
+				asks = append(asks, ask{id, email, s.gen})
+			}
+		}
+	}
+	w.mu.Unlock()
+	for _, a := range asks {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		w.checkOne(a.session, a.email, a.gen)
+	}
+}
+
+// checkOne reads one person's presence and delivers a change.
+func (w *presenceWatch) checkOne(session, email string, gen uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	online, err := w.presence.Online(ctx, session, email)
+	cancel()
+	if err != nil {
+		w.log.Warn("cannot read presence", "session", session, "err", err)
+		return
+	}
+	w.mu.Lock()
+	s := w.sessions[session]
+	if s == nil || s.gen != gen || s.local[email] > 0 || len(s.local) == 0 {
+		w.mu.Unlock() // an event or a local connection says more than this answer
+		return
+	}
+	before, seen := s.online[email]
+	s.online[email] = online
+	var subs []*watchSub
+	if seen && before != online {
+		for sub := range s.subs {
+			subs = append(subs, sub)
+		}
+	}
+	w.mu.Unlock()
+	if len(subs) == 0 {
+		return
+	}
+	ev := chat.Event{Type: chat.EventPresence, Session: session, Email: email, Online: online,
+		Frame: encodePresence(email, online)}
+	for _, sub := range subs {
+		sub.deliver(ev)
+	}
+}
+
+// broker wraps b so the watch sees the hub's subscriptions and presence events.
+func (w *presenceWatch) broker(b chat.Broker) chat.Broker {
+	if b == nil {
+		return nil
+	}
+	return watchedBroker{Broker: b, w: w}
+}
+
+// watchedBroker is the broker as the hub sees it: Subscribe is observed.
+type watchedBroker struct {
+	chat.Broker
+	w *presenceWatch
+}
+
+// Subscribe subscribes through the real broker, noting presence events and keeping
+// fn so the watch can deliver its own findings to the same hub session.
+func (b watchedBroker) Subscribe(ctx context.Context, sessionID string, fn func(chat.Event)) (func(), error) {
+	sub := &watchSub{deliver: fn}
+	b.w.mu.Lock()
+	b.w.entry(sessionID).subs[sub] = true
+	b.w.mu.Unlock()
+	drop := func() {
+		b.w.mu.Lock()
+		if s := b.w.sessions[sessionID]; s != nil {
+			delete(s.subs, sub)
+			b.w.forget(sessionID, s)
+		}
+		b.w.mu.Unlock()
+	}
+	cancel, err := b.Broker.Subscribe(ctx, sessionID, func(ev chat.Event) {
+		if ev.Type == chat.EventPresence {
+			b.w.observe(ev)
+		}
+		fn(ev)
+	})
+	if err != nil {
+		drop()
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(drop); cancel() }, nil
+}

@@ -1,0 +1,54 @@
+package web
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"parley/internal/chat"
+)
+
+// TestPresenceWatchTellsAVanishedPeer: the guest is "connected through another
+// replica" (a presence claim only). When the claim disappears without any presence
+// event, as when that replica dies and its claims expire, the host is told the
+// guest is offline by the periodic check.
+func TestPresenceWatchTellsAVanishedPeer(t *testing.T) {
+	e := newWSEnv(t, Config{PresenceCheck: 20 * time.Millisecond})
+	ctx := context.Background()
+	sess, _, err := e.store.Enter(ctx, "vanish", "host@x.org", chat.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.Enter(ctx, "vanish", "guest@x.org", chat.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.presence.Connected(ctx, sess.ID, "guest@x.org"); err != nil {
+		t.Fatal(err)
+	}
+	host := e.dial("vanish", "host@x.org", "")
+	host.expect(frameWelcome)
+	host.presence("guest@x.org", true)
+	waitFor(t, "the watch to see the guest online", func() bool {
+		e.srv.watch.mu.Lock()
+		defer e.srv.watch.mu.Unlock()
+		s := e.srv.watch.sessions[sess.ID]
+		return s != nil && s.online["guest@x.org"]
+	})
+	// The claim is gone with no event published: only the check can notice.
+	if _, err := e.srv.presence.Disconnected(ctx, sess.ID, "guest@x.org"); err != nil {
+		t.Fatal(err)
+	}
+	host.presence("guest@x.org", false)
+}
+
+// waitFor polls cond until it holds or a few seconds have passed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
