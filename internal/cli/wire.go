@@ -121,6 +121,7 @@ func (p *parts) openStores(ctx context.Context) error {
 			return nil, fmt.Errorf("embedded database %s: %w", p.cfg.sqlitePath(), err)
 		}
 		embedded = db
+		db.SetMetrics(p.metrics)
 		p.onClose(db.Close)
 		return db, nil
 	}
@@ -146,6 +147,7 @@ func (p *parts) openSessionStore(ctx context.Context, embedded func() (*sqlstore
 	if err != nil {
 		return nil, fmt.Errorf("MariaDB/MySQL (PARLEY_MYSQL_DSN %s): %w", maskDSN(p.cfg.MySQLDSN), err)
 	}
+	db.SetMetrics(p.metrics)
 	p.onClose(db.Close)
 	p.log.Info("backend", "part", "sessions", "uses", "mysql", "dsn", maskDSN(p.cfg.MySQLDSN))
 	return db, nil

@@ -26,17 +26,18 @@ type heldFrame struct {
 	frame []byte
 }
 
-// message gives the client the message frame of seq.
-func (c *client) message(seq int64, frame []byte, maxHeld int) {
+// message gives the client the message frame of seq and reports whether it was
+// queued to the connection now (not held, dropped or refused).
+func (c *client) message(seq int64, frame []byte, maxHeld int) bool {
 	if c.replaying {
 		c.hold(heldFrame{seq, frame}, maxHeld)
-		return
+		return false
 	}
 	if seq <= c.lastSeq {
-		return
+		return false
 	}
 	c.lastSeq = seq
-	c.send(frame)
+	return c.send(frame)
 }
 
 // other gives the client a frame that is not a message (presence, ended, transcript).
@@ -80,10 +81,16 @@ func (c *client) dropMessages() {
 	c.held, c.heldMsgs, c.dropped = kept, 0, true
 }
 
-func (c *client) send(frame []byte) {
-	if !c.gone && !c.to.Send(frame) {
-		c.gone = true
+// send queues frame and reports whether the connection took it.
+func (c *client) send(frame []byte) bool {
+	if c.gone {
+		return false
 	}
+	if !c.to.Send(frame) {
+		c.gone = true
+		return false
+	}
+	return true
 }
 
 // replay writes the stored messages after c.lastSeq through write, page by page, then
@@ -98,12 +105,14 @@ func (s *session) replay(ctx context.Context, c *client, write func([]byte) erro
 		if err != nil {
 			return err
 		}
-		for _, m := range msgs {
+		for i, m := range msgs {
 			if err := write(s.h.opts.Encode(m)); err != nil {
+				s.h.opts.Metrics.Delivered(i)
 				return err
 			}
 			last = m.Seq
 		}
+		s.h.opts.Metrics.Delivered(len(msgs))
 		if len(msgs) == s.h.opts.PageSize {
 			continue
 		}
@@ -143,13 +152,17 @@ func (s *session) goLive(c *client, last int64) (bool, error) {
 	c.replaying, c.lastSeq = false, last
 	held := c.held
 	c.held, c.heldMsgs = nil, 0
+	n := 0
 	for _, f := range held {
 		if f.seq == 0 {
 			c.send(f.frame)
 		} else if f.seq > c.lastSeq {
 			c.lastSeq = f.seq
-			c.send(f.frame)
+			if c.send(f.frame) {
+				n++
+			}
 		}
 	}
+	s.h.opts.Metrics.Delivered(n)
 	return true, nil
 }

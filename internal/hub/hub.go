@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/metrics"
 )
 
 // Defaults for zero Options values.
@@ -42,6 +43,8 @@ type Options struct {
 	// MaxBuffered bounds the frames held for a connection while it replays; a
 	// connection that falls further behind is refused and reconnects.
 	MaxBuffered int
+	// Metrics counts the message frames delivered to connections; may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Hub maps this replica's sessions to their connections. It subscribes to the broker

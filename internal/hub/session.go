@@ -112,9 +112,13 @@ func (s *session) onEvent(ev chat.Event) {
 
 // deliverNext hands the frame of seq next to every client and moves on.
 func (s *session) deliverNext(frame []byte) {
+	n := 0
 	for c := range s.clients {
-		c.message(s.next, frame, s.h.opts.MaxBuffered)
+		if c.message(s.next, frame, s.h.opts.MaxBuffered) {
+			n++
+		}
 	}
+	s.h.opts.Metrics.Delivered(n)
 	s.next++
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/metrics"
 )
 
 // Group commit. Every Append (and DeleteSession) is handed to one writer goroutine.
@@ -100,6 +101,18 @@ type writer struct {
 	// batches and batched count transactions and the requests they carried, so tests
 	// and benchmarks can see that commits are shared.
 	batches, batched atomic.Int64
+
+	// metrics records each commit's size and time; set by SetMetrics, maybe while
+	// the writer runs.
+	metrics atomic.Pointer[metrics.Metrics]
+}
+
+// SetMetrics makes the message writer record each group commit (batch size and
+// commit time) in m. A nil m records nothing.
+func (d *DB) SetMetrics(m *metrics.Metrics) {
+	if d.w != nil {
+		d.w.metrics.Store(m)
+	}
 }
 
 func newWriter(ctx context.Context, d *DB) (*writer, error) {
@@ -174,7 +187,11 @@ func (w *writer) collect() bool {
 
 // flush commits the batch and answers every caller in it.
 func (w *writer) flush() {
+	start := time.Now()
 	err := w.commit()
+	if err == nil {
+		w.metrics.Load().StoreCommitted(len(w.batch), time.Since(start))
+	}
 	w.batches.Add(1)
 	w.batched.Add(int64(len(w.batch)))
 	for i, r := range w.batch {

@@ -132,7 +132,8 @@ func NewServer(d Deps) *Server {
 	s.auth = newCookieAuth(cfg.CookieKey, s.public.Scheme == "https")
 	s.setupSecurity(d)
 	s.watch = newPresenceWatch(d.Presence, log, cfg.PresenceCheck)
-	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: s.watch.broker(d.Broker), Logger: log, Encode: encodeMessage})
+	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: s.watch.broker(d.Broker), Logger: log,
+		Encode: encodeMessage, Metrics: d.Metrics})
 	d.Metrics.CountRoomsWith(s.hub.Sessions)
 	s.handler = s.secureHeaders(s.routes())
 	return s

@@ -18,6 +18,7 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/hub"
+	"parley/internal/metrics"
 )
 
 // WebSocket limits that are not configuration.
@@ -37,10 +38,12 @@ func (s *Server) handleWS() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		email, ok := s.currentEmail(r)
 		if !ok {
+			s.metrics.Refused(metrics.ReasonUnauthorized)
 			http.Error(w, "Please join the room first.", http.StatusUnauthorized)
 			return
 		}
 		if !s.originAllowed(r) {
+			s.metrics.Refused(metrics.ReasonBadOrigin)
 			http.Error(w, "This page may not be opened from another site.", http.StatusForbidden)
 			return
 		}
@@ -159,6 +162,7 @@ func (s *Server) serveWS(ws *websocket.Conn, req wsRequest, release func()) {
 		release()
 		return
 	}
+	s.metrics.ConnOpened()
 	member, err := c.enter()
 	if err != nil {
 		c.end()
@@ -203,6 +207,7 @@ func (s *Server) untrack(c *wsConn) {
 	s.connMu.Lock()
 	delete(s.conns, c)
 	s.connMu.Unlock()
+	s.metrics.ConnClosed()
 	s.connWG.Done()
 }
 
@@ -258,6 +263,7 @@ func (c *wsConn) findSession(ctx context.Context) (*chat.Session, chat.Role, err
 func (c *wsConn) refuse(err error) {
 	switch {
 	case errors.Is(err, hub.ErrSlow): // fell too far behind during its replay
+		c.s.metrics.SendQueueDropped()
 		c.abort("too slow")
 		return
 	case errors.Is(err, errClientGone):
@@ -265,6 +271,7 @@ func (c *wsConn) refuse(err error) {
 		return
 	}
 	c.s.logError(nil, err)
+	c.countRefusal(err)
 	_ = c.write(encodeError(err, ""))
 	switch chat.ErrorCode(err) {
 	case chat.ERoomFull:
@@ -375,13 +382,27 @@ func (c *wsConn) reply(err error, id string) {
 	if chat.ErrorCode(err) == chat.EInternal || chat.ErrorCode(err) == chat.EUnavailable {
 		c.s.log.Error("frame failed", "session", c.sess.ID, "code", chat.ErrorCode(err), "err", err)
 	}
+	c.countRefusal(err)
 	c.send(encodeError(err, id))
+}
+
+// countRefusal counts an error frame that refuses what the client asked (not a
+// failure of the server or a backend).
+func (c *wsConn) countRefusal(err error) {
+	switch code := chat.ErrorCode(err); code {
+	case chat.EInternal, chat.EUnavailable:
+	default:
+		c.s.metrics.Refused(code)
+	}
 }
 
 // sendFailed closes a connection whose queue overflowed (hub.ErrSlow) or whose write
 // failed. It runs on the delivering goroutine and does not wait.
 func (c *wsConn) sendFailed(err error) {
 	c.s.log.Info("dropping a connection that cannot keep up", "room", c.req.room, "email", c.req.email, "err", err)
+	if errors.Is(err, hub.ErrSlow) {
+		c.s.metrics.SendQueueDropped()
+	}
 	c.abort("too slow")
 }
 
@@ -487,6 +508,7 @@ func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind
 	}
 	c.send(encodeAck(id, stored.Seq))
 	if !dup {
+		c.s.metrics.Stored(1)
 		c.publish(ctx, chat.Event{Type: chat.EventMessage, Session: c.sess.ID, Seq: stored.Seq,
 			Frame: encodeMessage(stored)})
 	}
