@@ -32,7 +32,8 @@ type DB struct {
 	dialect dialect
 	log     *slog.Logger
 	w       *writer
-	stmts   sync.Map // query text → *sql.Stmt, prepared once (see prepared)
+	ckpt    *checkpointer // SQLite only
+	stmts   sync.Map      // query text → *sql.Stmt, prepared once (see prepared)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -64,7 +65,9 @@ func (d dialect) String() string {
 // cut may lose the last commits), foreign keys are off because none are declared.
 // _txlock=immediate takes the write lock at BEGIN, so a transaction that reads then
 // writes waits for the lock instead of failing with SQLITE_BUSY halfway.
-const sqlitePragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+// wal_autocheckpoint is raised because checkpoints run on a timer (checkpoint.go).
+const sqlitePragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)" +
+	"&_pragma=wal_autocheckpoint(" + sqliteAutoCheckpoint + ")&_txlock=immediate"
 
 // sqliteMaxConns bounds the SQLite pool: readers share it with the writer; more
 // connections than this only add contention on one file.
@@ -93,6 +96,7 @@ func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*DB, err
 		_ = sqldb.Close()
 		return nil, err
 	}
+	d.ckpt = startCheckpointer(d)
 	return d, nil
 }
 
@@ -185,6 +189,9 @@ func (d *DB) Close() error {
 	d.closeOnce.Do(func() {
 		if d.w != nil {
 			d.w.stop()
+		}
+		if d.ckpt != nil {
+			d.ckpt.close()
 		}
 		d.stmts.Range(func(_, st any) bool {
 			_ = st.(*sql.Stmt).Close()

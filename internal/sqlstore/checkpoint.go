@@ -1,0 +1,65 @@
+package sqlstore
+
+import (
+	"context"
+	"time"
+)
+
+// SQLite checkpoints. In WAL mode every commit appends the pages it changed to the
+// WAL, and a checkpoint copies them back into the database file. SQLite's automatic
+// checkpoint runs inside whichever commit crosses wal_autocheckpoint pages (1000 by
+// default): with the group commit that is the writer, which then stalls every few
+// batches while it reads, writes and fsyncs, and copies each hot page (a session's
+// last leaf, its index leaf) again for every 1000 frames. A checkpoint on a timer,
+// on another connection, runs beside the writer and copies a page rewritten by many
+// commits once. The automatic checkpoint stays as a backstop, at sqliteAutoCheckpoint
+// pages (about 80 MB of WAL), should the timer ever fall behind.
+const (
+	sqliteCheckpointEvery = time.Second
+	sqliteAutoCheckpoint  = "20000"
+)
+
+// checkpointer runs PRAGMA wal_checkpoint(PASSIVE) every sqliteCheckpointEvery until
+// stop is closed. PASSIVE never waits for readers or the writer: it copies what it
+// can, and the next round copies the rest.
+type checkpointer struct {
+	d    *DB
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startCheckpointer(d *DB) *checkpointer {
+	c := &checkpointer{d: d, stop: make(chan struct{}), done: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+func (c *checkpointer) run() {
+	defer close(c.done)
+	t := time.NewTicker(sqliteCheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			if err := c.once(); err != nil {
+				c.d.log.Warn("WAL checkpoint failed; retrying", "err", err)
+			}
+		}
+	}
+}
+
+// once runs one passive checkpoint; after a failure the next tick simply tries again.
+func (c *checkpointer) once() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.d.db.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+	return err
+}
+
+// close stops the checkpointer and waits for a checkpoint in progress.
+func (c *checkpointer) close() {
+	close(c.stop)
+	<-c.done
+}
