@@ -136,7 +136,8 @@ type wsConn struct {
 	limiter *rate.Limiter
 	ping    atomic.Pointer[time.Timer]
 
-	sess   *chat.Session // as entered; re-read while it has no participant
+	sess   *chat.Session // as entered; re-read while it has no participant, and after sessionRecheck
+	readAt time.Time     // when sess was last read
 	role   chat.Role
 	member *hub.Member
 	// release gives back the person's connection slot (limitConns) once the
@@ -292,7 +293,7 @@ func (c *wsConn) announce() {
 	// Read the session again: a participant who entered after this connection's Enter
 	// but announced before it joined the hub would otherwise go unmentioned.
 	if fresh, err := c.s.sessions.Session(ctx, c.sess.ID); err == nil {
-		c.sess = fresh
+		c.sess, c.readAt = fresh, time.Now()
 	}
 	if peer := c.sess.Peer(c.req.email); peer != "" {
 		online, err := c.s.presence.Online(ctx, c.sess.ID, peer)
@@ -518,23 +519,31 @@ func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind
 // errChatEnded refuses a send to a chat that has ended.
 var errChatEnded = chat.Errorf(chat.EChatEnded, "This chat has ended; no more messages can be sent.")
 
+// sessionRecheck is how long a connection trusts its copy of the session row before a
+// send reads it again: a net for an ended event lost with a broker outage (Redis
+// down or the subscription cut when another replica ended the chat), which would
+// otherwise let this connection store messages in an ended chat until it reconnects.
+// One read per sending connection every few seconds costs next to nothing.
+const sessionRecheck = 5 * time.Second
+
 // peerForSend returns the other person, the message's To, or errChatEnded. The hub
 // knows when the session ended (its ended event sets the flag before the ended frame
 // goes out, on every replica), so the session row is read only while no participant
-// has entered yet; once one has, the peer never changes. A message sent while an end
-// on another replica is still on its way may be stored just after the end.
+// has entered yet (once one has, the peer never changes) and every sessionRecheck. A
+// message sent while an end on another replica is still on its way may be stored
+// just after the end.
 func (c *wsConn) peerForSend(ctx context.Context) (string, error) {
 	if c.member.Ended() {
 		return "", errChatEnded
 	}
-	if peer := c.sess.Peer(c.req.email); peer != "" {
+	if peer := c.sess.Peer(c.req.email); peer != "" && time.Since(c.readAt) < c.s.recheck {
 		return peer, nil
 	}
 	sess, err := c.s.sessions.Session(ctx, c.sess.ID)
 	if err != nil {
 		return "", err
 	}
-	c.sess = sess
+	c.sess, c.readAt = sess, time.Now()
 	if sess.Ended() {
 		c.member.MarkEnded()
 		return "", errChatEnded
