@@ -173,6 +173,20 @@ func TestProductionBackends(t *testing.T) {
 	if again := ann.download(t, "/transcripts/"+w.Session, p.s3.Endpoint); sha256Hex(again) != sum {
 		t.Fatal("transcript changed after the purge")
 	}
+
+	// Nothing secret reached the logs: not the AWS secret key, not a presigned link,
+	// not a cookie, not a message.
+	logs := srv.logs.String()
+	for what, secret := range map[string]string{
+		"the AWS secret key": p.s3.SecretKey, "a cookie": strings.SplitN(ann.cookie, "=", 2)[1], "message text": "hello from MariaDB land",
+	} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the server logs contain %s", what)
+		}
+	}
+	if presigned.MatchString(logs) {
+		t.Error("the server logs contain a presigned URL")
+	}
 }
 
 // countItems counts the DynamoDB items of a session (messages and any guards).
