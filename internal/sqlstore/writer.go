@@ -93,6 +93,7 @@ type writer struct {
 	batch    []*request
 	seen     map[msgKey]*request
 	seqs     map[string]int64 // session → last seq stored
+	ended    map[string]bool  // session → ended, as this batch's transaction saw it
 	loaded   map[string]int64 // MySQL: last_seq as read under lock this batch
 	sessions []string         // MySQL: distinct sessions of the batch, sorted
 
@@ -118,7 +119,7 @@ func (d *DB) SetMetrics(m *metrics.Metrics) {
 func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
 		d: d, reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
-		seen: make(map[msgKey]*request), seqs: make(map[string]int64), loaded: make(map[string]int64),
+		seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool), loaded: make(map[string]int64),
 	}
 	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
 		w.prepared.close()
@@ -225,6 +226,10 @@ func (w *writer) commit() error {
 // transaction with Tx.StmtContext, so no batch compiles SQL.
 type stmts struct {
 	insert, byClient, lastSeq, delete *sql.Stmt
+	// status reads the session's status in the batch transaction (with a shared lock on
+	// MySQL), so a message and the end of its chat are ordered: a message committed
+	// before the end is in the transcript, one after it is refused.
+	status *sql.Stmt
 	// MySQL only: the message_seqs row that serialises a session's appends.
 	seqCreate, seqLock, seqUpdate, seqDelete *sql.Stmt
 }
@@ -236,7 +241,9 @@ func (st *stmts) list(d dialect) []struct {
 } {
 	insert := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
 	var seqCreate, seqLock, seqUpdate, seqDelete string
+	status := `SELECT status FROM sessions WHERE id = ?`
 	if d == dialectMySQL {
+		status += ` LOCK IN SHARE MODE`
 		insert += `ON DUPLICATE KEY UPDATE seq = seq`
 		seqCreate = `INSERT INTO message_seqs (session_id, last_seq) VALUES (?, 0) ON DUPLICATE KEY UPDATE last_seq = last_seq`
 		seqLock = `SELECT last_seq FROM message_seqs WHERE session_id = ? FOR UPDATE`
@@ -253,6 +260,7 @@ func (st *stmts) list(d dialect) []struct {
 		{&st.byClient, `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`},
 		{&st.lastSeq, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`},
 		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
+		{&st.status, status},
 		{&st.seqCreate, seqCreate}, {&st.seqLock, seqLock}, {&st.seqUpdate, seqUpdate}, {&st.seqDelete, seqDelete},
 	}
 }
@@ -310,6 +318,7 @@ func (w *writer) commitOnce() error {
 	defer tx.Rollback()
 	st := w.prepared.bind(ctx, tx, w.d.dialect)
 	clear(w.seen)
+	clear(w.ended)
 	if w.d.dialect == dialectMySQL {
 		if err := w.lockSeqs(ctx, st); err != nil {
 			return err
@@ -340,6 +349,12 @@ func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
 		r.out, r.dup = first.out, true
 		return nil
 	}
+	if ended, err := w.sessionEnded(ctx, st, r.in.SessionID); err != nil || ended {
+		if err == nil {
+			err = w.refuseAfterEnd(ctx, st, r)
+		}
+		return err
+	}
 	last, err := w.lastSeq(ctx, st, r.in.SessionID)
 	if err != nil {
 		return err
@@ -357,6 +372,38 @@ func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
 		return err
 	}
 	return w.readDuplicate(ctx, st, r)
+}
+
+// sessionEnded reports whether the session's row says it no longer takes messages. A
+// session without a row here (sessions kept in another database) is not ended: the
+// caller's own check is all there is then. One read per session per batch.
+func (w *writer) sessionEnded(ctx context.Context, st stmts, session string) (bool, error) {
+	if ended, ok := w.ended[session]; ok {
+		return ended, nil
+	}
+	var status string
+	err := st.status.QueryRowContext(ctx, session).Scan(&status)
+	if errors.Is(err, sql.ErrNoRows) {
+		err, status = nil, string(chat.StatusInProgress)
+	}
+	if err != nil {
+		return false, err
+	}
+	ended := status != string(chat.StatusInProgress)
+	w.ended[session] = ended
+	return ended, nil
+}
+
+// refuseAfterEnd answers a message for an ended chat: a resend of a message stored
+// before the end gets its original answer; anything new is refused with EChatEnded.
+func (w *writer) refuseAfterEnd(ctx context.Context, st stmts, r *request) error {
+	err := scanMessage(st.byClient.QueryRowContext(ctx, r.in.SessionID, r.in.ClientID), &r.out)
+	if errors.Is(err, sql.ErrNoRows) {
+		r.err = chat.Errorf(chat.EChatEnded, "This chat has ended; no more messages can be sent.")
+		return nil
+	}
+	r.dup = err == nil
+	return err
 }
 
 // readDuplicate answers r with the stored message that has its client id.
