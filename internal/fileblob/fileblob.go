@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"parley/internal/atomicfile"
 	"parley/internal/chat"
 )
 
@@ -80,7 +81,7 @@ func (a *Archive) Put(ctx context.Context, key string, body []byte) (chat.Archiv
 	if err := ctx.Err(); err != nil {
 		return chat.ArchiveObject{}, chat.Wrap(chat.EUnavailable, err, "archive put cancelled")
 	}
-	if err := WriteFileAtomic(p, body); err != nil {
+	if err := atomicfile.Write(p, body); err != nil {
 		return chat.ArchiveObject{}, chat.Wrap(chat.EUnavailable, err, "cannot write archive object")
 	}
 	return a.Stat(ctx, key)
@@ -133,49 +134,6 @@ func (a *Archive) URL(ctx context.Context, key, filename string, ttl time.Durati
 
 // Close releases nothing; it exists so the archive shuts down like every component.
 func (a *Archive) Close() error { return nil }
-
-// WriteFileAtomic writes body to path so that readers see the old file or the whole
-// new one: a temp file in the same folder, fsync, rename, then fsync of the folder so
-// the rename itself survives a power cut. Parent folders are created as needed.
-func WriteFileAtomic(path string, body []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	if _, err := tmp.Write(body); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o640); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
 
 // contextReader stops a long read when its context is cancelled.
 type contextReader struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 
+	"parley/internal/atomicfile"
 	"parley/internal/chat"
 )
 
@@ -188,7 +189,7 @@ func (e *Exporter) keepCSV(sessionID string, body []byte) error {
 	if e.o.CSVDir == "" {
 		return nil
 	}
-	if err := writeFileAtomic(filepath.Join(e.o.CSVDir, sessionID+".csv"), body); err != nil {
+	if err := atomicfile.Write(filepath.Join(e.o.CSVDir, sessionID+".csv"), body); err != nil {
 		return chat.Wrap(chat.EUnavailable, err, "cannot keep CSV copy of session %s", sessionID)
 	}
 	return nil
@@ -350,29 +351,4 @@ func (l *sessionLocks) lock(id string) (unlock func()) {
 		}
 		l.mu.Unlock()
 	}
-}
-
-// writeFileAtomic writes body to path through a temp file, fsync and rename, so
-// readers see the old file or the whole new one.
-func writeFileAtomic(path string, body []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(body)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	return err
 }
