@@ -280,11 +280,12 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
-# stackinit_bin: scripts/stackinit built into the cache, keyed by a hash of its source, go.mod,
-# go.sum and the Go version (a `go run` would spend seconds checking the SDK every time).
+# stackinit_bin: scripts/stackinit built into the cache, keyed by a hash of its source, the
+# dynamostore and s3blob packages it calls, go.mod, go.sum and the Go version (a `go run` would spend seconds checking the SDK every time).
 stackinit_bin() {
   local stamp bin
-  stamp=$(cat "$ROOT/scripts/stackinit/"*.go "$ROOT/go.mod" "$ROOT/go.sum" <(go version) | sha256sum | cut -c1-16)
+  stamp=$(cat "$ROOT/scripts/stackinit/"*.go "$ROOT/internal/dynamostore/"*.go "$ROOT/internal/s3blob/"*.go \
+    "$ROOT/go.mod" "$ROOT/go.sum" <(go version) | sha256sum | cut -c1-16)
   bin=$CACHE_DIR/stackinit/$stamp/stackinit
   if [ ! -x "$bin" ]; then
     (cd "$ROOT" && go build -o "$bin.tmp" ./scripts/stackinit) >&2 || die "cannot build scripts/stackinit"
