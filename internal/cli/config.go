@@ -34,6 +34,7 @@ type Config struct {
 	SignInsPerIP    int    `env:"PARLEY_SIGNIN_PER_IP" flag:"signin-per-ip" help:"sign-in emails per client IP per hour (negative: no limit)"`
 	JoinsPerMinute  int    `env:"PARLEY_JOIN_RATE" flag:"join-rate" help:"join form posts per client IP per minute, email-link sign-in only (negative: no limit)"`
 	ConnsPerPerson  int    `env:"PARLEY_CONNS_PER_PERSON" flag:"conns-per-person" help:"open WebSockets per person on one replica (negative: no limit)"`
+	DebugAddr       string `env:"PARLEY_DEBUG_ADDR" flag:"debug-addr" help:"serve Go's pprof profiles on this loopback address (off when empty)"`
 	LogLevel        string `env:"PARLEY_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
 	LogFormat       string `env:"PARLEY_LOG_FORMAT" flag:"log-format" help:"text or json"`
 

@@ -70,6 +70,13 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Addr, err)
 	}
+	if c.DebugAddr != "" {
+		stop, err := serveDebug(c.DebugAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return serveUntilDone(ctx, log, ln, withMetrics(srv, p.registry), srv)
 }
 
