@@ -169,11 +169,21 @@ func (d *DB) list(ctx context.Context, query string, args ...any) ([]*chat.Sessi
 	return out, dbErr(rows.Err(), "read sessions")
 }
 
+// endSession moves a chat in progress to ending; the one caller it changes wins.
+const endSession = `UPDATE sessions SET status = 'ending', ended_at = ?, ended_by = ? WHERE id = ? AND status = 'inprogress'`
+
 // End implements chat.SessionStore: the conditional update admits one winner.
+// On SQLite the update goes through the message writer, in its next batch: the
+// writer remembers which chats are still in progress, and so must see every end.
 func (d *DB) End(ctx context.Context, id, by string, at time.Time) (bool, error) {
-	res, err := d.db.ExecContext(ctx, `UPDATE sessions SET status = 'ending', ended_at = ?, ended_by = ?
-		WHERE id = ? AND status = 'inprogress'`, d.timeArg(at), by, id)
-	won, err := affectedOne(res, err, "end session")
+	var won bool
+	var err error
+	if d.dialect == dialectSQLite && d.w != nil {
+		won, err = d.w.end(ctx, id, by, at)
+	} else {
+		res, execErr := d.db.ExecContext(ctx, endSession, d.timeArg(at), by, id)
+		won, err = affectedOne(res, execErr, "end session")
+	}
 	if err != nil || won {
 		return won, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,7 @@ import (
 //
 //   - SQLite: the file belongs to this process and only the writer inserts messages,
 //     so the writer remembers each session's last seq between batches (loaded with
-//     MAX(seq) on first use, forgotten all at once past maxCachedSessions). A failed
+//     the session's client ids on first use, see sqlitecache.go). A failed
 //     transaction forgets the sessions it touched, since their rows were rolled back.
 //   - MySQL: several replicas append to the same session. Each batch transaction first
 //     locks the row of every session it touches in message_seqs (creating it when
@@ -34,10 +35,17 @@ import (
 //     reads the committed value, so no cache survives a transaction. A deadlock or
 //     lock-wait timeout reruns the whole batch.
 //
-// Dedupe. The insert does nothing when (session_id, client_id) exists (SQLite: ON
-// CONFLICT DO NOTHING on that unique key; MySQL: ON DUPLICATE KEY UPDATE no-op, which
-// reports 0 rows). Then the stored row is read back and returned as a duplicate, and
-// the seq is not used. A repeat inside one batch is answered from the batch.
+// Dedupe. SQLite: the writer remembers a hash of every client id of each session it
+// appends to (see sqlitecache.go); a hit is confirmed by reading that row, so a hash
+// collision costs a read, never a lost message. MySQL: the insert does nothing when
+// (session_id, client_id) exists (ON DUPLICATE KEY UPDATE no-op, which reports 0 rows);
+// then the stored row is read back and returned as a duplicate, and the seq is not
+// used. A repeat inside one batch is answered from the batch.
+//
+// Queue. Callers append to a slice under a mutex and nudge the writer; the writer swaps
+// the slice out whole. A caller never waits for the writer to take its request, only
+// for the answer, so a message costs one goroutine wake-up for its answer and none for
+// its hand-over.
 const (
 	maxBatch          = 1000
 	maxCachedSessions = 10000
@@ -51,16 +59,18 @@ type writeOp uint8
 const (
 	opAppend writeOp = iota + 1
 	opDelete
+	opEnd // SQLite: End goes through the writer, so the writer always knows what has ended
 )
 
 // request is one caller's Append or DeleteSession; pooled, so the hot path does not
 // allocate one per message.
 type request struct {
 	op      writeOp
-	in      chat.Message // message to append (SessionID alone for a delete)
+	in      chat.Message // message to append (SessionID alone for a delete; From, CreatedAt: who ended and when)
 	out     chat.Message // stored message
 	dup     bool
 	deleted int64
+	won     bool // opEnd: this request ended the chat
 	err     error
 	done    chan struct{} // buffered(1): the writer never waits for a caller
 }
@@ -86,16 +96,22 @@ type msgKey struct{ session, client string }
 // writer is the single goroutine that writes messages.
 type writer struct {
 	d    *DB
-	reqs chan *request // unbuffered: a request is either taken by the writer or refused
 	quit chan struct{}
 	done chan struct{}
 
+	mu      sync.Mutex
+	pending []*request    // requests not yet taken by the writer
+	closed  bool          // set by stop: pending is refused from then on
+	wake    chan struct{} // buffered(1): there may be pending requests
+
+	inbox    []*request // the requests taken from pending, committed maxBatch at a time
 	batch    []*request
-	seen     map[msgKey]*request
-	seqs     map[string]int64 // session → last seq stored
-	ended    map[string]bool  // session → ended, as this batch's transaction saw it
-	loaded   map[string]int64 // MySQL: last_seq as read under lock this batch
-	sessions []string         // MySQL: distinct sessions of the batch, sorted
+	seen     map[msgKey]*request // MySQL
+	seqs     map[string]int64    // session → last seq stored
+	ended    map[string]bool     // session → ended, as a transaction saw it (SQLite: see cache)
+	cache    sqliteCache         // SQLite: client ids and ended flags kept between batches
+	loaded   map[string]int64    // MySQL: last_seq as read under lock this batch
+	sessions []string            // MySQL: distinct sessions of the batch, sorted
 
 	prepared stmts // on the pool; bound to each batch's transaction
 
@@ -118,8 +134,9 @@ func (d *DB) SetMetrics(m *metrics.Metrics) {
 
 func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
-		d: d, reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
+		d: d, quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool), loaded: make(map[string]int64),
+		cache: newSQLiteCache(),
 	}
 	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
 		w.prepared.close()
@@ -128,17 +145,20 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	return w, nil
 }
 
-// do hands r to the writer and waits for the answer. If ctx ends after the writer took
-// r, the caller leaves with an error (the write may still commit) and r is not reused.
+// do hands r to the writer and waits for the answer. If ctx ends first, the caller
+// leaves with an error (the write may still commit) and r is not reused.
 func (w *writer) do(ctx context.Context, r *request) error {
-	select {
-	case w.reqs <- r:
-	case <-w.quit:
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
 		r.release()
 		return chat.Errorf(chat.EUnavailable, "the message store is closed")
-	case <-ctx.Done():
-		r.release()
-		return chat.Wrap(chat.EUnavailable, ctx.Err(), "message store busy")
+	}
+	w.pending = append(w.pending, r)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default: // a nudge is already waiting
 	}
 	select {
 	case <-r.done:
@@ -155,35 +175,39 @@ func (w *writer) stop() {
 	w.prepared.close()
 }
 
-// run is the writer loop.
+// run is the writer loop: wait for a nudge, take everything pending, commit it.
 func (w *writer) run() {
 	defer close(w.done)
 	for {
 		select {
-		case r := <-w.reqs:
-			w.batch = append(w.batch[:0], r)
-			w.collect()
-			w.flush()
+		case <-w.wake:
+			runtime.Gosched() // let the senders already running hand in theirs: bigger batches
+			w.take(false)
 		case <-w.quit:
-			for w.batch = w.batch[:0]; w.collect(); w.batch = w.batch[:0] {
-				w.flush()
-			}
+			w.take(true) // refuses anything later, so nothing is left unanswered
+			w.commitInbox()
 			return
 		}
+		w.commitInbox()
 	}
 }
 
-// collect adds the requests already waiting to the batch and reports whether it holds any.
-func (w *writer) collect() bool {
-	for len(w.batch) < maxBatch {
-		select {
-		case r := <-w.reqs:
-			w.batch = append(w.batch, r)
-		default:
-			return len(w.batch) > 0
-		}
+// take moves the pending requests to the inbox; last closes the queue behind them.
+func (w *writer) take(last bool) {
+	w.mu.Lock()
+	w.inbox, w.pending = w.pending, w.inbox[:0]
+	w.closed = w.closed || last
+	w.mu.Unlock()
+}
+
+// commitInbox commits the inbox in batches of at most maxBatch.
+func (w *writer) commitInbox() {
+	for i := 0; i < len(w.inbox); i += maxBatch {
+		w.batch = append(w.batch[:0], w.inbox[i:min(i+maxBatch, len(w.inbox))]...)
+		w.flush()
 	}
-	return true
+	clear(w.inbox) // the callers own their requests again
+	w.inbox = w.inbox[:0]
 }
 
 // flush commits the batch and answers every caller in it.
@@ -226,6 +250,8 @@ func (w *writer) commit() error {
 // transaction with Tx.StmtContext, so no batch compiles SQL.
 type stmts struct {
 	insert, byClient, lastSeq, delete *sql.Stmt
+	// SQLite only: the reads behind the writer's client-id filter, and End (sqlitecache.go).
+	bySeq, clientIDs, end *sql.Stmt
 	// status reads the session's status in the batch transaction (with a shared lock on
 	// MySQL), so a message and the end of its chat are ordered: a message committed
 	// before the end is in the transcript, one after it is refused.
@@ -240,7 +266,7 @@ func (st *stmts) list(d dialect) []struct {
 	query string
 } {
 	insert := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
-	var seqCreate, seqLock, seqUpdate, seqDelete string
+	var seqCreate, seqLock, seqUpdate, seqDelete, bySeq, clientIDs, end string
 	status := `SELECT status FROM sessions WHERE id = ?`
 	if d == dialectMySQL {
 		status += ` LOCK IN SHARE MODE`
@@ -250,7 +276,9 @@ func (st *stmts) list(d dialect) []struct {
 		seqUpdate = `UPDATE message_seqs SET last_seq = ? WHERE session_id = ?`
 		seqDelete = `DELETE FROM message_seqs WHERE session_id = ?`
 	} else {
-		insert += `ON CONFLICT (session_id, client_id) DO NOTHING`
+		bySeq = `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND seq = ?`
+		clientIDs = `SELECT seq, client_id FROM messages WHERE session_id = ?`
+		end = endSession
 	}
 	return []struct {
 		dst   **sql.Stmt
@@ -262,6 +290,7 @@ func (st *stmts) list(d dialect) []struct {
 		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
 		{&st.status, status},
 		{&st.seqCreate, seqCreate}, {&st.seqLock, seqLock}, {&st.seqUpdate, seqUpdate}, {&st.seqDelete, seqDelete},
+		{&st.bySeq, bySeq}, {&st.clientIDs, clientIDs}, {&st.end, end},
 	}
 }
 
@@ -339,11 +368,17 @@ func (w *writer) commitOnce() error {
 
 // apply performs one request inside the batch transaction.
 func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
-	r.dup, r.deleted, r.err = false, 0, nil
-	if r.op == opDelete {
+	r.dup, r.deleted, r.won, r.err = false, 0, false, nil
+	switch r.op {
+	case opDelete:
 		return w.deleteSession(ctx, st, r)
+	case opEnd:
+		return w.endSession(ctx, st, r)
 	}
 	r.out = r.in
+	if w.d.dialect == dialectSQLite {
+		return w.appendSQLite(ctx, st, r)
+	}
 	k := msgKey{r.in.SessionID, r.in.ClientID}
 	if first, ok := w.seen[k]; ok {
 		r.out, r.dup = first.out, true
@@ -378,7 +413,11 @@ func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
 // session without a row here (sessions kept in another database) is not ended: the
 // caller's own check is all there is then. One read per session per batch.
 func (w *writer) sessionEnded(ctx context.Context, st stmts, session string) (bool, error) {
-	if ended, ok := w.ended[session]; ok {
+	known := w.ended
+	if w.d.dialect == dialectSQLite {
+		known = w.cache.ended
+	}
+	if ended, ok := known[session]; ok {
 		return ended, nil
 	}
 	var status string
@@ -390,7 +429,10 @@ func (w *writer) sessionEnded(ctx context.Context, st stmts, session string) (bo
 		return false, err
 	}
 	ended := status != string(chat.StatusInProgress)
-	w.ended[session] = ended
+	if len(known) >= maxCachedSessions {
+		clear(known)
+	}
+	known[session] = ended
 	return ended, nil
 }
 
@@ -445,6 +487,10 @@ func (w *writer) deleteSession(ctx context.Context, st stmts, r *request) error 
 		return err
 	}
 	w.seqs[s] = 0
+	if w.d.dialect == dialectSQLite {
+		delete(w.seqs, s) // reloaded, empty, by the next append
+		w.cache.forget(s)
+	}
 	for k := range w.seen {
 		if k.session == s {
 			delete(w.seen, k)
@@ -457,6 +503,7 @@ func (w *writer) deleteSession(ctx context.Context, st stmts, r *request) error 
 func (w *writer) forgetBatchSessions() {
 	for _, r := range w.batch {
 		delete(w.seqs, r.in.SessionID)
+		w.cache.forget(r.in.SessionID)
 	}
 }
 

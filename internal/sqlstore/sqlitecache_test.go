@@ -1,0 +1,65 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"path/filepath"
+	"testing"
+
+	"parley/internal/chat"
+)
+
+// TestSQLiteDedupeSurvivesHashCollisions makes every client id hash alike, so the
+// writer's filter always hits: each new id must still be stored once, and each resend
+// (including of an id whose hash now points at a newer message) must get its own seq.
+func TestSQLiteDedupeSurvivesHashCollisions(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	db.w.cache.hashf = func(maphash.Seed, string) uint64 { return 7 }
+	session := chat.NewSessionID()
+	for i := 1; i <= 20; i++ {
+		m, dup, err := db.Append(ctx, testMessage(session, fmt.Sprintf("id-%d", i)))
+		if err != nil || dup || m.Seq != int64(i) {
+			t.Fatalf("new id-%d = seq %d dup %v err %v, want seq %d stored", i, m.Seq, dup, err, i)
+		}
+	}
+	for _, i := range []int{1, 20, 7} {
+		m, dup, err := db.Append(ctx, testMessage(session, fmt.Sprintf("id-%d", i)))
+		if err != nil || !dup || m.Seq != int64(i) || m.Text != fmt.Sprintf("text id-%d", i) {
+			t.Fatalf("resend of id-%d = seq %d dup %v err %v, want the stored seq %d", i, m.Seq, dup, err, i)
+		}
+	}
+	checkContiguous(t, db, session, 20)
+}
+
+// TestSQLiteDedupeAfterRestart resends, after the store was closed and opened again,
+// a message stored before: the filter is rebuilt from the rows, so it is a duplicate.
+func TestSQLiteDedupeAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	db, err := OpenSQLite(ctx, path, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := chat.NewSessionID()
+	first, _, err := db.Append(ctx, testMessage(session, "c-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.Append(ctx, testMessage(session, "c-2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openAgain(t, path)
+	again, dup, err := db.Append(ctx, testMessage(session, "c-1"))
+	if err != nil || !dup || again.Seq != first.Seq {
+		t.Fatalf("resend after restart = seq %d dup %v err %v, want seq %d dup", again.Seq, dup, err, first.Seq)
+	}
+	next, dup, err := db.Append(ctx, testMessage(session, "c-3"))
+	if err != nil || dup || next.Seq != 3 {
+		t.Fatalf("new message after restart = seq %d dup %v err %v, want seq 3", next.Seq, dup, err)
+	}
+}
