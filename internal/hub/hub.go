@@ -142,6 +142,15 @@ func (m *Member) Ended() bool { return m.s.ended.Load() }
 // the chat itself.
 func (m *Member) MarkEnded() { m.s.ended.Store(true) }
 
+// Deliver hands a message this replica has just stored to the session's local
+// connections at once, as if the broker had brought it: the sender gets its own
+// message (with its ack, under SendQueue.Hold) without waiting for the broker's round
+// trip, and the broker's copy, arriving later, is a duplicate and dropped. Call it
+// before publishing, with the message's seq and frame.
+func (m *Member) Deliver(seq int64, frame []byte) {
+	m.s.onEvent(chat.Event{Type: chat.EventMessage, Session: m.s.id, Seq: seq, Frame: frame})
+}
+
 // Leave removes the connection; the last one to leave a session ends its subscription.
 func (m *Member) Leave() {
 	m.once.Do(func() {

@@ -346,7 +346,7 @@ func TestEndedEventMarksSession(t *testing.T) {
 
 func TestSendQueueShrinksWhenDrained(t *testing.T) {
 	release := make(chan struct{})
-	q := NewSendQueue(256, func([]byte) error { <-release; return nil }, func(error) { t.Error("unexpected fail") })
+	q := NewSendQueue(256, eachFrame(func([]byte) error { <-release; return nil }), func(error) { t.Error("unexpected fail") })
 	for range 100 {
 		q.Send([]byte("x"))
 	}

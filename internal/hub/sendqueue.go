@@ -16,33 +16,46 @@ type Sender interface {
 	Send(frame []byte) bool
 }
 
+// FrameWriter is a connection's side of its SendQueue. The queue's writer hands it
+// every frame that is waiting (Add) and then has them written (Flush), so frames that
+// wait together, such as an ack and the sender's own message, leave in one write.
+type FrameWriter interface {
+	// Add appends frame to the batch being built and reports whether the batch is
+	// full, in which case it is flushed before more frames are added. It is called
+	// with the queue locked: it must only copy, never block or call the queue.
+	Add(frame []byte) (full bool)
+	// Flush writes the batch and empties it. It may block, and should have a deadline.
+	Flush() error
+}
+
 // SendQueue is a connection's bounded queue of encoded frames. Its writer goroutine
 // runs only while frames are waiting and exits when the queue is empty, so an idle
-// connection holds no writer goroutine. Frames are written one at a time, in order.
+// connection holds no writer goroutine. Frames are written in order, as many as are
+// waiting in one batch.
 type SendQueue struct {
-	write func(frame []byte) error
-	fail  func(err error)
+	w    FrameWriter
+	fail func(err error)
 
 	mu      sync.Mutex
 	ring    [][]byte // grows by doubling up to limit; dropped past idleRing when drained
 	head, n int
 	limit   int
 	writing bool
+	held    bool // Hold: frames wait for Release instead of starting the writer
 	closed  bool
 	wg      sync.WaitGroup
 }
 
 var _ Sender = (*SendQueue)(nil)
 
-// NewSendQueue returns a queue of at most limit frames. write sends one frame to the
-// connection (it may block, and should have a timeout). fail is called once, without
-// blocking, when the queue overflows (with ErrSlow) or a write fails; it should close
-// the connection.
-func NewSendQueue(limit int, write func(frame []byte) error, fail func(err error)) *SendQueue {
+// NewSendQueue returns a queue of at most limit frames written through w. fail is
+// called once, without blocking, when the queue overflows (with ErrSlow) or a write
+// fails; it should close the connection.
+func NewSendQueue(limit int, w FrameWriter, fail func(err error)) *SendQueue {
 	if limit < 1 {
 		limit = 1
 	}
-	return &SendQueue{write: write, fail: fail, limit: limit}
+	return &SendQueue{w: w, fail: fail, limit: limit}
 }
 
 // Send queues frame without blocking. A full queue closes the queue and reports ErrSlow.
@@ -63,13 +76,39 @@ func (q *SendQueue) Send(frame []byte) bool {
 	}
 	q.ring[(q.head+q.n)%len(q.ring)] = frame
 	q.n++
-	if !q.writing {
-		q.writing = true
-		q.wg.Add(1)
-		go q.run()
-	}
+	q.startWriter()
 	q.mu.Unlock()
 	return true
+}
+
+// Hold makes frames sent from now on wait until Release, so that frames produced
+// together (an ack and the message it acknowledges) are written together. Hold only
+// around work that takes microseconds: it delays every frame of the connection.
+func (q *SendQueue) Hold() {
+	q.mu.Lock()
+	q.held = true
+	q.mu.Unlock()
+}
+
+// Release ends a Hold and starts writing what waits.
+func (q *SendQueue) Release() {
+	q.mu.Lock()
+	q.held = false
+	if !q.closed && q.n > 0 {
+		q.startWriter()
+	}
+	q.mu.Unlock()
+}
+
+// startWriter starts the writer goroutine unless it runs or the queue is held.
+// q.mu must be held.
+func (q *SendQueue) startWriter() {
+	if q.writing || q.held {
+		return
+	}
+	q.writing = true
+	q.wg.Add(1)
+	go q.run()
 }
 
 // grow doubles the ring (to at most limit), keeping the frames in order.
@@ -94,41 +133,53 @@ func (q *SendQueue) shrink() {
 	}
 }
 
-// run writes queued frames until the queue is empty or closed.
+// run writes queued frames until the queue is empty, held or closed: each round hands
+// every waiting frame to the FrameWriter and flushes them in one write.
 func (q *SendQueue) run() {
 	defer q.wg.Done()
-	for {
-		frame, ok := q.pop()
-		if !ok {
-			return
-		}
-		if err := q.write(frame); err != nil {
-			q.mu.Lock()
-			already := q.closed
-			q.closed, q.writing, q.n = true, false, 0
-			q.mu.Unlock()
-			if !already {
-				q.fail(err)
-			}
+	for q.batch() {
+		if err := q.w.Flush(); err != nil {
+			q.failWrite(err)
 			return
 		}
 	}
 }
 
-// pop takes the oldest frame, or marks the writer stopped when there is none.
-func (q *SendQueue) pop() ([]byte, bool) {
+// batch adds the waiting frames to the FrameWriter's batch (until it is full) and
+// reports whether it added any; if not, it marks the writer stopped. Frames are added
+// under the lock, so a Hold or Close never cuts a batch in two: Add only copies.
+func (q *SendQueue) batch() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed || q.n == 0 {
+	if q.closed || q.held || q.n == 0 {
 		q.writing = false
-		q.shrink()
-		return nil, false
+		if q.n == 0 {
+			q.shrink()
+		}
+		return false
 	}
-	frame := q.ring[q.head]
-	q.ring[q.head] = nil
-	q.head = (q.head + 1) % len(q.ring)
-	q.n--
-	return frame, true
+	for q.n > 0 {
+		frame := q.ring[q.head]
+		q.ring[q.head] = nil
+		q.head = (q.head + 1) % len(q.ring)
+		q.n--
+		if q.w.Add(frame) {
+			break
+		}
+	}
+	return true
+}
+
+// failWrite closes the queue after a failed write and reports it, unless the queue
+// was closed already (the connection is closing, and its writes fail for that).
+func (q *SendQueue) failWrite(err error) {
+	q.mu.Lock()
+	already := q.closed
+	q.closed, q.writing, q.n = true, false, 0
+	q.mu.Unlock()
+	if !already {
+		q.fail(err)
+	}
 }
 
 // Len returns the number of frames waiting.

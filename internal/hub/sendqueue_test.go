@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // countingSender counts frames; it never refuses one.
@@ -16,12 +17,12 @@ func (c *countingSender) Send([]byte) bool { c.n.Add(1); return true }
 func TestSendQueueWritesInOrder(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
-	q := NewSendQueue(1000, func(f []byte) error {
+	q := NewSendQueue(1000, eachFrame(func(f []byte) error {
 		mu.Lock()
 		got = append(got, string(f))
 		mu.Unlock()
 		return nil
-	}, func(error) { t.Error("unexpected fail") })
+	}), func(error) { t.Error("unexpected fail") })
 	for i := 0; i < 500; i++ {
 		if !q.Send([]byte{byte(i)}) {
 			t.Fatalf("Send %d refused", i)
@@ -41,7 +42,7 @@ func TestSendQueueFullFailsOnce(t *testing.T) {
 	block := make(chan struct{})
 	var fails atomic.Int32
 	var reason atomic.Value
-	q := NewSendQueue(2, func([]byte) error { <-block; return nil }, func(err error) {
+	q := NewSendQueue(2, eachFrame(func([]byte) error { <-block; return nil }), func(err error) {
 		fails.Add(1)
 		reason.Store(err)
 	})
@@ -60,7 +61,7 @@ func TestSendQueueFullFailsOnce(t *testing.T) {
 func TestSendQueueWriteErrorFails(t *testing.T) {
 	boom := errors.New("boom")
 	failed := make(chan error, 2)
-	q := NewSendQueue(4, func([]byte) error { return boom }, func(err error) { failed <- err })
+	q := NewSendQueue(4, eachFrame(func([]byte) error { return boom }), func(err error) { failed <- err })
 	q.Send([]byte("x"))
 	if err := <-failed; !errors.Is(err, boom) {
 		t.Fatalf("fail(%v)", err)
@@ -75,7 +76,7 @@ func TestSendQueueNoIdleWriter(t *testing.T) {
 	before := runtime.NumGoroutine()
 	queues := make([]*SendQueue, 200)
 	for i := range queues {
-		queues[i] = NewSendQueue(4, func([]byte) error { return nil }, func(error) {})
+		queues[i] = NewSendQueue(4, eachFrame(func([]byte) error { return nil }), func(error) {})
 		queues[i].Send([]byte("x"))
 	}
 	waitFor(t, "frames to be written", func() bool {
@@ -90,7 +91,7 @@ func TestSendQueueNoIdleWriter(t *testing.T) {
 }
 
 func BenchmarkSendQueue(b *testing.B) {
-	q := NewSendQueue(1<<20, func([]byte) error { return nil }, func(error) {})
+	q := NewSendQueue(1<<20, eachFrame(func([]byte) error { return nil }), func(error) {})
 	frame := []byte(`{"type":"message"}`)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
@@ -105,7 +106,7 @@ func BenchmarkSendQueue(b *testing.B) {
 // Compare with BenchmarkGoroutineHandoff, the same hand-off to a goroutine that stays.
 func BenchmarkSendQueueBurst(b *testing.B) {
 	written := make(chan struct{})
-	q := NewSendQueue(256, func([]byte) error { written <- struct{}{}; return nil }, func(error) {})
+	q := NewSendQueue(256, eachFrame(func([]byte) error { written <- struct{}{}; return nil }), func(error) {})
 	frame := []byte(`{"type":"message"}`)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
@@ -132,4 +133,87 @@ func BenchmarkGoroutineHandoff(b *testing.B) {
 		<-written
 	}
 	close(frames)
+}
+
+// frameBatches is a FrameWriter that writes each frame of a batch through write and
+// records how many frames every Flush wrote.
+type frameBatches struct {
+	write   func([]byte) error
+	batch   [][]byte
+	mu      sync.Mutex
+	flushes []int
+}
+
+// eachFrame adapts a per-frame write function to a FrameWriter.
+func eachFrame(write func([]byte) error) *frameBatches { return &frameBatches{write: write} }
+
+func (w *frameBatches) Add(frame []byte) bool {
+	w.batch = append(w.batch, frame)
+	return false
+}
+
+func (w *frameBatches) Flush() error {
+	w.mu.Lock()
+	w.flushes = append(w.flushes, len(w.batch))
+	w.mu.Unlock()
+	defer func() { w.batch = w.batch[:0] }()
+	for _, f := range w.batch {
+		if err := w.write(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *frameBatches) sizes() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]int(nil), w.flushes...)
+}
+
+// TestSendQueueBatchesWaitingFrames: frames that wait while a write is under way go
+// out in the next Flush together, not one write each.
+func TestSendQueueBatchesWaitingFrames(t *testing.T) {
+	block := make(chan struct{})
+	var n atomic.Int32
+	w := eachFrame(func([]byte) error {
+		if n.Add(1) == 1 {
+			<-block
+		}
+		return nil
+	})
+	q := NewSendQueue(16, w, func(error) { t.Error("unexpected fail") })
+	q.Send([]byte("first"))
+	waitFor(t, "the first write to start", func() bool { return n.Load() == 1 })
+	for i := range 5 {
+		q.Send([]byte{byte(i)})
+	}
+	close(block)
+	waitFor(t, "every frame", func() bool { return n.Load() == 6 })
+	if got := w.sizes(); len(got) != 2 || got[0] != 1 || got[1] != 5 {
+		t.Fatalf("flushes of %v frames, want [1 5]", got)
+	}
+	q.Close()
+	q.Wait()
+}
+
+// TestSendQueueHold: frames sent during a Hold are written together once released.
+func TestSendQueueHold(t *testing.T) {
+	var n atomic.Int32
+	w := eachFrame(func([]byte) error { n.Add(1); return nil })
+	q := NewSendQueue(16, w, func(error) { t.Error("unexpected fail") })
+	q.Hold()
+	q.Send([]byte("ack"))
+	q.Send([]byte("message"))
+	time.Sleep(20 * time.Millisecond)
+	if n.Load() != 0 {
+		t.Fatal("a held queue wrote")
+	}
+	q.Release()
+	waitFor(t, "both frames", func() bool { return n.Load() == 2 })
+	if got := w.sizes(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("flushes of %v frames, want [2]", got)
+	}
+	q.Close()
+	q.Wait()
 }

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -9,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
 
 	"parley/internal/chat"
@@ -196,14 +195,14 @@ func (s *Server) limitConns(next http.Handler) http.Handler {
 
 // refuseWS accepts a WebSocket only to tell it err and close it (1008).
 func (s *Server) refuseWS(w http.ResponseWriter, r *http.Request, err error) {
-	ws, aerr := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.originPatterns()})
-	if aerr != nil {
+	conn, uerr := upgrade(w, r, s.cfg.ReadLimit)
+	if uerr != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-	defer cancel()
-	_ = ws.Write(ctx, websocket.MessageText, encodeError(err, ""))
-	_ = ws.Close(websocket.StatusPolicyViolation, "too many connections")
+	_ = conn.writeText(encodeError(err, ""))
+	_ = conn.writeClose(ws.StatusPolicyViolation, "too many connections")
+	conn.linger(closeGrace)
+	conn.drop()
 }
 
 // parseProxies reads Config.TrustedProxies: IPs or CIDR prefixes.

@@ -437,7 +437,7 @@ func TestStrangerCannotJoinAsSomeoneElse(t *testing.T) {
 	if f := c.expect(frameError); f.Code != chat.ERoomFull {
 		t.Fatalf("stranger got %s, want room_full", f.raw)
 	}
-	if code := c.closed(); code != StatusRoomFull {
+	if code := c.closed(); code != websocket.StatusCode(StatusRoomFull) {
 		t.Fatalf("close code %d, want %d", code, StatusRoomFull)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
 
 	"parley/internal/chat"
@@ -24,11 +24,8 @@ import (
 // WebSocket limits that are not configuration.
 const (
 	writeTimeout = 10 * time.Second // a write slower than this means the client is gone
-	storeTimeout = 10 * time.Second // one store call on behalf of a frame
-	closeGrace   = time.Second      // how long a dropped client gets to complete the close handshake
-
-	// StatusRoomFull closes the connection of a third person entering a chat of two.
-	StatusRoomFull websocket.StatusCode = 4003
+	storeTimeout = 10 * time.Second // the store calls on behalf of one frame
+	closeGrace   = time.Second      // how long a closed client gets to complete the close handshake
 )
 
 // handleWS serves GET /rooms/{room}/ws[?after=SEQ][&session=ID]: the live chat of the
@@ -53,13 +50,12 @@ func (s *Server) handleWS() http.Handler {
 			return
 		}
 		release := takeConnSlot(r)
-		ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.originPatterns()})
+		conn, err := upgrade(w, r, s.cfg.ReadLimit)
 		if err != nil {
 			release()
-			return // Accept has answered the request
+			return // upgrade has answered the request
 		}
-		ws.SetReadLimit(s.cfg.ReadLimit)
-		s.serveWS(ws, req, release)
+		s.serveWS(conn, req, release)
 	})
 }
 
@@ -119,22 +115,18 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return false
 }
 
-// originPatterns are the same rules in the form websocket.Accept checks again.
-func (s *Server) originPatterns() []string {
-	return append([]string{s.public.Host}, s.cfg.AllowedOrigins...)
-}
-
-// wsConn is one open WebSocket: the reader runs in the handler's goroutine, the writer
+// wsConn is one open WebSocket: the reader runs on a goroutine of its own, the writer
 // is the send queue's (started only while frames wait), pings come from a timer.
 type wsConn struct {
 	s       *Server
-	ws      *websocket.Conn
+	conn    *frameConn
 	req     wsRequest
 	ctx     context.Context // cancelled when the connection ends
 	cancel  context.CancelFunc
 	queue   *hub.SendQueue
 	limiter *rate.Limiter
 	ping    atomic.Pointer[time.Timer]
+	stall   *time.Timer // watchStore's; made on the first frame, used by the reader only
 
 	sess   *chat.Session // as entered; re-read while it has no participant, and after sessionRecheck
 	readAt time.Time     // when sess was last read
@@ -153,13 +145,14 @@ type wsConn struct {
 // buffers and the request while it runs; returning frees them all, and the new
 // goroutine starts with a small stack that only the read loop uses (idle memory per
 // connection: docs/BENCHMARKS.md). release is called once the connection has ended.
-func (s *Server) serveWS(ws *websocket.Conn, req wsRequest, release func()) {
+func (s *Server) serveWS(conn *frameConn, req wsRequest, release func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &wsConn{s: s, ws: ws, req: req, ctx: ctx, cancel: cancel, release: release,
+	c := &wsConn{s: s, conn: conn, req: req, ctx: ctx, cancel: cancel, release: release,
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.RatePerSec), s.cfg.RateBurst)}
-	c.queue = hub.NewSendQueue(s.cfg.SendQueue, c.write, c.sendFailed)
+	c.queue = hub.NewSendQueue(s.cfg.SendQueue, conn, c.sendFailed)
 	if !s.track(c) {
-		c.close(websocket.StatusGoingAway, "server shutting down")
+		c.close(ws.StatusGoingAway, "server shutting down")
+		c.hangUp()
 		release()
 		return
 	}
@@ -188,8 +181,16 @@ func (c *wsConn) run() {
 // end releases the connection after its read loop ended or its entering failed.
 func (c *wsConn) end() {
 	c.finish()
+	c.hangUp()
 	c.s.untrack(c)
 	c.release()
+}
+
+// hangUp closes the TCP connection once the client has answered the close frame (or
+// had closeGrace to).
+func (c *wsConn) hangUp() {
+	c.conn.linger(closeGrace)
+	c.conn.drop()
 }
 
 // track registers c for Shutdown; false once shutting down.
@@ -268,7 +269,7 @@ func (c *wsConn) refuse(err error) {
 		c.abort("too slow")
 		return
 	case errors.Is(err, errClientGone):
-		c.close(websocket.StatusGoingAway, "")
+		c.close(ws.StatusGoingAway, "")
 		return
 	}
 	c.s.logError(nil, err)
@@ -278,9 +279,9 @@ func (c *wsConn) refuse(err error) {
 	case chat.ERoomFull:
 		c.close(StatusRoomFull, "room full")
 	case chat.EUnavailable:
-		c.close(websocket.StatusTryAgainLater, "try again later")
+		c.close(statusTryAgainLater, "try again later")
 	default:
-		c.close(websocket.StatusInternalError, "internal error")
+		c.close(ws.StatusInternalServerError, "internal error")
 	}
 }
 
@@ -341,15 +342,15 @@ func (c *wsConn) publish(ctx context.Context, ev chat.Event) {
 	}
 }
 
-// readLoop reads client frames until the connection ends. coder/websocket closes a
-// connection whose frame is over the read limit with 1009 (message too big).
+// readLoop reads client messages until the connection ends.
 func (c *wsConn) readLoop() {
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		op, data, err := c.conn.readMessage()
 		if err != nil {
+			c.closeFor(err)
 			return
 		}
-		if typ != websocket.MessageText {
+		if op != ws.OpText {
 			c.reply(chat.Errorf(chat.EInvalidFrame, "Frames must be JSON text."), "")
 			continue
 		}
@@ -357,12 +358,23 @@ func (c *wsConn) readLoop() {
 	}
 }
 
-// write sends one frame now; the send queue's writer and the replay use it.
-func (c *wsConn) write(frame []byte) error {
-	ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
-	defer cancel()
-	return c.ws.Write(ctx, websocket.MessageText, frame)
+// closeFor closes the connection after a read error that is the client's doing: 1009
+// for a message over the read limit, 1002 for a frame that breaks the protocol
+// (unmasked, reserved bits or op codes, a stray continuation).
+func (c *wsConn) closeFor(err error) {
+	var protocol ws.ProtocolError
+	switch {
+	case errors.Is(err, errTooBig):
+		c.close(ws.StatusMessageTooBig, "message too big")
+	case errors.As(err, &protocol):
+		c.close(ws.StatusProtocolError, string(protocol))
+	case errors.Is(err, ws.ErrHeaderLengthMSB):
+		c.close(ws.StatusProtocolError, "bad frame length")
+	}
 }
+
+// write sends one frame now, outside the send queue: the welcome, the replay, a refusal.
+func (c *wsConn) write(frame []byte) error { return c.conn.writeText(frame) }
 
 // errClientGone marks a failed write during the replay: the client left, nothing to log.
 var errClientGone = errors.New("the client went away")
@@ -407,30 +419,36 @@ func (c *wsConn) sendFailed(err error) {
 	c.abort("too slow")
 }
 
-// keepAlive pings the client; a client that does not answer within IdleTimeout is
-// gone and its connection is closed. The timer re-arms itself, so no goroutine waits
-// between pings.
+// keepAlive pings the client; a client that has sent nothing (no frame, not even a
+// pong) for IdleTimeout is gone and its connection is closed. The timer re-arms
+// itself, so no goroutine waits between pings, and reads need no deadline.
 func (c *wsConn) keepAlive() {
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.IdleTimeout)
-	defer cancel()
-	if err := c.ws.Ping(ctx); err != nil {
+	silent := time.Since(c.conn.heardAt())
+	if silent >= c.s.cfg.IdleTimeout {
+		c.abort("idle timeout")
+		return
+	}
+	if err := c.conn.writeControl(ws.OpPing, nil); err != nil {
 		c.abort("idle timeout")
 		return
 	}
 	if t := c.ping.Load(); t != nil {
-		t.Reset(c.s.cfg.PingInterval)
+		t.Reset(min(c.s.cfg.PingInterval, c.s.cfg.IdleTimeout-silent))
 	}
 }
 
 // goAway closes the connection for a server shutdown, so the client reconnects to
 // another replica.
-func (c *wsConn) goAway() { c.close(websocket.StatusGoingAway, "server shutting down") }
+func (c *wsConn) goAway() { c.close(ws.StatusGoingAway, "server shutting down") }
 
-// close closes the WebSocket once with the given status.
-func (c *wsConn) close(code websocket.StatusCode, reason string) {
+// close sends the close frame once with the given status and stops the connection's
+// store calls. The read loop then waits for the client's answer; if none comes within
+// closeGrace, the TCP connection is dropped, which also cuts short a blocked write.
+func (c *wsConn) close(code ws.StatusCode, reason string) {
 	c.closeOnce.Do(func() {
 		c.queue.Close()
-		_ = c.ws.Close(code, reason)
+		time.AfterFunc(closeGrace, c.conn.drop)
+		_ = c.conn.writeClose(code, reason)
 		c.cancel()
 	})
 }
@@ -438,21 +456,26 @@ func (c *wsConn) close(code websocket.StatusCode, reason string) {
 // abort closes a connection that does not keep up (or does not answer pings) with a
 // close frame, but does not wait for it: if the close handshake has not finished
 // within closeGrace, the TCP connection is dropped. Either way the client reconnects
-// and replays what it missed.
+// and replays what it missed. It runs on the delivering goroutine, so it writes the
+// close frame on another: the writer may be stuck behind the slow client.
 func (c *wsConn) abort(reason string) {
 	c.closeOnce.Do(func() {
 		c.queue.Close()
-		go func() { _ = c.ws.Close(websocket.StatusPolicyViolation, reason) }()
-		time.AfterFunc(closeGrace, c.cancel) // cancelling the read drops the connection
+		time.AfterFunc(closeGrace, func() {
+			c.cancel()
+			c.conn.drop()
+		})
+		go func() { _ = c.conn.writeClose(ws.StatusPolicyViolation, reason) }()
 	})
 }
 
-// finish releases the connection after its read loop ended.
+// finish closes the connection (if not yet) after its read loop ended and waits for
+// its writer.
 func (c *wsConn) finish() {
 	if t := c.ping.Load(); t != nil {
 		t.Stop()
 	}
-	c.close(websocket.StatusNormalClosure, "")
+	c.close(ws.StatusNormalClosure, "")
 	c.queue.Wait()
 }
 
@@ -467,8 +490,9 @@ func (c *wsConn) handleFrame(data []byte) {
 		c.reply(chat.Errorf(chat.ERateLimited, "You are sending too fast; please slow down."), f.ID)
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, storeTimeout)
-	defer cancel()
+	ctx := c.ctx
+	c.watchStore()
+	defer c.stall.Stop()
 	switch f.Type {
 	case frameSend:
 		err = c.handleSend(ctx, f.ID, f.Text, chat.KindChat)
@@ -482,6 +506,24 @@ func (c *wsConn) handleFrame(data []byte) {
 	if err != nil {
 		c.reply(err, f.ID)
 	}
+}
+
+// watchStore bounds the store calls of one frame by storeTimeout without a context
+// and timer of their own per frame: one timer per connection is re-armed. A store
+// stalled that long closes the connection (1013, try again later), which cancels the
+// connection's context and so the stalled call; the client reconnects, and resends
+// what was not acknowledged, harmlessly.
+func (c *wsConn) watchStore() {
+	if c.stall == nil {
+		c.stall = time.AfterFunc(storeTimeout, c.storeStalled)
+		return
+	}
+	c.stall.Reset(storeTimeout)
+}
+
+func (c *wsConn) storeStalled() {
+	c.s.log.Warn("a store call took too long; closing the connection", "session", c.sess.ID, "timeout", storeTimeout)
+	c.close(statusTryAgainLater, "try again later")
 }
 
 // handleSend stores a message, acknowledges it to the sender and publishes it to the
@@ -507,12 +549,19 @@ func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind
 	if dup && stored.From != c.req.email {
 		return chat.Errorf(chat.EInvalidFrame, "This message id is already used in this chat; send it with a new id.")
 	}
-	c.send(encodeAck(id, stored.Seq))
-	if !dup {
-		c.s.metrics.Stored(1)
-		c.publish(ctx, chat.Event{Type: chat.EventMessage, Session: c.sess.ID, Seq: stored.Seq,
-			Frame: encodeMessage(stored)})
+	if dup {
+		c.send(encodeAck(id, stored.Seq))
+		return nil
 	}
+	c.s.metrics.Stored(1)
+	frame := encodeMessage(stored)
+	// The ack and the message go to this replica's connections at once, the sender's
+	// two in one write; the broker carries the message to the other replicas.
+	c.queue.Hold()
+	c.send(encodeAck(id, stored.Seq))
+	c.member.Deliver(stored.Seq, frame)
+	c.queue.Release()
+	c.publish(ctx, chat.Event{Type: chat.EventMessage, Session: c.sess.ID, Seq: stored.Seq, Frame: frame})
 	return nil
 }
 

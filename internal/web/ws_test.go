@@ -159,7 +159,7 @@ func TestWSRoomFull(t *testing.T) {
 	if f.Code != "room_full" || f.Message == "" {
 		t.Fatalf("third got %s", f.raw)
 	}
-	if code := third.closed(); code != StatusRoomFull {
+	if code := third.closed(); code != websocket.StatusCode(StatusRoomFull) {
 		t.Fatalf("close status %d, want 4003", code)
 	}
 	// The same people can still connect from another tab.

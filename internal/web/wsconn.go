@@ -1,0 +1,112 @@
+package web
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"parley/internal/hub"
+)
+
+// WebSocket close codes Parley uses besides gobwas/ws's.
+const (
+	// StatusRoomFull closes the connection of a third person entering a chat of two.
+	StatusRoomFull ws.StatusCode = 4003
+	// statusTryAgainLater (1013) tells the client a backend is down; reconnect later.
+	statusTryAgainLater ws.StatusCode = 1013
+)
+
+// Buffer sizes of a WebSocket. Chat frames are a few hundred bytes: one read of
+// wsReadBuffer takes a whole frame (header and payload) in one system call, and a
+// larger frame is read past the buffer. Write buffers are pooled, held only while a
+// batch is written, so an idle connection keeps none.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 4 << 10  // a pooled buffer's starting size
+	maxBatch      = 64 << 10 // a batch this large is written before more is added
+)
+
+var (
+	// errTooBig is a message over the read limit; the connection is closed with 1009.
+	errTooBig = errors.New("websocket: message over the read limit")
+	// errPeerClosed is the client's close frame; the close handshake is done.
+	errPeerClosed = errors.New("websocket: closed by the client")
+	// errClosing refuses a data frame once the close frame is sent.
+	errClosing = errors.New("websocket: closing")
+)
+
+// frameConn is the server's end of one WebSocket (RFC 6455) on a hijacked TCP
+// connection. It does only what Parley needs, without a context or timer per frame:
+// the read loop reads whole messages from a small buffer, answering pings and close
+// frames on the way; frames queued together go out in one write under a write
+// deadline set once per write; pings and idle timeouts are the caller's timer
+// (wsConn.keepAlive), reading heardAt.
+type frameConn struct {
+	conn  net.Conn
+	br    *bufio.Reader // wsReadBuffer bytes, starting with what followed the handshake
+	limit int64         // the largest message accepted
+
+	// Read state, touched only by the goroutine that reads.
+	msg        []byte    // a fragmented message being put together
+	msgOp      ws.OpCode // its op code
+	fragmented bool
+	closeSeen  bool  // the client's close frame has been read
+	skip       int64 // payload bytes of a refused frame still to be read past
+	heard      atomic.Int64
+
+	batch *[]byte // frames Added and not yet flushed; only the send queue's writer touches it
+
+	wmu     sync.Mutex  // one frame at a time: the send queue's, pings, pongs, close
+	closing atomic.Bool // the close frame is sent (set under wmu); nothing is sent after it
+}
+
+var _ hub.FrameWriter = (*frameConn)(nil)
+
+// upgrade completes the WebSocket handshake of r and returns the connection. net/http's
+// 4 KiB read and write buffers are let go (bytes the client sent right after its
+// handshake are carried over), so an idle connection keeps only wsReadBuffer.
+func upgrade(w http.ResponseWriter, r *http.Request, limit int64) (*frameConn, error) {
+	conn, rw, _, err := ws.HTTPUpgrader{Timeout: writeTimeout}.Upgrade(r, w)
+	if err != nil {
+		if conn != nil {
+			_ = conn.Close()
+		}
+		return nil, err
+	}
+	var rd io.Reader = conn
+	if n := rw.Reader.Buffered(); n > 0 {
+		early, _ := rw.Reader.Peek(n)
+		rd = &earlyReader{early: append([]byte(nil), early...), conn: conn}
+	}
+	c := &frameConn{conn: conn, br: bufio.NewReaderSize(rd, wsReadBuffer), limit: limit}
+	c.heard.Store(time.Now().UnixNano())
+	return c, nil
+}
+
+// earlyReader reads the bytes net/http had buffered past the handshake, then the socket.
+type earlyReader struct {
+	early []byte
+	conn  net.Conn
+}
+
+func (r *earlyReader) Read(p []byte) (int, error) {
+	if len(r.early) == 0 {
+		return r.conn.Read(p)
+	}
+	n := copy(p, r.early)
+	r.early = r.early[n:]
+	return n, nil
+}
+
+// heardAt is when the client last sent a frame (of any kind, pongs included).
+func (c *frameConn) heardAt() time.Time { return time.Unix(0, c.heard.Load()) }
+
+// drop closes the TCP connection, cutting short a blocked read or write.
+func (c *frameConn) drop() { _ = c.conn.Close() }

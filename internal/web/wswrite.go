@@ -1,0 +1,109 @@
+package web
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// writeBuffers hold frames while they are written. Pooled, so that an idle
+// connection keeps no write buffer and a busy one allocates none per frame.
+var writeBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, wsWriteBuffer)
+	return &b
+}}
+
+func getWriteBuffer() *[]byte { return writeBuffers.Get().(*[]byte) }
+
+// putWriteBuffer returns b to the pool, unless a large frame grew it: the pool would
+// keep that size for every later small batch.
+func putWriteBuffer(b *[]byte) {
+	if cap(*b) > 2*maxBatch {
+		return
+	}
+	*b = (*b)[:0]
+	writeBuffers.Put(b)
+}
+
+// appendFrame appends one unmasked, final frame (a server's frame) to dst.
+func appendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
+	n := len(payload)
+	switch {
+	case n < 126:
+		dst = append(dst, 0x80|byte(op), byte(n))
+	case n <= 0xffff:
+		dst = append(dst, 0x80|byte(op), 126)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+	default:
+		dst = append(dst, 0x80|byte(op), 127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	return append(dst, payload...)
+}
+
+// Add appends a text frame to the batch (hub.FrameWriter). Only the send queue's
+// writer calls it, and Flush next.
+func (c *frameConn) Add(frame []byte) bool {
+	if c.batch == nil {
+		c.batch = getWriteBuffer()
+	}
+	*c.batch = appendFrame(*c.batch, ws.OpText, frame)
+	return len(*c.batch) >= maxBatch
+}
+
+// Flush writes the batch in one write (hub.FrameWriter).
+func (c *frameConn) Flush() error {
+	b := c.batch
+	if b == nil {
+		return nil
+	}
+	c.batch = nil
+	err := c.write(*b, writeTimeout)
+	putWriteBuffer(b)
+	return err
+}
+
+// writeText writes one text frame now, outside the send queue (the welcome, the
+// replay, a refusal).
+func (c *frameConn) writeText(frame []byte) error { return c.writeFrame(ws.OpText, frame) }
+
+// writeControl writes a ping or pong.
+func (c *frameConn) writeControl(op ws.OpCode, payload []byte) error {
+	return c.writeFrame(op, payload)
+}
+
+func (c *frameConn) writeFrame(op ws.OpCode, payload []byte) error {
+	b := getWriteBuffer()
+	*b = appendFrame(*b, op, payload)
+	err := c.write(*b, writeTimeout)
+	putWriteBuffer(b)
+	return err
+}
+
+// write writes p, whole frames, unless the close frame has gone out.
+func (c *frameConn) write(p []byte, timeout time.Duration) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closing.Load() {
+		return errClosing
+	}
+	_ = c.conn.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := c.conn.Write(p)
+	return err
+}
+
+// writeClose sends the close frame, once; nothing is sent after it. The reply to a
+// client's close frame is sent the same way.
+func (c *frameConn) writeClose(code ws.StatusCode, reason string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closing.Swap(true) {
+		return nil
+	}
+	frame := appendFrame(make([]byte, 0, 4+len(reason)), ws.OpClose, ws.NewCloseFrameBody(code, reason))
+	_ = c.conn.SetWriteDeadline(time.Now().Add(closeGrace))
+	_, err := c.conn.Write(frame)
+	return err
+}
