@@ -161,7 +161,7 @@ func TestLatenciesMerge(t *testing.T) {
 
 func TestSendFrameIsJSON(t *testing.T) {
 	var f struct{ Type, ID, Text string }
-	b := sendFrame(nil, "abc-1-a-7", messageText(40))
+	b := sendFrame(nil, "abc-1-a-", 7, messageText(40))
 	if err := json.Unmarshal(b, &f); err != nil || f.Type != "send" || f.ID != "abc-1-a-7" || len(f.Text) != 40 {
 		t.Errorf("%s: %+v %v", b, f, err)
 	}
@@ -177,10 +177,14 @@ func TestIDNumber(t *testing.T) {
 		{"OtherPrefix", "r1-3-b-42", 0, false},
 		{"NotNumber", "r1-3-a-x", 0, false},
 		{"Zero", "r1-3-a-0", 0, false},
+		{"PrefixOnly", "r1-3-a-", 0, false},
+		{"Sign", "r1-3-a-+4", 0, false},
+		{"Huge", "r1-3-a-99999999999999999999", 0, false},
+		{"Leading zero", "r1-3-a-012", 12, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n, ok := idNumber(tt.id, "r1-3-a-")
+			n, ok := idNumber([]byte(tt.id), "r1-3-a-")
 			if n != tt.want || ok != tt.ok {
 				t.Errorf("got %d %v", n, ok)
 			}
@@ -259,29 +263,30 @@ func TestTableAndIntegrity(t *testing.T) {
 func TestDecodeFrame(t *testing.T) {
 	tests := []struct {
 		name, in string
-		want     frame
+		want     jsonFrame
 	}{
 		{"Message", `{"type":"message","seq":42,"id":"c-1","from":"a@x.org","to":"b@x.org","text":"he said \"hi\"\\","kind":"chat","at":"2026-11-27T12:00:00.123456Z"}`,
-			frame{Type: "message", Seq: 42, ID: "c-1", From: "a@x.org"}},
+			jsonFrame{Type: "message", Seq: 42, ID: "c-1", From: "a@x.org"}},
 		{"Welcome", `{"type":"welcome","session":"s1","room":"r","role":"host","you":"a@x.org","peer":null,"status":"inprogress","last_seq":41}`,
-			frame{Type: "welcome", Session: "s1"}},
-		{"Error", ` { "type" : "error" , "code" : "room_full", "message": "full" } `, frame{Type: "error", Code: "room_full"}},
-		{"Ack", `{"type":"ack","id":"c-1","seq":7}`, frame{Type: "ack", ID: "c-1", Seq: 7}},
-		{"Presence", `{"type":"presence","email":"b@x.org","online":true}`, frame{Type: "presence"}},
-		{"Nested", `{"type":"x","extra":{"a":[1,2]},"id":"q"}`, frame{Type: "x", ID: "q"}},
-		{"EscapedKept", `{"type":"message","id":"a\u002db","seq":1}`, frame{Type: "message", ID: "a-b", Seq: 1}},
-		{"Empty", `{}`, frame{}},
+			jsonFrame{Type: "welcome", Session: "s1"}},
+		{"Error", ` { "type" : "error" , "code" : "room_full", "message": "full" } `, jsonFrame{Type: "error", Code: "room_full"}},
+		{"Ack", `{"type":"ack","id":"c-1","seq":7}`, jsonFrame{Type: "ack", ID: "c-1", Seq: 7}},
+		{"Presence", `{"type":"presence","email":"b@x.org","online":true}`, jsonFrame{Type: "presence"}},
+		{"Nested", `{"type":"x","extra":{"a":[1,2]},"id":"q"}`, jsonFrame{Type: "x", ID: "q"}},
+		{"EscapedKept", `{"type":"message","id":"a\u002db","seq":1}`, jsonFrame{Type: "message", ID: "a-b", Seq: 1}},
+		{"Empty", `{}`, jsonFrame{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got, viaJSON frame
-			if err := decodeFrame([]byte(tt.in), &got); err != nil {
+			var f frame
+			var viaJSON jsonFrame
+			if err := decodeFrame([]byte(tt.in), &f); err != nil {
 				t.Fatal(err)
 			}
 			if err := json.Unmarshal([]byte(tt.in), &viaJSON); err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.want || got != viaJSON {
+			if got := f.strings(); got != tt.want || got != viaJSON {
 				t.Errorf("got %+v, want %+v (encoding/json: %+v)", got, tt.want, viaJSON)
 			}
 		})
@@ -377,11 +382,13 @@ func FuzzDecodeFrame(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var want, got frame
+		var want jsonFrame
+		var f frame
 		if json.Unmarshal(data, &want) != nil {
 			return
 		}
-		if err := decodeFrame(data, &got); err != nil || got != want {
+		if err := decodeFrame(data, &f); err != nil || f.strings() != want {
+			got := f.strings()
 			t.Errorf("%q: got %+v (%v), encoding/json %+v", data, got, err, want)
 		}
 	})

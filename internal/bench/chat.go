@@ -19,6 +19,8 @@ type chatRun struct {
 	peer    *site // where each room's second client goes: another replica, or site
 	cnt     *counters
 	rooms   []room
+	readers bool           // start each client's reading goroutine once connected (idle mode)
+	wg      sync.WaitGroup // every client goroutine started
 	readCtx context.Context
 	stopRd  context.CancelFunc
 }
@@ -96,16 +98,29 @@ func (r *chatRun) connectRoom(ctx context.Context, i int) (room, error) {
 		a: newClient(r.site, r.cnt, r.runID, i, "a"),
 		b: newClient(r.peer, r.cnt, r.runID, i, "b"),
 	}
-	if err := rm.a.connect(ctx, r.readCtx); err != nil {
+	if err := rm.a.connect(ctx); err != nil {
 		rm.a.close()
 		return rm, err
 	}
-	if err := rm.b.connect(ctx, r.readCtx); err != nil {
+	r.startReader(rm.a)
+	if err := rm.b.connect(ctx); err != nil {
 		rm.a.close()
 		rm.b.close()
 		return rm, err
 	}
+	r.startReader(rm.b)
 	return rm, nil
+}
+
+// startReader starts c's goroutine reading until it is closed, when the run holds
+// connections (idle mode): the server's pings must be answered. In a chat the closed
+// loop starts the goroutine instead.
+func (r *chatRun) startReader(c *client) {
+	if !r.readers {
+		return
+	}
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); c.readUntilClosed(r.readCtx) }()
 }
 
 // snapshot is the run-wide counters at one instant.
@@ -121,9 +136,9 @@ type snapshot struct {
 // /metrics) and by the generator: the two share the cores, so how much of them each
 // got explains a number, and CPU per message compares runs on a busy and a quiet machine.
 func (r *chatRun) snap(ctx context.Context) snapshot {
-	s := snapshot{at: time.Now(), sends: r.cnt.sends.Load(),
-		deliveries: r.cnt.deliveries.Load(), acks: r.cnt.acks.Load(), serverCPU: -1,
-		benchCPU: selfCPUSeconds()}
+	t := r.cnt.totals()
+	s := snapshot{at: time.Now(), sends: t.sends, deliveries: t.deliveries, acks: t.acks,
+		serverCPU: -1, benchCPU: selfCPUSeconds()}
 	sites := []*site{r.site}
 	if r.peer != r.site {
 		sites = append(sites, r.peer)
@@ -140,31 +155,40 @@ func (r *chatRun) snap(ctx context.Context) snapshot {
 	return s
 }
 
-// loop runs the senders through warmup and the measured duration, drains, and tallies.
+// loop runs the closed loop through warmup and the measured duration, drains, and
+// tallies. Each client's one goroutine sends and reads (see loop.runChat); when the
+// run's time including the drain is up, or ctx ends, every client is aborted.
 func (r *chatRun) loop(ctx context.Context, stderr io.Writer) *Result {
 	start := time.Now()
 	measureFrom := start.Add(r.o.Warmup)
 	runEnd := measureFrom.Add(r.o.Duration)
 	sendCtx, cancelSend := context.WithDeadline(ctx, runEnd.Add(r.o.Drain))
 	defer cancelSend()
-	stop := make(chan struct{})
 	l := &loop{text: messageText(r.o.Size), measureFrom: measureFrom,
-		resendAfter: r.o.ResendAfter, lat: newLatencies(), stop: stop}
-	var senders sync.WaitGroup
+		resendAfter: r.o.ResendAfter, lat: newLatencies()}
+	var sending sync.WaitGroup
 	for i, rm := range r.rooms {
 		for j, c := range []*client{rm.a, rm.b} {
-			senders.Add(1)
-			go func() { defer senders.Done(); l.run(sendCtx, c, 2*i+j) }()
+			sending.Add(1)
+			r.wg.Add(1)
+			go func() { defer r.wg.Done(); l.runChat(sendCtx, c, 2*i+j, &sending) }()
 		}
 	}
+	stopAbort := context.AfterFunc(sendCtx, func() {
+		for _, rm := range r.rooms {
+			rm.a.abort()
+			rm.b.abort()
+		}
+	})
+	defer stopAbort()
 	prog := newProgress(r.cnt, stderr, r.o.Quiet, start, measureFrom, runEnd)
 	defer prog.stop()
 	sleepUntil(ctx, measureFrom)
 	s0 := r.snap(ctx)
 	sleepUntil(ctx, runEnd)
 	s1 := r.snap(ctx)
-	close(stop)
-	senders.Wait()
+	l.stop.Store(true)
+	sending.Wait()
 	r.awaitDrain(sendCtx)
 	prog.stop()
 	r.shutdown()
@@ -203,17 +227,15 @@ func lastExpected(c *client) int {
 	return n
 }
 
-// shutdown closes every connection and waits for the readers. It is safe to repeat.
+// shutdown closes every connection and waits for the client goroutines. It is safe
+// to repeat.
 func (r *chatRun) shutdown() {
 	for _, rm := range r.rooms {
 		rm.a.close()
 		rm.b.close()
 	}
 	r.stopRd()
-	for _, rm := range r.rooms {
-		<-rm.a.readerDone
-		<-rm.b.readerDone
-	}
+	r.wg.Wait()
 }
 
 // result turns the counters between s0 and s1, the latencies and the ledgers into
@@ -231,6 +253,9 @@ func (r *chatRun) result(s0, s1 snapshot, lat *latencies) *Result {
 		res.SendsPerSec = float64(res.Sends) / secs
 		res.DeliveriesPerSec = float64(res.Deliveries) / secs
 		res.BenchCPU = (s1.benchCPU - s0.benchCPU) / secs
+		if res.Deliveries > 0 {
+			res.BenchCPUPerDelivery = (s1.benchCPU - s0.benchCPU) / float64(res.Deliveries) * 1e6
+		}
 		if s0.serverCPU >= 0 && s1.serverCPU >= 0 {
 			res.ServerCPU = (s1.serverCPU - s0.serverCPU) / secs
 			if res.Deliveries > 0 {

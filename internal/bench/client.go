@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 )
 
 // Limits of one client's connection.
@@ -32,10 +32,10 @@ const (
 
 // site is where the clients sign in and connect, with the HTTP client they share.
 type site struct {
-	base   *url.URL
-	origin string
-	http   *http.Client // for POST /join: keeps connections, does not follow redirects
-	ws     *http.Client // for WebSocket handshakes
+	base    *url.URL
+	origin  string
+	http    *http.Client                                                      // for POST /join: keeps connections, does not follow redirects
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error) // for WebSockets
 }
 
 func newSite(rawURL string, parallel int) (*site, error) {
@@ -51,10 +51,10 @@ func newSite(rawURL string, parallel int) (*site, error) {
 	}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &site{
-		base:   u,
-		origin: u.Scheme + "://" + u.Host,
-		http:   &http.Client{Transport: tr, CheckRedirect: noRedirect, Timeout: joinTimeout},
-		ws:     &http.Client{Transport: &http.Transport{DialContext: tr.DialContext}},
+		base:    u,
+		origin:  u.Scheme + "://" + u.Host,
+		http:    &http.Client{Transport: tr, CheckRedirect: noRedirect, Timeout: joinTimeout},
+		netDial: tr.DialContext,
 	}, nil
 }
 
@@ -92,7 +92,7 @@ func (s *site) join(ctx context.Context, room, email string) (string, error) {
 
 // dial opens the room's WebSocket with the cookie, replaying messages after seq
 // (all of them when after < 0).
-func (s *site) dial(ctx context.Context, room, cookie string, after int64) (*websocket.Conn, error) {
+func (s *site) dial(ctx context.Context, room, cookie string, after int64) (*wsConn, error) {
 	scheme := "ws"
 	if s.base.Scheme == "https" {
 		scheme = "wss"
@@ -101,22 +101,28 @@ func (s *site) dial(ctx context.Context, room, cookie string, after int64) (*web
 	if after >= 0 {
 		u += "?after=" + strconv.FormatInt(after, 10)
 	}
-	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	h := http.Header{}
-	h.Set("Cookie", cookie)
-	h.Set("Origin", s.origin)
-	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
-		HTTPClient: s.ws, HTTPHeader: h, CompressionMode: websocket.CompressionDisabled,
-	})
+	d := ws.Dialer{
+		Timeout: dialTimeout,
+		Header:  ws.HandshakeHeaderHTTP(http.Header{"Cookie": {cookie}, "Origin": {s.origin}}),
+		NetDial: s.netDial,
+	}
+	nc, br, _, err := d.Dial(ctx, u)
 	if err != nil {
 		code := "dial_failed"
-		if resp != nil {
-			code = "dial_" + strconv.Itoa(resp.StatusCode)
+		var status ws.StatusError
+		if errors.As(err, &status) {
+			code = "dial_" + strconv.Itoa(int(status))
 		}
 		return nil, &codedError{code: code, err: fmt.Errorf("dial %s: %w", u, err)}
 	}
-	c.SetReadLimit(readLimit)
+	var buffered []byte // frames the server sent right behind its handshake response
+	if br != nil {
+		buffered, _ = br.Peek(br.Buffered())
+	}
+	c := newWSConn(nc, buffered)
+	if br != nil {
+		ws.PutReader(br)
+	}
 	return c, nil
 }
 
@@ -141,21 +147,13 @@ func errorCode(err error) string {
 	return "other"
 }
 
-// frame is the part of a server frame the bench looks at.
-type frame struct {
-	Type    string `json:"type"`
-	Seq     int64  `json:"seq"`
-	ID      string `json:"id"`
-	From    string `json:"from"`
-	Code    string `json:"code"`
-	Session string `json:"session"`
-}
-
-// sendFrame appends the JSON of a send frame. id and text need no escaping: the bench
-// makes both from ASCII letters, digits and '-'.
-func sendFrame(buf []byte, id, text string) []byte {
+// sendFrame appends the JSON of a send frame of message n, whose id is prefix + n.
+// The id and text need no escaping: the bench makes both from ASCII letters, digits
+// and '-'.
+func sendFrame(buf []byte, prefix string, n int, text string) []byte {
 	buf = append(buf, `{"type":"send","id":"`...)
-	buf = append(buf, id...)
+	buf = append(buf, prefix...)
+	buf = strconv.AppendInt(buf, int64(n), 10)
 	buf = append(buf, `","text":"`...)
 	buf = append(buf, text...)
 	return append(buf, `"}`...)
@@ -173,38 +171,71 @@ func messageText(size int) string {
 
 // idNumber parses the message number n from an id "<prefix><n>" made by this run;
 // ok is false for any other id.
-func idNumber(id, prefix string) (int, bool) {
-	if !strings.HasPrefix(id, prefix) {
+func idNumber(id []byte, prefix string) (int, bool) {
+	if len(id) <= len(prefix) || string(id[:len(prefix)]) != prefix {
 		return 0, false
 	}
-	n, err := strconv.Atoi(id[len(prefix):])
-	if err != nil || n < 1 {
-		return 0, false
+	n := 0
+	for _, c := range id[len(prefix):] {
+		if c < '0' || c > '9' || n > 1e9 {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
 	}
-	return n, true
+	return n, n >= 1
 }
 
-// counters are the run-wide totals the progress line and the result read.
+// counters are the run-wide totals the progress line and the result read. The busy
+// ones (sends, deliveries, acks) are kept per client, each written by its client's
+// goroutine only, and added up when read: one shared counter would move its cache
+// line between the cores at every delivery.
 type counters struct {
-	sends      atomic.Int64 // first attempts of a message
-	deliveries atomic.Int64 // message frames received, at every client
-	acks       atomic.Int64
 	reconnects atomic.Int64
-	errMu      sync.Mutex
+	mu         sync.Mutex
 	errs       map[string]int64
+	clients    []*clientStats
 }
+
+// clientStats are one client's busy counters.
+type clientStats struct {
+	sends      atomic.Int64 // first attempts of a message
+	deliveries atomic.Int64 // message frames received
+	acks       atomic.Int64
+}
+
+// totals is the sum of the busy counters of every client.
+type totals struct{ sends, deliveries, acks int64 }
 
 func newCounters() *counters { return &counters{errs: make(map[string]int64)} }
 
+// register adds a client's counters to the totals.
+func (c *counters) register(s *clientStats) {
+	c.mu.Lock()
+	c.clients = append(c.clients, s)
+	c.mu.Unlock()
+}
+
+func (c *counters) totals() totals {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var t totals
+	for _, s := range c.clients {
+		t.sends += s.sends.Load()
+		t.deliveries += s.deliveries.Load()
+		t.acks += s.acks.Load()
+	}
+	return t
+}
+
 func (c *counters) addError(code string) {
-	c.errMu.Lock()
+	c.mu.Lock()
 	c.errs[code]++
-	c.errMu.Unlock()
+	c.mu.Unlock()
 }
 
 func (c *counters) errorTotal() int64 {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var n int64
 	for _, v := range c.errs {
 		n += v
@@ -213,8 +244,8 @@ func (c *counters) errorTotal() int64 {
 }
 
 func (c *counters) errorsCopy() map[string]int64 {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	m := make(map[string]int64, len(c.errs))
 	for k, v := range c.errs {
 		m[k] = v

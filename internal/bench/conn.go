@@ -1,26 +1,21 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
-// arrival is one of a client's own messages coming back, for its sender loop.
-type arrival struct {
-	n  int
-	at time.Time
-}
-
-// client is one simulated person: signed in to a room, with one WebSocket whose
-// reader goroutine records every frame. In chat mode a sender loop (see sender.go)
-// runs beside the reader.
+// client is one simulated person: signed in to a room, with one WebSocket. One
+// goroutine per client does everything on its connection: in a chat it writes a
+// message, then reads frames (its peer's messages, acks, its own message coming back)
+// until its own message is back, and so on (see sender.go); afterwards, and in idle
+// mode, it only reads. No frame is handed to another goroutine, so a delivery costs
+// no goroutine wake beyond the network poller's.
 type client struct {
 	site            *site
 	cnt             *counters
@@ -29,16 +24,25 @@ type client struct {
 	prefix          string // ids of this client's messages: prefix + n
 	peerPrefix      string
 	cookie          string
-	conn            atomic.Pointer[websocket.Conn]
+	mu              sync.Mutex // guards swapping ws against abort and close
+	ws              *wsConn    // read and written by the client's goroutine only
+	deadline        time.Time  // the read deadline set on ws (zero: none); owner only
 	closing         atomic.Bool
-	readerDone      chan struct{}
-	welcome         chan struct{}
-	own             chan arrival
-	errs            chan string
+	aborted         atomic.Bool
+	welcomed        bool
+	stats           clientStats
 	maxOwn, maxPeer atomic.Int64 // highest message numbers received, for the drain
-	got             ledger       // owned by the reader until it ends
-	refused         map[int]bool // owned by the sender
-	sent            int          // owned by the sender
+	got             ledger       // owned by the client's goroutine until it ends
+	refused         map[int]bool // owned by the client's goroutine
+	sent            int          // owned by the client's goroutine
+	frame           frame        // the frame being handled
+}
+
+// event is what one frame means to the client's closed loop.
+type event struct {
+	own    int    // an own message that came back: its number; 0 for none
+	failed bool   // an error frame: the server refused something
+	code   string // its code
 }
 
 // newClient prepares side ("a" or "b") of room i of run id.
@@ -48,23 +52,21 @@ func newClient(s *site, cnt *counters, runID string, i int, side string) *client
 		peer = "a"
 	}
 	room := fmt.Sprintf("bench-%s-%d", runID, i)
-	return &client{
+	c := &client{
 		site: s, cnt: cnt, room: room,
 		email:      room + "-" + side + "@bench.test",
 		peerEmail:  room + "-" + peer + "@bench.test",
 		prefix:     fmt.Sprintf("%s-%d-%s-", runID, i, side),
 		peerPrefix: fmt.Sprintf("%s-%d-%s-", runID, i, peer),
-		readerDone: make(chan struct{}),
-		welcome:    make(chan struct{}, 1),
-		own:        make(chan arrival, 64),
-		errs:       make(chan string, 64),
 		refused:    make(map[int]bool),
 	}
+	cnt.register(&c.stats)
+	return c
 }
 
-// connect signs in, opens the WebSocket, starts the reader under readCtx and waits for
-// the welcome frame.
-func (c *client) connect(ctx, readCtx context.Context) error {
+// connect signs in, opens the WebSocket and reads until the welcome frame, on the
+// caller's goroutine; frames behind the welcome stay buffered for the client's own.
+func (c *client) connect(ctx context.Context) error {
 	cookie, err := c.site.join(ctx, c.room, c.email)
 	if err != nil {
 		return err
@@ -74,50 +76,120 @@ func (c *client) connect(ctx, readCtx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.conn.Store(ws)
-	go c.read(readCtx)
-	t := time.NewTimer(welcomeWait)
-	defer t.Stop()
-	select {
-	case <-c.welcome:
-		return nil
-	case <-c.readerDone:
-		return &codedError{code: "no_welcome", err: errors.New("connection closed before the welcome frame")}
-	case <-t.C:
-		return &codedError{code: "no_welcome", err: fmt.Errorf("no welcome frame within %v", welcomeWait)}
-	case <-ctx.Done():
+	if !c.swap(ws) {
+		return &codedError{code: "no_welcome", err: errors.New("closed before the welcome frame")}
+	}
+	stop := context.AfterFunc(ctx, c.abort)
+	defer stop()
+	if !c.setDeadline(time.Now().Add(welcomeWait)) {
 		return ctx.Err()
 	}
+	for !c.welcomed {
+		if _, err := c.next(); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case isTimeout(err):
+				return &codedError{code: "no_welcome", err: fmt.Errorf("no welcome frame within %v", welcomeWait)}
+			}
+			return &codedError{code: "no_welcome", err: fmt.Errorf("connection closed before the welcome frame: %w", err)}
+		}
+	}
+	if !stop() || !c.setDeadline(time.Time{}) {
+		return ctx.Err()
+	}
+	return nil
 }
+
+// swap makes ws the client's connection, unless the client was closed or aborted
+// meanwhile (then ws is closed). Only the client's goroutine (or connect, before it
+// starts) calls it.
+func (c *client) swap(ws *wsConn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped() {
+		_ = ws.nc.Close()
+		return false
+	}
+	c.ws, c.deadline = ws, time.Time{}
+	return true
+}
+
+// stopped reports whether close or abort was called: the client's goroutine ends.
+func (c *client) stopped() bool { return c.closing.Load() || c.aborted.Load() }
 
 // close ends the connection without waiting for the server's close frame.
 func (c *client) close() {
 	c.closing.Store(true)
-	if ws := c.conn.Load(); ws != nil {
-		_ = ws.CloseNow()
+	c.mu.Lock()
+	if c.ws != nil {
+		_ = c.ws.nc.Close()
+	}
+	c.mu.Unlock()
+}
+
+// abort wakes the client's goroutine from any read or write, to end: the run is over.
+func (c *client) abort() {
+	c.aborted.Store(true)
+	c.mu.Lock()
+	if c.ws != nil {
+		_ = c.ws.nc.SetDeadline(aLongTimeAgo)
+	}
+	c.mu.Unlock()
+}
+
+// setDeadline sets the read deadline (zero: none). It reports false when the client
+// was aborted: abort's deadline must not be overwritten, so the caller ends.
+func (c *client) setDeadline(t time.Time) bool {
+	_ = c.ws.nc.SetReadDeadline(t)
+	c.deadline = t
+	return !c.aborted.Load()
+}
+
+// armDeadline makes sure a read deadline fires by t. An earlier one is left alone (it
+// fires early, and the caller sets the next), so most messages set none: setting a
+// deadline reprograms a runtime timer, which the closed loop need not pay per message.
+func (c *client) armDeadline(t time.Time) bool {
+	if c.deadline.IsZero() || c.deadline.After(t) {
+		return c.setDeadline(t)
+	}
+	return true
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// next reads and records one text message.
+func (c *client) next() (event, error) {
+	for {
+		op, p, err := c.ws.readMessage()
+		if err != nil {
+			return event{}, err
+		}
+		if op == opText {
+			return c.handle(p), nil
+		}
 	}
 }
 
-// read records every frame until ctx ends or close is called, reconnecting with
-// ?after= the highest seq seen if the server drops the connection.
-func (c *client) read(ctx context.Context) {
-	defer close(c.readerDone)
-	var buf bytes.Buffer
-	var f frame
+// readUntilClosed records every frame until the client is closed or aborted,
+// reconnecting with ?after= the highest seq seen if the server drops the connection.
+func (c *client) readUntilClosed(ctx context.Context) {
 	for {
-		typ, r, err := c.conn.Load().Reader(ctx)
+		_, err := c.next()
 		if err == nil {
-			buf.Reset()
-			_, err = buf.ReadFrom(r)
+			continue
 		}
-		if err != nil {
-			if c.closing.Load() || ctx.Err() != nil || !c.reconnect(ctx) {
+		if c.stopped() || ctx.Err() != nil {
+			return
+		}
+		if isTimeout(err) { // a resend deadline left from the closed loop
+			if !c.setDeadline(time.Time{}) {
 				return
 			}
 			continue
 		}
-		if typ == websocket.MessageText {
-			c.handle(buf.Bytes(), &f)
+		if !c.reconnect(ctx) {
+			return
 		}
 	}
 }
@@ -125,17 +197,22 @@ func (c *client) read(ctx context.Context) {
 // reconnect replaces a dropped connection, as a browser would, resuming after the
 // highest seq received. It reports whether it succeeded.
 func (c *client) reconnect(ctx context.Context) bool {
+	if c.stopped() || ctx.Err() != nil {
+		return false
+	}
 	c.cnt.addError("disconnected")
-	_ = c.conn.Load().CloseNow()
+	_ = c.ws.nc.Close()
 	for try := 0; try < maxReconnects; try++ {
 		ws, err := c.site.dial(ctx, c.room, c.cookie, c.got.maxSeq())
 		if err == nil {
-			c.conn.Store(ws)
+			if !c.swap(ws) {
+				return false
+			}
 			c.cnt.reconnects.Add(1)
 			return true
 		}
 		c.cnt.addError(errorCode(err))
-		if !sleepCtx(ctx, retryBackoff<<min(try, 5)) || c.closing.Load() {
+		if !sleepCtx(ctx, retryBackoff<<min(try, 5)) || c.stopped() {
 			return false
 		}
 	}
@@ -143,61 +220,56 @@ func (c *client) reconnect(ctx context.Context) bool {
 	return false
 }
 
-// handle records one server frame.
-func (c *client) handle(data []byte, f *frame) {
+// handle records one server frame and says what it means for the closed loop.
+func (c *client) handle(data []byte) event {
+	f := &c.frame
 	if err := decodeFrame(data, f); err != nil {
 		c.cnt.addError("bad_frame")
-		return
+		return event{}
 	}
-	switch f.Type {
+	switch string(f.Type) {
 	case "message":
-		c.cnt.deliveries.Add(1)
+		c.stats.deliveries.Add(1)
 		c.got.seq(f.Seq)
-		c.message(f)
+		return event{own: c.message(f)}
 	case "ack":
-		c.cnt.acks.Add(1)
+		c.stats.acks.Add(1)
 	case "error":
-		c.cnt.addError(f.Code)
-		select {
-		case c.errs <- f.Code:
-		default:
-		}
+		code := string(f.Code)
+		c.cnt.addError(code)
+		return event{failed: true, code: code}
 	case "welcome":
 		if c.got.session == "" {
-			c.got.session = f.Session
-		} else if f.Session != c.got.session {
+			c.got.session = string(f.Session)
+		} else if string(f.Session) != c.got.session {
 			c.cnt.addError("session_changed")
 		}
-		select {
-		case c.welcome <- struct{}{}:
-		default:
-		}
+		c.welcomed = true
 	case "ended":
 		c.cnt.addError("ended")
 	}
+	return event{}
 }
 
-// message files a message frame under own, peer or foreign.
-func (c *client) message(f *frame) {
-	switch f.From {
+// message files a message frame under own, peer or foreign; it returns the number of
+// an own message, else 0.
+func (c *client) message(f *frame) int {
+	switch string(f.From) {
 	case c.email:
 		if n, ok := idNumber(f.ID, c.prefix); ok {
 			c.got.ownMessage(n)
 			storeMax(&c.maxOwn, int64(n))
-			select {
-			case c.own <- arrival{n: n, at: time.Now()}:
-			default:
-			}
-			return
+			return n
 		}
 	case c.peerEmail:
 		if n, ok := idNumber(f.ID, c.peerPrefix); ok {
 			c.got.peerMessage(n)
 			storeMax(&c.maxPeer, int64(n))
-			return
+			return 0
 		}
 	}
 	c.got.foreign++
+	return 0
 }
 
 func storeMax(a *atomic.Int64, v int64) {
@@ -217,6 +289,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
-
-// idOf returns the id of message n of this client.
-func (c *client) idOf(n int) string { return c.prefix + strconv.Itoa(n) }

@@ -7,18 +7,47 @@ import (
 	"unicode/utf8"
 )
 
+// frame is the part of a server frame the bench looks at. The byte slices point into
+// the frame's data (no copy, no allocation per frame) and are valid as long as it is.
+type frame struct {
+	Type, ID, From, Code, Session []byte
+	Seq                           int64
+}
+
+// jsonFrame is frame for encoding/json, the fallback decoder.
+type jsonFrame struct {
+	Type    string `json:"type"`
+	Seq     int64  `json:"seq"`
+	ID      string `json:"id"`
+	From    string `json:"from"`
+	Code    string `json:"code"`
+	Session string `json:"session"`
+}
+
+// strings returns f's fields as strings.
+func (f *frame) strings() jsonFrame {
+	return jsonFrame{Type: string(f.Type), Seq: f.Seq, ID: string(f.ID), From: string(f.From),
+		Code: string(f.Code), Session: string(f.Session)}
+}
+
 // decodeFrame reads the fields the bench needs from one server frame. Server frames
-// are flat JSON objects, so a small scanner reads them without reflection: the load
-// generator shares the cores with the server, and every microsecond it spends per
-// delivery is taken from the thing measured. Anything the scanner does not expect (a
-// nested value, an escape inside a field it keeps) falls back to encoding/json.
+// are flat JSON objects, so a small scanner reads them without reflection or copies:
+// the load generator shares the cores with the server, and every microsecond it spends
+// per delivery is taken from the thing measured. Anything the scanner does not expect
+// (a nested value, an escape inside a field it keeps) falls back to encoding/json.
 func decodeFrame(data []byte, f *frame) error {
 	*f = frame{}
 	if scanFrame(data, f) {
 		return nil
 	}
 	*f = frame{}
-	return json.Unmarshal(data, f)
+	var j jsonFrame
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	*f = frame{Type: []byte(j.Type), Seq: j.Seq, ID: []byte(j.ID), From: []byte(j.From),
+		Code: []byte(j.Code), Session: []byte(j.Session)}
+	return nil
 }
 
 // scanFrame fills f from a flat object; it reports false when data needs the full
@@ -79,7 +108,7 @@ func scanValue(data []byte, i int, key []byte, f *frame) (int, bool) {
 			if hasEscape(s) || !utf8.Valid(s) {
 				return i, false
 			}
-			*dst = string(s)
+			*dst = s
 		}
 		return next, true
 	case c == '-' || c >= '0' && c <= '9':
@@ -114,7 +143,7 @@ func scanValue(data []byte, i int, key []byte, f *frame) (int, bool) {
 // stringField returns where the value of key goes, nil for keys the bench ignores.
 // odd is true for a key that encoding/json would match case-insensitively ("Type"):
 // only the full decoder treats those the same way.
-func (f *frame) stringField(key []byte) (dst *string, odd bool) {
+func (f *frame) stringField(key []byte) (dst *[]byte, odd bool) {
 	switch string(key) {
 	case "type":
 		return &f.Type, false
@@ -127,12 +156,29 @@ func (f *frame) stringField(key []byte) (dst *string, odd bool) {
 	case "session":
 		return &f.Session, false
 	}
-	for _, name := range []string{"type", "id", "from", "code", "session", "seq"} {
-		if bytes.EqualFold(key, []byte(name)) {
-			return nil, true
+	return nil, foldsToField(key)
+}
+
+// foldsToField reports whether key, not itself a field name, equals one ignoring case.
+// A key of lowercase ASCII (every key Parley sends) cannot, so the common case is one
+// pass over its bytes.
+func foldsToField(key []byte) bool {
+	plain := true
+	for _, c := range key {
+		if c >= 0x80 || c >= 'A' && c <= 'Z' {
+			plain = false
+			break
 		}
 	}
-	return nil, false
+	if plain {
+		return false
+	}
+	for _, name := range []string{"type", "id", "from", "code", "session", "seq"} {
+		if bytes.EqualFold(key, []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // scanString returns the raw contents of the string starting at data[i] == '"' and
@@ -141,25 +187,25 @@ func scanString(data []byte, i int) ([]byte, int, bool) {
 	if i >= len(data) || data[i] != '"' {
 		return nil, i, false
 	}
-	for j := i + 1; j < len(data); j++ {
-		switch data[j] {
-		case '\\':
-			j++
-		case '"':
-			return data[i+1 : j], j + 1, true
+	for j := i + 1; j < len(data); {
+		k := bytes.IndexByte(data[j:], '"')
+		if k < 0 {
+			break
 		}
+		q := j + k
+		bs := 0 // backslashes right before the quote: an odd number escapes it
+		for p := q - 1; p > i && data[p] == '\\'; p-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return data[i+1 : q], q + 1, true
+		}
+		j = q + 1
 	}
 	return nil, i, false
 }
 
-func hasEscape(s []byte) bool {
-	for _, c := range s {
-		if c == '\\' {
-			return true
-		}
-	}
-	return false
-}
+func hasEscape(s []byte) bool { return bytes.IndexByte(s, '\\') >= 0 }
 
 func skipSpace(data []byte, i int) int {
 	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {

@@ -27,14 +27,16 @@ func newProgress(cnt *counters, w io.Writer, quiet bool, start, measureFrom, run
 		defer p.wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		lastD, lastS, last := cnt.deliveries.Load(), cnt.sends.Load(), time.Now()
+		t0 := cnt.totals()
+		lastD, lastS, last := t0.deliveries, t0.sends, time.Now()
 		for {
 			select {
 			case <-p.done:
 				fmt.Fprint(w, "\r\033[K")
 				return
 			case now := <-t.C:
-				d, s := cnt.deliveries.Load(), cnt.sends.Load()
+				t := cnt.totals()
+				d, s := t.deliveries, t.sends
 				secs := now.Sub(last).Seconds()
 				fmt.Fprintf(w, "\r\033[K[%s %4.0fs] deliveries/s %9.0f  sends/s %8.0f  errors %d  reconnects %d",
 					phase(now, measureFrom, runEnd), now.Sub(start).Seconds(),

@@ -38,11 +38,12 @@ type Result struct {
 	Errors           map[string]int64 `json:"errors"`
 	Reconnects       int64            `json:"reconnects"`
 	// CPU the server (from its /metrics, both replicas with --peer-url; 0 when not
-	// served) and the generator used in the window, in cores, and the server's CPU per
+	// served) and the generator used in the window, in cores, and each one's CPU per
 	// delivery in microseconds.
 	ServerCPU            float64 `json:"server_cpu_cores"`
 	BenchCPU             float64 `json:"bench_cpu_cores"`
 	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery"`
+	BenchCPUPerDelivery  float64 `json:"bench_cpu_us_per_delivery"`
 	tally
 	Idle    *IdleResult `json:"idle,omitempty"`
 	Targets []Target    `json:"targets"`
@@ -170,8 +171,8 @@ func (r *Result) writeTable(w io.Writer) error {
 		fmt.Fprintf(w, "reconnects: %d\n", r.Reconnects)
 	}
 	if r.Idle == nil && (r.ServerCPU > 0 || r.BenchCPU > 0) {
-		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery), load generator %.2f cores\n",
-			r.ServerCPU, r.ServerCPUPerDelivery, r.BenchCPU)
+		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery), load generator %.2f cores (%.1f µs per delivery)\n",
+			r.ServerCPU, r.ServerCPUPerDelivery, r.BenchCPU, r.BenchCPUPerDelivery)
 	}
 	for _, t := range r.Targets {
 		fmt.Fprintln(w, t.describe())

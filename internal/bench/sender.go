@@ -3,10 +3,10 @@ package bench
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/coder/websocket"
 )
 
 // Histogram range: 1 µs to 60 s at 3 significant digits.
@@ -66,29 +66,31 @@ const (
 	aborted                // the run ended first
 )
 
-// loop is the closed loop of one client: send message n, wait for it to come back
-// through the room, record the latency if it was sent after measureFrom, send n+1;
-// until stop is closed. ctx bounds the wait for the last message.
+// loop is the closed loop every client of a chat runs: send message n, wait for it to
+// come back through the room, record the latency if it was sent after measureFrom,
+// send n+1; until stop is set.
 type loop struct {
 	text        string
 	measureFrom time.Time
 	resendAfter time.Duration
 	lat         *latencies
-	stop        <-chan struct{}
+	stop        atomic.Bool
+}
+
+// runChat is the goroutine of client c in a chat: the closed loop until l.stop, then
+// sending.Done() and reading (for the drain) until the client is closed or aborted.
+func (l *loop) runChat(ctx context.Context, c *client, shard int, sending *sync.WaitGroup) {
+	l.run(ctx, c, shard)
+	sending.Done()
+	c.readUntilClosed(ctx)
 }
 
 func (l *loop) run(ctx context.Context, c *client, shard int) {
-	var buf []byte
-	for n := 1; ; n++ {
-		select {
-		case <-l.stop:
-			return
-		default:
-		}
+	for n := 1; !l.stop.Load(); n++ {
 		c.sent = n
 		first := time.Now()
-		c.cnt.sends.Add(1)
-		res, at := l.deliver(ctx, c, n, &buf)
+		c.stats.sends.Add(1)
+		res, at := l.deliver(ctx, c, n, first)
 		switch res {
 		case arrived:
 			if !first.Before(l.measureFrom) {
@@ -105,58 +107,70 @@ func (l *loop) run(ctx context.Context, c *client, shard int) {
 	}
 }
 
-// deliver sends message n and waits for it to come back, resending the same id (which
-// the server stores only once) after a rate limit, a dropped connection or a timeout.
-func (l *loop) deliver(ctx context.Context, c *client, n int, buf *[]byte) (outcome, time.Time) {
-	id := c.idOf(n)
-	if !l.write(ctx, c, id, buf) {
+// deliver sends message n and reads until it comes back, recording every frame on the
+// way, resending the same id (which the server stores only once) after a rate limit, a
+// failed write or a timeout. A connection dropped while waiting is re-opened with
+// ?after=, which replays the message if the server stored it.
+func (l *loop) deliver(ctx context.Context, c *client, n int, first time.Time) (outcome, time.Time) {
+	resendAt := first.Add(l.resendAfter)
+	send := func() bool { return l.write(ctx, c, n) && c.armDeadline(resendAt) }
+	if !send() {
 		return aborted, time.Time{}
 	}
-	timer := time.NewTimer(l.resendAfter)
-	defer timer.Stop()
 	for {
-		select {
-		case a := <-c.own:
-			if a.n == n {
-				return arrived, a.at
-			}
-		case code := <-c.errs:
+		ev, err := c.next()
+		if err != nil {
 			switch {
-			case code == "rate_limited":
-				if !sleepCtx(ctx, retryBackoff) || !l.write(ctx, c, id, buf) {
+			case c.stopped() || ctx.Err() != nil:
+				return aborted, time.Time{}
+			case isTimeout(err):
+				if now := time.Now(); !now.Before(resendAt) {
+					c.cnt.addError("timeout")
+					resendAt = now.Add(l.resendAfter)
+					if !l.write(ctx, c, n) {
+						return aborted, time.Time{}
+					}
+				}
+				if !c.setDeadline(resendAt) {
 					return aborted, time.Time{}
 				}
-			case fatalCodes[code]:
-				return fatal, time.Time{}
 			default:
-				return refused, time.Time{}
+				if !c.reconnect(ctx) || !c.armDeadline(resendAt) {
+					return aborted, time.Time{}
+				}
 			}
-		case <-timer.C:
-			c.cnt.addError("timeout")
-			if !l.write(ctx, c, id, buf) {
+			continue
+		}
+		switch {
+		case ev.own == n:
+			return arrived, time.Now()
+		case !ev.failed:
+		case ev.code == "rate_limited":
+			if !sleepCtx(ctx, retryBackoff) || c.stopped() || !send() {
 				return aborted, time.Time{}
 			}
-			timer.Reset(l.resendAfter)
-		case <-ctx.Done():
-			return aborted, time.Time{}
+		case fatalCodes[ev.code]:
+			return fatal, time.Time{}
+		default:
+			return refused, time.Time{}
 		}
 	}
 }
 
-// write sends the frame of id, retrying on the connection the reader has re-established
-// if the current one fails. It reports false when ctx ended first.
-func (l *loop) write(ctx context.Context, c *client, id string, buf *[]byte) bool {
-	*buf = sendFrame((*buf)[:0], id, l.text)
+// write sends the frame of message n, on a new connection if the current one fails
+// (the caller arms the read deadline again). It reports false when the run ended first.
+func (l *loop) write(ctx context.Context, c *client, n int) bool {
 	for {
-		err := c.conn.Load().Write(ctx, websocket.MessageText, *buf)
+		buf := sendFrame(c.ws.payloadBuf(), c.prefix, n, l.text)
+		err := c.ws.writeBuf(opText, buf)
 		if err == nil {
 			return true
 		}
-		if ctx.Err() != nil {
+		if c.stopped() || ctx.Err() != nil {
 			return false
 		}
 		c.cnt.addError("write")
-		if !sleepCtx(ctx, retryBackoff) {
+		if !c.reconnect(ctx) {
 			return false
 		}
 	}
