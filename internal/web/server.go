@@ -91,6 +91,7 @@ type Server struct {
 	proxies  []netip.Prefix
 	now      func() time.Time // the clock of sign-in links and limits
 	recheck  time.Duration    // how long a connection trusts its copy of the session row (sessionRecheck)
+	storeMax time.Duration    // how long one client frame's store calls may take (storeTimeout)
 
 	auth    authenticator
 	hub     *hub.Hub
@@ -119,7 +120,7 @@ func NewServer(d Deps) *Server {
 	s := &Server{
 		cfg: cfg, sessions: d.Sessions, messages: d.Messages, broker: d.Broker,
 		presence: d.Presence, queue: d.Queue, archive: d.Archive, log: log,
-		admins: make(map[string]bool), conns: make(map[*wsConn]struct{}), recheck: sessionRecheck,
+		admins: make(map[string]bool), conns: make(map[*wsConn]struct{}), recheck: sessionRecheck, storeMax: storeTimeout,
 	}
 	s.public, _ = url.Parse(cfg.PublicURL)
 	if s.public == nil {

@@ -77,14 +77,14 @@ func (c *wsConn) handleFrame(data []byte) {
 // what was not acknowledged, harmlessly.
 func (c *wsConn) watchStore() {
 	if c.stall == nil {
-		c.stall = time.AfterFunc(storeTimeout, c.storeStalled)
+		c.stall = time.AfterFunc(c.s.storeMax, c.storeStalled)
 		return
 	}
-	c.stall.Reset(storeTimeout)
+	c.stall.Reset(c.s.storeMax)
 }
 
 func (c *wsConn) storeStalled() {
-	c.s.log.Warn("a store call took too long; closing the connection", "room", c.req.room, "timeout", storeTimeout)
+	c.s.log.Warn("a store call took too long; closing the connection", "room", c.req.room, "timeout", c.s.storeMax)
 	c.close(statusTryAgainLater, "try again later")
 }
 
