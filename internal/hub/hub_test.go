@@ -365,3 +365,26 @@ func TestSendQueueShrinksWhenDrained(t *testing.T) {
 	q.Close()
 	q.Wait()
 }
+
+// TestDeliverThenBrokerCopyOnce: a message delivered locally by the replica that stored
+// it reaches the session's connections at once, and the broker's copy after it is
+// dropped as a duplicate.
+func TestDeliverThenBrokerCopyOnce(t *testing.T) {
+	f := newFixture(t, Options{})
+	var sender, peer recorder
+	m := f.join(t, "s", "a@x.org", 0, &sender)
+	f.join(t, "s", "b@x.org", 0, &peer)
+	msgs := f.appendN(t, "s", 3)
+	for _, msg := range msgs {
+		m.Deliver(msg.Seq, encodeSeq(msg))
+		// Delivered before Deliver returns, without the broker.
+		if got := peer.got(); len(got) != int(msg.Seq) {
+			t.Fatalf("after Deliver(%d) the peer has %v", msg.Seq, got)
+		}
+		f.publish(t, msg)
+	}
+	f.appendN(t, "s", 1)
+	f.publish(t, chat.Message{SessionID: "s", Seq: 4})
+	wantSeqs(t, &sender, 1, 4)
+	wantSeqs(t, &peer, 1, 4)
+}
