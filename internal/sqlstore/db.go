@@ -66,7 +66,10 @@ func (d dialect) String() string {
 // _txlock=immediate takes the write lock at BEGIN, so a transaction that reads then
 // writes waits for the lock instead of failing with SQLITE_BUSY halfway.
 // wal_autocheckpoint is raised because checkpoints run on a timer (checkpoint.go).
-const sqlitePragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)" +
+// temp_store(MEMORY) keeps the statement journal and sorter of the message-log merge
+// (messagelog.go) out of temporary files, and a 16 MiB page cache holds the pages
+// a merge revisits; SQLite grows it only as pages are used.
+const sqlitePragmas = "_pragma=temp_store(MEMORY)&_pragma=cache_size(-16384)&_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)" +
 	"&_pragma=wal_autocheckpoint(" + sqliteAutoCheckpoint + ")&_txlock=immediate"
 
 // sqliteMaxConns bounds the SQLite pool: readers share it with the writer; more

@@ -51,12 +51,17 @@ func (d *DB) Append(ctx context.Context, m chat.Message) (chat.Message, bool, er
 	return out, dup, nil
 }
 
-// Messages implements chat.MessageStore with a primary-key range read.
+// Messages implements chat.MessageStore with a primary-key range read (on SQLite,
+// plus the message log: messagelog.go).
 func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit int) ([]chat.Message, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	st, err := d.prepared(ctx, messagesAfter)
+	query := messagesAfter
+	if d.dialect == dialectSQLite {
+		query = sqliteMessagesAfter
+	}
+	st, err := d.prepared(ctx, query)
 	if err != nil {
 		return nil, dbErr(err, "read messages")
 	}
@@ -78,8 +83,12 @@ func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit 
 
 // LastSeq implements chat.MessageStore: the last key of the session's range.
 func (d *DB) LastSeq(ctx context.Context, sessionID string) (int64, error) {
+	query := lastSeqOf
+	if d.dialect == dialectSQLite {
+		query = sqliteLastSeqOf
+	}
 	var seq int64
-	err := d.queryRow(ctx, lastSeqOf, sessionID).Scan(&seq)
+	err := d.queryRow(ctx, query, sessionID).Scan(&seq)
 	return seq, dbErr(err, "read last seq")
 }
 

@@ -31,8 +31,8 @@ const maxCachedIDs = 1 << 20
 type sqliteCache struct {
 	seed  maphash.Seed
 	hashf func(seed maphash.Seed, s string) uint64 // maphash.String; tests make ids collide
-	ids   map[string]map[uint64]int64 // session → hash of client id → seq
-	count int                         // entries in ids
+	ids   map[string]map[uint64]int64              // session → hash of client id → seq
+	count int                                      // entries in ids
 	ended map[string]bool
 }
 
@@ -105,6 +105,7 @@ func (w *writer) appendSQLite(ctx context.Context, st stmts, r *request) error {
 		return err
 	}
 	w.seqs[s] = m.Seq
+	w.logRows++
 	ids[h] = m.Seq // after a collision the newer seq wins; the older id is found by findStored's lookup
 	w.cache.count++
 	return nil

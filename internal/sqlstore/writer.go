@@ -115,9 +115,14 @@ type writer struct {
 
 	prepared stmts // on the pool; bound to each batch's transaction
 
+	logRows int64 // SQLite: rows waiting in message_log (messagelog.go)
+	mergeAt int64 // SQLite: log rows that start a merge; mergeAt, smaller in tests
+	busy    bool  // a batch was committed since the last idle tick
+
 	// batches and batched count transactions and the requests they carried, so tests
 	// and benchmarks can see that commits are shared.
 	batches, batched atomic.Int64
+	merges           atomic.Int64 // SQLite: log merges committed
 
 	// metrics records each commit's size and time; set by SetMetrics, maybe while
 	// the writer runs.
@@ -136,11 +141,15 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
 		d: d, quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool), loaded: make(map[string]int64),
-		cache: newSQLiteCache(),
+		cache: newSQLiteCache(), mergeAt: mergeAt,
 	}
 	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
 		w.prepared.close()
 		return nil, dbErr(err, "prepare message statements")
+	}
+	if err := w.loadLogSize(ctx); err != nil {
+		w.prepared.close()
+		return nil, dbErr(err, "read the message log")
 	}
 	return w, nil
 }
@@ -178,17 +187,27 @@ func (w *writer) stop() {
 // run is the writer loop: wait for a nudge, take everything pending, commit it.
 func (w *writer) run() {
 	defer close(w.done)
+	idle := time.NewTicker(mergeIdle)
+	defer idle.Stop()
 	for {
 		select {
 		case <-w.wake:
 			runtime.Gosched() // let the senders already running hand in theirs: bigger batches
 			w.take(false)
+		case <-idle.C:
+			if !w.busy {
+				w.mergeIfDue(true)
+			}
+			w.busy = false
+			continue
 		case <-w.quit:
 			w.take(true) // refuses anything later, so nothing is left unanswered
 			w.commitInbox()
 			return
 		}
 		w.commitInbox()
+		w.busy = true
+		w.mergeIfDue(false)
 	}
 }
 
@@ -250,8 +269,10 @@ func (w *writer) commit() error {
 // transaction with Tx.StmtContext, so no batch compiles SQL.
 type stmts struct {
 	insert, byClient, lastSeq, delete *sql.Stmt
-	// SQLite only: the reads behind the writer's client-id filter, and End (sqlitecache.go).
-	bySeq, clientIDs, end *sql.Stmt
+	// SQLite only: the reads behind the writer's client-id filter, and End
+	// (sqlitecache.go); the message log (messagelog.go).
+	bySeq, clientIDs, end                           *sql.Stmt
+	deleteLog, logCount, logFirst, moveLog, trimLog *sql.Stmt
 	// status reads the session's status in the batch transaction (with a shared lock on
 	// MySQL), so a message and the end of its chat are ordered: a message committed
 	// before the end is in the transcript, one after it is refused.
@@ -267,6 +288,8 @@ func (st *stmts) list(d dialect) []struct {
 } {
 	insert := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
 	var seqCreate, seqLock, seqUpdate, seqDelete, bySeq, clientIDs, end string
+	var deleteLog, logCount, logFirst, moveLog, trimLog string
+	byClient := `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`
 	status := `SELECT status FROM sessions WHERE id = ?`
 	if d == dialectMySQL {
 		status += ` LOCK IN SHARE MODE`
@@ -276,21 +299,21 @@ func (st *stmts) list(d dialect) []struct {
 		seqUpdate = `UPDATE message_seqs SET last_seq = ? WHERE session_id = ?`
 		seqDelete = `DELETE FROM message_seqs WHERE session_id = ?`
 	} else {
-		bySeq = `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND seq = ?`
-		clientIDs = `SELECT seq, client_id FROM messages WHERE session_id = ?`
-		end = endSession
+		insert, byClient, bySeq, clientIDs, end = sqliteInsert, sqliteByClient, sqliteBySeq, sqliteClientIDs, endSession
+		deleteLog, logCount, logFirst, moveLog, trimLog = sqliteDeleteLog, sqliteLogCount, sqliteLogFirst, sqliteMoveLog, sqliteTrimLog
 	}
 	return []struct {
 		dst   **sql.Stmt
 		query string
 	}{
 		{&st.insert, insert},
-		{&st.byClient, `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`},
+		{&st.byClient, byClient},
 		{&st.lastSeq, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`},
 		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
 		{&st.status, status},
 		{&st.seqCreate, seqCreate}, {&st.seqLock, seqLock}, {&st.seqUpdate, seqUpdate}, {&st.seqDelete, seqDelete},
 		{&st.bySeq, bySeq}, {&st.clientIDs, clientIDs}, {&st.end, end},
+		{&st.deleteLog, deleteLog}, {&st.logCount, logCount}, {&st.logFirst, logFirst}, {&st.moveLog, moveLog}, {&st.trimLog, trimLog},
 	}
 }
 
@@ -485,6 +508,18 @@ func (w *writer) deleteSession(ctx context.Context, st stmts, r *request) error 
 	}
 	if r.deleted, err = res.RowsAffected(); err != nil {
 		return err
+	}
+	if w.d.dialect == dialectSQLite {
+		res, err := st.deleteLog.ExecContext(ctx, s)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		r.deleted += n
+		w.logRows = max(0, w.logRows-n)
 	}
 	w.seqs[s] = 0
 	if w.d.dialect == dialectSQLite {

@@ -159,7 +159,7 @@ func testStores(t *testing.T) []struct {
 func TestFailedBatchFailsEveryCallerAndLeavesNoGap(t *testing.T) {
 	ctx := context.Background()
 	db := openTestSQLite(t)
-	if _, err := db.db.Exec(`CREATE TRIGGER fail_boom BEFORE INSERT ON messages WHEN NEW.text = 'boom'
+	if _, err := db.db.Exec(`CREATE TRIGGER fail_boom BEFORE INSERT ON message_log WHEN NEW.text = 'boom'
 		BEGIN SELECT RAISE(ABORT, 'boom refused'); END`); err != nil {
 		t.Fatal(err)
 	}

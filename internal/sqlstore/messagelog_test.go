@@ -1,0 +1,107 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"parley/internal/chat"
+)
+
+// countRows returns the rows of table that belong to session.
+func countRows(t *testing.T, db *DB, table, session string) int {
+	t.Helper()
+	var n int
+	if err := db.db.QueryRow(`SELECT COUNT(*) FROM `+table+` WHERE session_id = ?`, session).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestMessageLogMerge keeps a chat's messages split between the log and messages (a
+// merge every 5 rows) and checks that every read sees them as one sequence: pages
+// that cross the two tables, the last seq, a resend of a merged message, a delete, and
+// a restart with rows still in the log.
+func TestMessageLogMerge(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	db, err := OpenSQLite(ctx, path, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.w.mergeAt = 5
+	a, b := chat.NewSessionID(), chat.NewSessionID()
+	for i := 1; i <= 23; i++ {
+		for _, s := range []string{a, b} {
+			if _, _, err := db.Append(ctx, testMessage(s, fmt.Sprintf("c-%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := 24; i <= 25; i++ { // left in the log: fewer than mergeAt rows since the last merge
+		if _, _, err := db.Append(ctx, testMessage(a, fmt.Sprintf("c-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if db.w.merges.Load() == 0 || countRows(t, db, "messages", a) == 0 || countRows(t, db, "message_log", a) == 0 {
+		t.Fatalf("want a's messages in both tables; merges %d, messages %d, log %d",
+			db.w.merges.Load(), countRows(t, db, "messages", a), countRows(t, db, "message_log", a))
+	}
+	checkContiguous(t, db, a, 25)
+	for after := int64(0); after < 25; after += 4 {
+		page, err := db.Messages(ctx, a, after, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range page {
+			if m.Seq != after+int64(i)+1 || m.ClientID != fmt.Sprintf("c-%d", m.Seq) || m.SessionID != a {
+				t.Fatalf("page after %d: message %d is seq %d id %s", after, i, m.Seq, m.ClientID)
+			}
+		}
+		if want := min(4, 25-int(after)); len(page) != want {
+			t.Fatalf("page after %d holds %d messages, want %d", after, len(page), want)
+		}
+	}
+	if last, err := db.LastSeq(ctx, a); err != nil || last != 25 {
+		t.Fatalf("LastSeq = %d, %v; want 25", last, err)
+	}
+	if m, dup, err := db.Append(ctx, testMessage(a, "c-2")); err != nil || !dup || m.Seq != 2 {
+		t.Fatalf("resend of a merged message = seq %d dup %v err %v, want seq 2 dup", m.Seq, dup, err)
+	}
+
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openAgain(t, path)
+	checkContiguous(t, db, b, 23)
+	if m, dup, err := db.Append(ctx, testMessage(b, "c-23")); err != nil || !dup || m.Seq != 23 {
+		t.Fatalf("resend after restart = seq %d dup %v err %v, want seq 23 dup", m.Seq, dup, err)
+	}
+	n, err := db.DeleteSession(ctx, b)
+	if err != nil || n != 23 {
+		t.Fatalf("DeleteSession = %d, %v; want 23", n, err)
+	}
+	if got := countRows(t, db, "messages", b) + countRows(t, db, "message_log", b); got != 0 {
+		t.Fatalf("%d rows of a deleted session remain", got)
+	}
+	checkContiguous(t, db, a, 25)
+}
+
+// TestMessageLogDrainsWhenIdle checks a quiet writer moves what is left in the log
+// into messages, so the log stays short for the reads that scan it.
+func TestMessageLogDrainsWhenIdle(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	s := chat.NewSessionID()
+	for i := 1; i <= 3; i++ {
+		if _, _, err := db.Append(ctx, testMessage(s, fmt.Sprintf("c-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return countRows(t, db, "message_log", s) == 0 })
+	if got := countRows(t, db, "messages", s); got != 3 {
+		t.Fatalf("messages holds %d rows after the idle merge, want 3", got)
+	}
+	checkContiguous(t, db, s, 3)
+}
