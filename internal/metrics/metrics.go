@@ -57,6 +57,7 @@ type Metrics struct {
 	drops         prometheus.Counter
 	batchSize     prometheus.Histogram
 	commitSeconds prometheus.Histogram
+	mergeSeconds  prometheus.Histogram
 	refusals      map[string]prometheus.Counter // read-only after New
 }
 
@@ -80,6 +81,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_store_commit_seconds", Help: "Time of one group commit of the message store.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)}), // 50 µs … 1.6 s
+		mergeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "parley_store_log_merge_seconds", Help: "Time of one move of the SQLite message log into the messages table (appends wait meanwhile).",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 14)}), // 100 µs … 0.8 s
 		refusals: make(map[string]prometheus.Counter, len(knownReasons)),
 	}
 	m.rooms = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -91,7 +95,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.rooms, m.stored, m.delivered, m.drops,
-			m.batchSize, m.commitSeconds, refusals,
+			m.batchSize, m.commitSeconds, m.mergeSeconds, refusals,
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 			collectors.NewGoCollector())
 	}
@@ -174,6 +178,13 @@ func (m *Metrics) StoreCommitted(size int, d time.Duration) {
 	if m != nil {
 		m.batchSize.Observe(float64(size))
 		m.commitSeconds.Observe(d.Seconds())
+	}
+}
+
+// StoreMerged records one move of the SQLite message log into messages that took d.
+func (m *Metrics) StoreMerged(d time.Duration) {
+	if m != nil {
+		m.mergeSeconds.Observe(d.Seconds())
 	}
 }
 

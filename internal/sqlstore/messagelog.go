@@ -11,16 +11,23 @@ import (
 // hundred chats changed a hundred pages, each written whole (4 KiB) to the WAL for a
 // ~200-byte row. So the writer appends new messages to message_log, a rowid table
 // whose inserts all land on its last page, and moves the oldest rows into messages in
-// one transaction once mergeAt of them have gathered (sorted by session, so each
+// one transaction once enough of them have gathered (sorted by session, so each
 // chat's rows fill its pages together), or when the writer has been idle for mergeIdle.
+//
+// Appends wait while a merge runs, so its size is a trade: more rows per merge means
+// more rows per chat per page written, but a longer pause. The writer sizes each merge
+// from the last one's speed to take about mergePause, within [mergeMin, mergeMax].
 //
 // A row is in exactly one table at any moment (a move is one transaction), and the
 // move takes the oldest rows first, so every read is one statement over both tables
 // and sees a consistent snapshot. The log stays small, so reads scan it without an
 // index.
 const (
-	mergeAt   = 2048
-	mergeIdle = 250 * time.Millisecond
+	mergeFirst = 2048
+	mergeMin   = 512
+	mergeMax   = 8192
+	mergePause = 5 * time.Millisecond
+	mergeIdle  = 250 * time.Millisecond
 )
 
 // SQLite reads over both tables. ?1, ?2, ?3 are reused, so each takes its value once.
@@ -53,13 +60,21 @@ func (w *writer) loadLogSize(ctx context.Context) error {
 }
 
 // mergeIfDue moves log rows into messages when mergeAt have gathered, or (idle) when
-// any have.
+// any have, and sizes the next merge from this one's speed.
 func (w *writer) mergeIfDue(idle bool) {
 	if w.d.dialect != dialectSQLite || w.logRows == 0 || (!idle && w.logRows < w.mergeAt) {
 		return
 	}
 	for w.logRows > 0 {
-		if err := w.merge(); err != nil {
+		start := time.Now()
+		moved, err := w.merge()
+		took := time.Since(start)
+		w.metrics.Load().StoreMerged(took)
+		if moved > 0 && !w.fixedMerge {
+			next := int64(mergePause) * moved / max(1, int64(took))
+			w.mergeAt = min(max((w.mergeAt+next)/2, mergeMin), mergeMax)
+		}
+		if err != nil {
 			// The rows stay in the log, where every read still finds them; the next
 			// merge tries again.
 			w.d.log.Warn("moving the message log into messages failed; will retry", "err", err)
@@ -72,38 +87,38 @@ func (w *writer) mergeIfDue(idle bool) {
 }
 
 // merge moves the oldest mergeAt rows (by id) of the log into messages, in one
-// transaction.
-func (w *writer) merge() error {
+// transaction, and returns how many it moved.
+func (w *writer) merge() (int64, error) {
 	ctx := context.Background()
 	tx, err := w.d.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer tx.Rollback()
 	var first sql.NullInt64
 	if err := tx.StmtContext(ctx, w.prepared.logFirst).QueryRowContext(ctx).Scan(&first); err != nil {
-		return err
+		return 0, err
 	}
 	if !first.Valid {
 		w.logRows = 0
-		return nil
+		return 0, nil
 	}
-	upTo := first.Int64 + int64(w.mergeAt) - 1
+	upTo := first.Int64 + w.mergeAt - 1
 	if _, err := tx.StmtContext(ctx, w.prepared.moveLog).ExecContext(ctx, upTo); err != nil {
-		return err
+		return 0, err
 	}
 	res, err := tx.StmtContext(ctx, w.prepared.trimLog).ExecContext(ctx, upTo)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
-		return err
+		return 0, err
 	}
 	w.logRows = max(0, w.logRows-n)
 	w.merges.Add(1)
-	return nil
+	return n, nil
 }

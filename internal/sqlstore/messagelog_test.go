@@ -30,7 +30,7 @@ func TestMessageLogMerge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.w.mergeAt = 5
+	db.w.mergeAt, db.w.fixedMerge = 5, true
 	a, b := chat.NewSessionID(), chat.NewSessionID()
 	for i := 1; i <= 23; i++ {
 		for _, s := range []string{a, b} {

@@ -115,9 +115,10 @@ type writer struct {
 
 	prepared stmts // on the pool; bound to each batch's transaction
 
-	logRows int64 // SQLite: rows waiting in message_log (messagelog.go)
-	mergeAt int64 // SQLite: log rows that start a merge; mergeAt, smaller in tests
-	busy    bool  // a batch was committed since the last idle tick
+	logRows    int64 // SQLite: rows waiting in message_log (messagelog.go)
+	mergeAt    int64 // SQLite: log rows that start a merge, and rows per merge (messagelog.go)
+	fixedMerge bool  // tests: keep mergeAt as set
+	busy       bool  // a batch was committed since the last idle tick
 
 	// batches and batched count transactions and the requests they carried, so tests
 	// and benchmarks can see that commits are shared.
@@ -141,7 +142,7 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
 		d: d, quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool), loaded: make(map[string]int64),
-		cache: newSQLiteCache(), mergeAt: mergeAt,
+		cache: newSQLiteCache(), mergeAt: mergeFirst,
 	}
 	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
 		w.prepared.close()
