@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,13 @@ var _ hub.FrameWriter = (*frameConn)(nil)
 // 4 KiB read and write buffers are let go (bytes the client sent right after its
 // handshake are carried over), so an idle connection keeps only wsReadBuffer.
 func upgrade(w http.ResponseWriter, r *http.Request, limit int64) (*frameConn, error) {
+	if !asksForWebSocket(r) {
+		// Answered before hijacking, as for any request, and as a client expects.
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "websocket")
+		http.Error(w, "This address speaks WebSocket only.", http.StatusUpgradeRequired)
+		return nil, errNotWebSocket
+	}
 	conn, rw, _, err := ws.HTTPUpgrader{Timeout: writeTimeout}.Upgrade(r, w)
 	if err != nil {
 		if conn != nil {
@@ -88,6 +96,25 @@ func upgrade(w http.ResponseWriter, r *http.Request, limit int64) (*frameConn, e
 	c := &frameConn{conn: conn, br: bufio.NewReaderSize(rd, wsReadBuffer), limit: limit}
 	c.heard.Store(time.Now().UnixNano())
 	return c, nil
+}
+
+// errNotWebSocket is a request to the WebSocket address that is not a WebSocket handshake.
+var errNotWebSocket = errors.New("websocket: not a WebSocket handshake")
+
+// asksForWebSocket reports whether r asks to upgrade to WebSocket ("Connection" may
+// list other tokens beside "Upgrade").
+func asksForWebSocket(r *http.Request) bool {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for token := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(token), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // earlyReader reads the bytes net/http had buffered past the handshake, then the socket.

@@ -241,3 +241,19 @@ type countingConn struct {
 
 func (c *countingConn) Write(p []byte) (int, error)      { c.writes++; return c.buf.Write(p) }
 func (c *countingConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestWSPlainGetGets426: a request to the WebSocket address that is not a handshake is
+// told to upgrade, without being hijacked.
+func TestWSPlainGetGets426(t *testing.T) {
+	e := newWSEnv(t, Config{})
+	req, _ := http.NewRequest("GET", e.ts.URL+"/rooms/plain/ws", nil)
+	req.Header.Set("Cookie", e.cookie("host@x.org"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUpgradeRequired || resp.Header.Get("Upgrade") != "websocket" {
+		t.Fatalf("status %d, Upgrade %q; want 426 and websocket", resp.StatusCode, resp.Header.Get("Upgrade"))
+	}
+}
