@@ -52,16 +52,15 @@ func (c *wsConn) handleFrame(data []byte) {
 		c.reply(chat.Errorf(chat.ERateLimited, "You are sending too fast; please slow down."), f.ID)
 		return
 	}
-	ctx := c.ctx
 	c.watchStore()
 	defer c.stall.Stop()
 	switch f.Type {
 	case frameSend:
-		err = c.handleSend(ctx, f.ID, f.Text, chat.KindChat)
+		err = c.handleSend(c.ctx, f.ID, f.Text, chat.KindChat)
 	case frameBye:
-		err = c.handleSend(ctx, f.ID, chat.ByeText, chat.KindBye)
+		err = c.handleSend(c.ctx, f.ID, chat.ByeText, chat.KindBye)
 	case frameEnd:
-		err = c.handleEnd(ctx)
+		err = c.handleEnd(c.ctx)
 	default:
 		err = chat.Errorf(chat.EInvalidFrame, "Unknown frame type %q.", truncate(f.Type, 32))
 	}
@@ -88,8 +87,9 @@ func (c *wsConn) storeStalled() {
 	c.close(statusTryAgainLater, "try again later")
 }
 
-// handleSend stores a message, acknowledges it to the sender and publishes it to the
-// session. A resend of a stored id gets the same ack and publishes nothing new.
+// handleSend stores a message, acknowledges it to the sender, delivers it to this
+// replica's connections of the session and publishes it for the other replicas. A
+// resend of a stored id gets the same ack and delivers nothing new.
 func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind) error {
 	if err := chat.ValidateClientID(id); err != nil {
 		return err

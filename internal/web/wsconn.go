@@ -58,9 +58,9 @@ type frameConn struct {
 	msg        []byte    // a fragmented message being put together
 	msgOp      ws.OpCode // its op code
 	fragmented bool
-	closeSeen  bool  // the client's close frame has been read
-	skip       int64 // payload bytes of a refused frame still to be read past
-	heard      atomic.Int64
+	closeSeen  bool         // the client's close frame has been read
+	skip       int64        // payload bytes of a refused frame still to be read past
+	heard      atomic.Int64 // when a frame was last read (Unix ns); keepAlive reads it
 
 	batch *[]byte // frames Added and not yet flushed; only the send queue's writer touches it
 
