@@ -68,7 +68,7 @@ func runIdle(ctx context.Context, o Options, stderr io.Writer) (*Result, error) 
 	before, merr := scrapeMemory(ctx, s)
 	hold := o
 	hold.Rooms = (o.Conns + 1) / 2
-	r := &chatRun{o: hold, runID: o.RunID + "i", site: s, peer: s, cnt: newCounters()}
+	r := &chatRun{o: hold, runID: o.RunID + "i", site: s, peer: s, cnt: newCounters(), readers: true}
 	r.readCtx, r.stopRd = context.WithCancel(context.Background())
 	defer r.shutdown()
 	t0 := time.Now()
