@@ -16,20 +16,30 @@ import (
 //
 // Appends wait while a merge runs, so its size is a trade: more rows per merge means
 // more rows per chat per page written, but a longer pause. The writer sizes each merge
-// from the last one's speed to take about mergePause, within [mergeMin, mergeMax].
-// mergePause is set by parley bench at R=100 (docs/BENCHMARKS.md): 5 ms gave ~80,000
-// deliveries/s with p99 15-19 ms, 12 ms ~90,000-99,000/s with p99 18 ms.
+// from the last one's speed: big enough to take mergePause, and bigger, up to
+// mergePauseMax, when that would still leave fewer than mergeRowsPerChat rows for each
+// chat that wrote since the last merge (many chats at once: each chat's page is then
+// written for a handful of rows instead of one). parley bench (docs/BENCHMARKS.md) set
+// the numbers: at R=100 a 5 ms pause gave ~80,000 deliveries/s with p99 15-19 ms and
+// 12 ms ~90,000-99,000/s with p99 18 ms; at R=1000 a 50 ms cap gave p99 ~200 ms,
+// 25 ms ~170 ms, for about the same throughput.
+//
+// The move is INSERT OR FAIL: with the default ABORT, SQLite keeps a statement journal
+// (a copy of every page the statement changes, so it can undo just that statement);
+// FAIL needs none, and a failed move rolls back its whole transaction anyway.
 //
 // A row is in exactly one table at any moment (a move is one transaction), and the
 // move takes the oldest rows first, so every read is one statement over both tables
 // and sees a consistent snapshot. The log stays small, so reads scan it without an
 // index.
 const (
-	mergeFirst = 2048
-	mergeMin   = 512
-	mergeMax   = 8192
-	mergePause = 12 * time.Millisecond
-	mergeIdle  = 250 * time.Millisecond
+	mergeFirst       = 2048
+	mergeMin         = 512
+	mergeMax         = 32768
+	mergePause       = 12 * time.Millisecond
+	mergePauseMax    = 25 * time.Millisecond
+	mergeRowsPerChat = 16
+	mergeIdle        = 250 * time.Millisecond
 )
 
 // SQLite reads over both tables. ?1, ?2, ?3 are reused, so each takes its value once.
@@ -49,7 +59,7 @@ const (
 	sqliteDeleteLog = `DELETE FROM message_log WHERE session_id = ?`
 	sqliteLogCount  = `SELECT COUNT(*) FROM message_log`
 	sqliteLogFirst  = `SELECT MIN(id) FROM message_log`
-	sqliteMoveLog   = `INSERT INTO messages (` + messageCols + `) SELECT ` + messageCols + ` FROM message_log WHERE id <= ? ORDER BY session_id, seq`
+	sqliteMoveLog   = `INSERT OR FAIL INTO messages (` + messageCols + `) SELECT ` + messageCols + ` FROM message_log WHERE id <= ? ORDER BY session_id, seq`
 	sqliteTrimLog   = `DELETE FROM message_log WHERE id <= ?`
 )
 
@@ -73,8 +83,7 @@ func (w *writer) mergeIfDue(idle bool) {
 		took := time.Since(start)
 		w.metrics.Load().StoreMerged(took)
 		if moved > 0 && !w.fixedMerge {
-			next := int64(mergePause) * moved / max(1, int64(took))
-			w.mergeAt = min(max((w.mergeAt+next)/2, mergeMin), mergeMax)
+			w.sizeMerges(moved, took)
 		}
 		if err != nil {
 			// The rows stay in the log, where every read still finds them; the next
@@ -88,11 +97,19 @@ func (w *writer) mergeIfDue(idle bool) {
 	}
 }
 
+// sizeMerges sets mergeAt from the last merge (moved rows in took); see above.
+func (w *writer) sizeMerges(moved int64, took time.Duration) {
+	perRow := max(1, int64(took)/moved)
+	want := min(max(mergeRowsPerChat*int64(len(w.logChats)), int64(mergePause)/perRow), int64(mergePauseMax)/perRow)
+	w.mergeAt = min(max((w.mergeAt+want)/2, mergeMin), mergeMax)
+	clear(w.logChats)
+}
+
 // merge moves the oldest mergeAt rows (by id) of the log into messages, in one
 // transaction, and returns how many it moved.
 func (w *writer) merge() (int64, error) {
 	ctx := context.Background()
-	tx, err := w.d.db.BeginTx(ctx, nil)
+	tx, err := w.begin(ctx)
 	if err != nil {
 		return 0, err
 	}

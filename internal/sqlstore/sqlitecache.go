@@ -106,6 +106,7 @@ func (w *writer) appendSQLite(ctx context.Context, st stmts, r *request) error {
 	}
 	w.seqs[s] = m.Seq
 	w.logRows++
+	w.logChats[s] = struct{}{}
 	ids[h] = m.Seq // after a collision the newer seq wins; the older id is found by findStored's lookup
 	w.cache.count++
 	return nil

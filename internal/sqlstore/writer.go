@@ -115,10 +115,18 @@ type writer struct {
 
 	prepared stmts // on the pool; bound to each batch's transaction
 
-	logRows    int64 // SQLite: rows waiting in message_log (messagelog.go)
-	mergeAt    int64 // SQLite: log rows that start a merge, and rows per merge (messagelog.go)
-	fixedMerge bool  // tests: keep mergeAt as set
-	busy       bool  // a batch was committed since the last idle tick
+	// conn (SQLite) is the one pooled connection the writer keeps for itself. SQLite
+	// drops a connection's page cache whenever another connection has written since
+	// its last transaction; were every batch on whichever connection the pool handed
+	// out, every batch would find its cache dropped by the previous one and read each
+	// page it touches again.
+	conn *sql.Conn
+
+	logRows    int64               // SQLite: rows waiting in message_log (messagelog.go)
+	mergeAt    int64               // SQLite: log rows that start a merge, and rows per merge (messagelog.go)
+	fixedMerge bool                // tests: keep mergeAt as set
+	logChats   map[string]struct{} // SQLite: sessions appended to since the last merge
+	busy       bool                // a batch was committed since the last idle tick
 
 	// batches and batched count transactions and the requests they carried, so tests
 	// and benchmarks can see that commits are shared.
@@ -142,11 +150,19 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
 		d: d, quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool), loaded: make(map[string]int64),
-		cache: newSQLiteCache(), mergeAt: mergeFirst,
+		cache: newSQLiteCache(), mergeAt: mergeFirst, logChats: make(map[string]struct{}),
 	}
 	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
 		w.prepared.close()
 		return nil, dbErr(err, "prepare message statements")
+	}
+	if d.dialect == dialectSQLite {
+		conn, err := d.db.Conn(ctx)
+		if err != nil {
+			w.prepared.close()
+			return nil, dbErr(err, "open the writer's connection")
+		}
+		w.conn = conn
 	}
 	if err := w.loadLogSize(ctx); err != nil {
 		w.prepared.close()
@@ -183,6 +199,17 @@ func (w *writer) stop() {
 	close(w.quit)
 	<-w.done
 	w.prepared.close()
+	if w.conn != nil {
+		_ = w.conn.Close()
+	}
+}
+
+// begin starts a write transaction, on the writer's own connection when it has one.
+func (w *writer) begin(ctx context.Context) (*sql.Tx, error) {
+	if w.conn != nil {
+		return w.conn.BeginTx(ctx, nil)
+	}
+	return w.d.db.BeginTx(ctx, nil)
 }
 
 // run is the writer loop: wait for a nudge, take everything pending, commit it.
@@ -364,7 +391,7 @@ func (w *writer) commitOnce() error {
 		ctx, cancel = context.WithTimeout(ctx, batchTimeout)
 		defer cancel()
 	}
-	tx, err := w.d.db.BeginTx(ctx, nil)
+	tx, err := w.begin(ctx)
 	if err != nil {
 		return err
 	}
