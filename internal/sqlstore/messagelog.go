@@ -3,130 +3,180 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"hash/fnv"
 	"time"
 )
 
 // The SQLite message log. A group commit in WAL mode writes every page it changed, and
 // messages is clustered by (session_id, seq): a batch carrying one message each of a
 // hundred chats changed a hundred pages, each written whole (4 KiB) to the WAL for a
-// ~200-byte row. So the writer appends new messages to message_log, a rowid table
-// whose inserts all land on its last page, and moves the oldest rows into messages in
-// one transaction once enough of them have gathered (sorted by session, so each
-// chat's rows fill its pages together), or when the writer has been idle for mergeIdle.
+// ~200-byte row. So the writer appends new messages to message_log instead, and moves
+// them into messages in bulk.
 //
-// Appends wait while a merge runs, so its size is a trade: more rows per merge means
-// more rows per chat per page written, but a longer pause. The writer sizes each merge
-// from the last one's speed: big enough to take mergePause, and bigger, up to
-// mergePauseMax, when that would still leave fewer than mergeRowsPerChat rows for each
-// chat that wrote since the last merge (many chats at once: each chat's page is then
-// written for a handful of rows instead of one). parley bench (docs/BENCHMARKS.md) set
-// the numbers: at R=100 a 5 ms pause gave ~80,000 deliveries/s with p99 15-19 ms and
-// 12 ms ~90,000-99,000/s with p99 18 ms; at R=1000 a 50 ms cap gave p99 ~200 ms,
-// 25 ms ~170 ms, for about the same throughput.
+// The log is split into logParts parts by a hash of the session id, each keyed by an
+// increasing id, so a batch appends at the ends of at most logParts parts (a few pages
+// however many chats it carries). A move takes one whole part — every logged message
+// of about 1/logParts of the chats — sorted by session, so each chat's page is written
+// once for all the rows it gathered since that part was last moved: with many chats
+// at once, a part still holds many rows per chat, where moving the oldest rows of the
+// whole log would hold one or two.
+//
+// Appends wait while a move runs, so the writer moves a part once it holds as many
+// rows as the last move's speed says fit in about mergePause (at least mergeMin), and
+// moves everything once it has been idle for mergeIdle. parley bench
+// (docs/BENCHMARKS.md) set mergePause: at R=100 5 ms gave ~80,000 deliveries/s with
+// p99 15-19 ms, 12 ms ~90,000-99,000/s with p99 18 ms.
+//
+// A chat's logged messages are all in one part and a move takes them all, in one
+// transaction, so a row is in exactly one table at any moment and every read is one
+// statement over both tables (the log's part found by its key prefix).
 //
 // The move is INSERT OR FAIL: with the default ABORT, SQLite keeps a statement journal
 // (a copy of every page the statement changes, so it can undo just that statement);
 // FAIL needs none, and a failed move rolls back its whole transaction anyway.
-//
-// A row is in exactly one table at any moment (a move is one transaction), and the
-// move takes the oldest rows first, so every read is one statement over both tables
-// and sees a consistent snapshot. The log stays small, so reads scan it without an
-// index.
 const (
-	mergeFirst       = 2048
-	mergeMin         = 512
-	mergeMax         = 32768
-	mergePause       = 12 * time.Millisecond
-	mergePauseMax    = 25 * time.Millisecond
-	mergeRowsPerChat = 16
-	mergeIdle        = 250 * time.Millisecond
+	logParts   = 16
+	mergeFirst = 256
+	mergeMin   = 64
+	mergeMax   = 32768
+	mergePause = 12 * time.Millisecond
+	mergeIdle  = 250 * time.Millisecond
 )
 
-// SQLite reads over both tables. ?1, ?2, ?3 are reused, so each takes its value once.
+// SQLite reads over both tables. Numbered parameters are reused: each takes its value
+// once; the last one is always the session's log part (logPart).
 const (
 	sqliteMessagesAfter = `SELECT * FROM (SELECT ` + messageCols + ` FROM messages WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
-		UNION ALL SELECT ` + messageCols + ` FROM message_log WHERE session_id = ?1 AND seq > ?2
+		UNION ALL SELECT ` + messageCols + ` FROM message_log WHERE part = ?4 AND session_id = ?1 AND seq > ?2
 		ORDER BY seq LIMIT ?3`
 	sqliteLastSeqOf = `SELECT MAX(COALESCE((SELECT MAX(seq) FROM messages WHERE session_id = ?1), 0),
-		COALESCE((SELECT MAX(seq) FROM message_log WHERE session_id = ?1), 0))`
+		COALESCE((SELECT MAX(seq) FROM message_log WHERE part = ?2 AND session_id = ?1), 0))`
 	sqliteBySeq = `SELECT ` + messageCols + ` FROM messages WHERE session_id = ?1 AND seq = ?2
-		UNION ALL SELECT ` + messageCols + ` FROM message_log WHERE session_id = ?1 AND seq = ?2`
+		UNION ALL SELECT ` + messageCols + ` FROM message_log WHERE part = ?3 AND session_id = ?1 AND seq = ?2`
 	sqliteByClient = `SELECT ` + messageCols + ` FROM messages WHERE session_id = ?1 AND client_id = ?2
-		UNION ALL SELECT ` + messageCols + ` FROM message_log WHERE session_id = ?1 AND client_id = ?2`
+		UNION ALL SELECT ` + messageCols + ` FROM message_log WHERE part = ?3 AND session_id = ?1 AND client_id = ?2`
 	sqliteClientIDs = `SELECT seq, client_id FROM messages WHERE session_id = ?1
-		UNION ALL SELECT seq, client_id FROM message_log WHERE session_id = ?1`
-	sqliteInsert    = `INSERT INTO message_log (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	sqliteDeleteLog = `DELETE FROM message_log WHERE session_id = ?`
-	sqliteLogCount  = `SELECT COUNT(*) FROM message_log`
-	sqliteLogFirst  = `SELECT MIN(id) FROM message_log`
-	sqliteMoveLog   = `INSERT OR FAIL INTO messages (` + messageCols + `) SELECT ` + messageCols + ` FROM message_log WHERE id <= ? ORDER BY session_id, seq`
-	sqliteTrimLog   = `DELETE FROM message_log WHERE id <= ?`
+		UNION ALL SELECT seq, client_id FROM message_log WHERE part = ?2 AND session_id = ?1`
+	sqliteInsert    = `INSERT INTO message_log (part, id, ` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqliteDeleteLog = `DELETE FROM message_log WHERE part = ? AND session_id = ?`
+	sqliteLogParts  = `SELECT part, COUNT(*), MAX(id) FROM message_log GROUP BY part`
+	sqliteMoveLog   = `INSERT OR FAIL INTO messages (` + messageCols + `) SELECT ` + messageCols + ` FROM message_log WHERE part = ? ORDER BY session_id, seq`
+	sqliteTrimLog   = `DELETE FROM message_log WHERE part = ?`
 )
 
-// loadLogSize reads how many rows wait in the log (at start: a crash may leave some).
-func (w *writer) loadLogSize(ctx context.Context) error {
-	if w.d.dialect != dialectSQLite {
-		return nil
-	}
-	return w.prepared.logCount.QueryRowContext(ctx).Scan(&w.logRows)
+// logPart is the log part of a session: stable across processes and restarts, since
+// the rows on disk carry it.
+func logPart(session string) int64 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(session))
+	return int64(h.Sum32() % logParts)
 }
 
-// mergeIfDue moves log rows into messages when mergeAt have gathered, or (idle) when
-// any have, and sizes the next merge from this one's speed.
-func (w *writer) mergeIfDue(idle bool) {
-	if w.d.dialect != dialectSQLite || w.logRows == 0 || (!idle && w.logRows < w.mergeAt) {
+// messageLog is the SQLite writer's account of the log.
+type messageLog struct {
+	rows    [logParts]int64 // rows waiting in each part
+	total   int64
+	nextID  int64 // id of the next appended row
+	mergeAt int64 // rows of a part that start a move
+	fixed   bool  // tests: keep mergeAt as set
+}
+
+// load reads the log's parts (at start: a crash may leave rows behind).
+func (l *messageLog) load(ctx context.Context, st *sql.Stmt) error {
+	rows, err := st.QueryContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var part, n, maxID int64
+		if err := rows.Scan(&part, &n, &maxID); err != nil {
+			return err
+		}
+		if part >= 0 && part < logParts {
+			l.rows[part], l.total = n, l.total+n
+		}
+		l.nextID = max(l.nextID, maxID+1)
+	}
+	return rows.Err()
+}
+
+// appended counts a row appended to part.
+func (l *messageLog) appended(part int64) {
+	l.rows[part]++
+	l.total++
+	l.nextID++
+}
+
+// removed counts n rows of part deleted or moved.
+func (l *messageLog) removed(part, n int64) {
+	n = min(n, l.rows[part])
+	l.rows[part] -= n
+	l.total -= n
+}
+
+// fullest returns the part with the most rows.
+func (l *messageLog) fullest() int64 {
+	var best int64
+	for p := range int64(logParts) {
+		if l.rows[p] > l.rows[best] {
+			best = p
+		}
+	}
+	return best
+}
+
+// resize sets mergeAt from the last move (moved rows in took), aiming at mergePause.
+func (l *messageLog) resize(moved int64, took time.Duration) {
+	if l.fixed || moved == 0 {
 		return
 	}
-	for w.logRows > 0 {
+	want := int64(mergePause) * moved / max(1, int64(took))
+	l.mergeAt = min(max((l.mergeAt+want)/2, mergeMin), mergeMax)
+}
+
+// mergeIfDue moves the fullest part into messages once it holds mergeAt rows, or
+// (idle) every part that holds any.
+func (w *writer) mergeIfDue(idle bool) {
+	l := &w.log
+	if w.d.dialect != dialectSQLite {
+		return
+	}
+	for l.total > 0 {
+		part := l.fullest()
+		if !idle && l.rows[part] < l.mergeAt {
+			return
+		}
 		start := time.Now()
-		moved, err := w.merge()
+		moved, err := w.merge(part)
 		took := time.Since(start)
 		w.metrics.Load().StoreMerged(took)
-		if moved > 0 && !w.fixedMerge {
-			w.sizeMerges(moved, took)
-		}
 		if err != nil {
 			// The rows stay in the log, where every read still finds them; the next
-			// merge tries again.
+			// move tries again.
 			w.d.log.Warn("moving the message log into messages failed; will retry", "err", err)
 			return
 		}
+		l.resize(moved, took)
 		if !idle || len(w.wake) > 0 {
-			return // one step under load; appends waiting come first
+			return // one move under load; appends waiting come first
 		}
 	}
 }
 
-// sizeMerges sets mergeAt from the last merge (moved rows in took); see above.
-func (w *writer) sizeMerges(moved int64, took time.Duration) {
-	perRow := max(1, int64(took)/moved)
-	want := min(max(mergeRowsPerChat*int64(len(w.logChats)), int64(mergePause)/perRow), int64(mergePauseMax)/perRow)
-	w.mergeAt = min(max((w.mergeAt+want)/2, mergeMin), mergeMax)
-	clear(w.logChats)
-}
-
-// merge moves the oldest mergeAt rows (by id) of the log into messages, in one
-// transaction, and returns how many it moved.
-func (w *writer) merge() (int64, error) {
+// merge moves every row of one log part into messages, in one transaction, and
+// returns how many it moved.
+func (w *writer) merge(part int64) (int64, error) {
 	ctx := context.Background()
 	tx, err := w.begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
-	var first sql.NullInt64
-	if err := tx.StmtContext(ctx, w.prepared.logFirst).QueryRowContext(ctx).Scan(&first); err != nil {
+	if _, err := tx.StmtContext(ctx, w.prepared.moveLog).ExecContext(ctx, part); err != nil {
 		return 0, err
 	}
-	if !first.Valid {
-		w.logRows = 0
-		return 0, nil
-	}
-	upTo := first.Int64 + w.mergeAt - 1
-	if _, err := tx.StmtContext(ctx, w.prepared.moveLog).ExecContext(ctx, upTo); err != nil {
-		return 0, err
-	}
-	res, err := tx.StmtContext(ctx, w.prepared.trimLog).ExecContext(ctx, upTo)
+	res, err := tx.StmtContext(ctx, w.prepared.trimLog).ExecContext(ctx, part)
 	if err != nil {
 		return 0, err
 	}
@@ -137,7 +187,7 @@ func (w *writer) merge() (int64, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, err
 	}
-	w.logRows = max(0, w.logRows-n)
+	w.log.removed(part, w.log.rows[part]) // all of it, whatever a failed batch left counted
 	w.merges.Add(1)
 	return n, nil
 }

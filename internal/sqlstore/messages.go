@@ -57,15 +57,15 @@ func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit 
 	if limit <= 0 {
 		return nil, nil
 	}
-	query := messagesAfter
+	query, args := messagesAfter, []any{sessionID, after, limit}
 	if d.dialect == dialectSQLite {
-		query = sqliteMessagesAfter
+		query, args = sqliteMessagesAfter, append(args, logPart(sessionID))
 	}
 	st, err := d.prepared(ctx, query)
 	if err != nil {
 		return nil, dbErr(err, "read messages")
 	}
-	rows, err := st.QueryContext(ctx, sessionID, after, limit)
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, dbErr(err, "read messages")
 	}
@@ -83,12 +83,12 @@ func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit 
 
 // LastSeq implements chat.MessageStore: the last key of the session's range.
 func (d *DB) LastSeq(ctx context.Context, sessionID string) (int64, error) {
-	query := lastSeqOf
+	query, args := lastSeqOf, []any{sessionID}
 	if d.dialect == dialectSQLite {
-		query = sqliteLastSeqOf
+		query, args = sqliteLastSeqOf, append(args, logPart(sessionID))
 	}
 	var seq int64
-	err := d.queryRow(ctx, query, sessionID).Scan(&seq)
+	err := d.queryRow(ctx, query, args...).Scan(&seq)
 	return seq, dbErr(err, "read last seq")
 }
 

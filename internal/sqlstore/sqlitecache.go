@@ -100,13 +100,13 @@ func (w *writer) appendSQLite(ctx context.Context, st stmts, r *request) error {
 	}
 	m := &r.out
 	m.Seq = w.seqs[s] + 1
-	if _, err := st.insert.ExecContext(ctx, m.SessionID, m.Seq, m.ClientID, m.From, m.To, m.Room, string(m.Kind),
-		m.Text, w.d.timeArg(m.CreatedAt)); err != nil {
+	part := logPart(s)
+	if _, err := st.insert.ExecContext(ctx, part, w.log.nextID, m.SessionID, m.Seq, m.ClientID, m.From, m.To, m.Room,
+		string(m.Kind), m.Text, w.d.timeArg(m.CreatedAt)); err != nil {
 		return err
 	}
 	w.seqs[s] = m.Seq
-	w.logRows++
-	w.logChats[s] = struct{}{}
+	w.log.appended(part)
 	ids[h] = m.Seq // after a collision the newer seq wins; the older id is found by findStored's lookup
 	w.cache.count++
 	return nil
@@ -115,7 +115,7 @@ func (w *writer) appendSQLite(ctx context.Context, st stmts, r *request) error {
 // findStored answers r as a duplicate when the session already holds its client id;
 // seq is the message the id's hash points at.
 func (w *writer) findStored(ctx context.Context, st stmts, r *request, seq int64) (bool, error) {
-	err := scanMessage(st.bySeq.QueryRowContext(ctx, r.in.SessionID, seq), &r.out)
+	err := scanMessage(st.bySeq.QueryRowContext(ctx, r.in.SessionID, seq, logPart(r.in.SessionID)), &r.out)
 	if err == nil && r.out.ClientID == r.in.ClientID {
 		r.dup = true
 		return true, nil
@@ -124,7 +124,7 @@ func (w *writer) findStored(ctx context.Context, st stmts, r *request, seq int64
 		return false, err
 	}
 	// Two client ids share a hash: look for this one among the session's rows.
-	err = scanMessage(st.byClient.QueryRowContext(ctx, r.in.SessionID, r.in.ClientID), &r.out)
+	err = scanMessage(w.byClient(ctx, st, r.in.SessionID, r.in.ClientID), &r.out)
 	if err == nil {
 		r.dup = true
 		return true, nil
@@ -147,7 +147,7 @@ func (w *writer) clientIDs(ctx context.Context, st stmts, session string) (map[u
 		w.cache.count = 0
 		clear(w.seqs)
 	}
-	rows, err := st.clientIDs.QueryContext(ctx, session)
+	rows, err := st.clientIDs.QueryContext(ctx, session, logPart(session))
 	if err != nil {
 		return nil, err
 	}
@@ -169,4 +169,20 @@ func (w *writer) clientIDs(ctx context.Context, st stmts, session string) (map[u
 	w.cache.ids[session], w.seqs[session] = ids, last
 	w.cache.count += len(ids)
 	return ids, nil
+}
+
+// byClient reads the session's message with the client id (SQLite: from either table).
+func (w *writer) byClient(ctx context.Context, st stmts, session, clientID string) *sql.Row {
+	if w.d.dialect == dialectSQLite {
+		return st.byClient.QueryRowContext(ctx, session, clientID, logPart(session))
+	}
+	return st.byClient.QueryRowContext(ctx, session, clientID)
+}
+
+// loadLog reads what the SQLite message log holds.
+func (w *writer) loadLog(ctx context.Context) error {
+	if w.d.dialect != dialectSQLite {
+		return nil
+	}
+	return w.log.load(ctx, w.prepared.logParts)
 }

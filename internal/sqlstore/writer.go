@@ -122,11 +122,8 @@ type writer struct {
 	// page it touches again.
 	conn *sql.Conn
 
-	logRows    int64               // SQLite: rows waiting in message_log (messagelog.go)
-	mergeAt    int64               // SQLite: log rows that start a merge, and rows per merge (messagelog.go)
-	fixedMerge bool                // tests: keep mergeAt as set
-	logChats   map[string]struct{} // SQLite: sessions appended to since the last merge
-	busy       bool                // a batch was committed since the last idle tick
+	log  messageLog // SQLite: rows waiting in message_log, by part (messagelog.go)
+	busy bool       // a batch was committed since the last idle tick
 
 	// batches and batched count transactions and the requests they carried, so tests
 	// and benchmarks can see that commits are shared.
@@ -150,7 +147,7 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
 		d: d, quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool), loaded: make(map[string]int64),
-		cache: newSQLiteCache(), mergeAt: mergeFirst, logChats: make(map[string]struct{}),
+		cache: newSQLiteCache(), log: messageLog{mergeAt: mergeFirst},
 	}
 	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
 		w.prepared.close()
@@ -164,7 +161,7 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 		}
 		w.conn = conn
 	}
-	if err := w.loadLogSize(ctx); err != nil {
+	if err := w.loadLog(ctx); err != nil {
 		w.prepared.close()
 		return nil, dbErr(err, "read the message log")
 	}
@@ -299,8 +296,8 @@ type stmts struct {
 	insert, byClient, lastSeq, delete *sql.Stmt
 	// SQLite only: the reads behind the writer's client-id filter, and End
 	// (sqlitecache.go); the message log (messagelog.go).
-	bySeq, clientIDs, end                           *sql.Stmt
-	deleteLog, logCount, logFirst, moveLog, trimLog *sql.Stmt
+	bySeq, clientIDs, end                 *sql.Stmt
+	deleteLog, logParts, moveLog, trimLog *sql.Stmt
 	// status reads the session's status in the batch transaction (with a shared lock on
 	// MySQL), so a message and the end of its chat are ordered: a message committed
 	// before the end is in the transcript, one after it is refused.
@@ -316,7 +313,7 @@ func (st *stmts) list(d dialect) []struct {
 } {
 	insert := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
 	var seqCreate, seqLock, seqUpdate, seqDelete, bySeq, clientIDs, end string
-	var deleteLog, logCount, logFirst, moveLog, trimLog string
+	var deleteLog, logParts, moveLog, trimLog string
 	byClient := `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`
 	status := `SELECT status FROM sessions WHERE id = ?`
 	if d == dialectMySQL {
@@ -328,7 +325,7 @@ func (st *stmts) list(d dialect) []struct {
 		seqDelete = `DELETE FROM message_seqs WHERE session_id = ?`
 	} else {
 		insert, byClient, bySeq, clientIDs, end = sqliteInsert, sqliteByClient, sqliteBySeq, sqliteClientIDs, endSession
-		deleteLog, logCount, logFirst, moveLog, trimLog = sqliteDeleteLog, sqliteLogCount, sqliteLogFirst, sqliteMoveLog, sqliteTrimLog
+		deleteLog, logParts, moveLog, trimLog = sqliteDeleteLog, sqliteLogParts, sqliteMoveLog, sqliteTrimLog
 	}
 	return []struct {
 		dst   **sql.Stmt
@@ -341,7 +338,7 @@ func (st *stmts) list(d dialect) []struct {
 		{&st.status, status},
 		{&st.seqCreate, seqCreate}, {&st.seqLock, seqLock}, {&st.seqUpdate, seqUpdate}, {&st.seqDelete, seqDelete},
 		{&st.bySeq, bySeq}, {&st.clientIDs, clientIDs}, {&st.end, end},
-		{&st.deleteLog, deleteLog}, {&st.logCount, logCount}, {&st.logFirst, logFirst}, {&st.moveLog, moveLog}, {&st.trimLog, trimLog},
+		{&st.deleteLog, deleteLog}, {&st.logParts, logParts}, {&st.moveLog, moveLog}, {&st.trimLog, trimLog},
 	}
 }
 
@@ -490,7 +487,7 @@ func (w *writer) sessionEnded(ctx context.Context, st stmts, session string) (bo
 // refuseAfterEnd answers a message for an ended chat: a resend of a message stored
 // before the end gets its original answer; anything new is refused with EChatEnded.
 func (w *writer) refuseAfterEnd(ctx context.Context, st stmts, r *request) error {
-	err := scanMessage(st.byClient.QueryRowContext(ctx, r.in.SessionID, r.in.ClientID), &r.out)
+	err := scanMessage(w.byClient(ctx, st, r.in.SessionID, r.in.ClientID), &r.out)
 	if errors.Is(err, sql.ErrNoRows) {
 		r.err = chat.Errorf(chat.EChatEnded, "This chat has ended; no more messages can be sent.")
 		return nil
@@ -501,7 +498,7 @@ func (w *writer) refuseAfterEnd(ctx context.Context, st stmts, r *request) error
 
 // readDuplicate answers r with the stored message that has its client id.
 func (w *writer) readDuplicate(ctx context.Context, st stmts, r *request) error {
-	err := scanMessage(st.byClient.QueryRowContext(ctx, r.in.SessionID, r.in.ClientID), &r.out)
+	err := scanMessage(w.byClient(ctx, st, r.in.SessionID, r.in.ClientID), &r.out)
 	if errors.Is(err, sql.ErrNoRows) {
 		// The insert hit the (session_id, seq) key instead: the seq state is wrong.
 		return chat.Errorf(chat.EInternal, "seq %d of a session was already taken", r.out.Seq)
@@ -538,7 +535,8 @@ func (w *writer) deleteSession(ctx context.Context, st stmts, r *request) error 
 		return err
 	}
 	if w.d.dialect == dialectSQLite {
-		res, err := st.deleteLog.ExecContext(ctx, s)
+		part := logPart(s)
+		res, err := st.deleteLog.ExecContext(ctx, part, s)
 		if err != nil {
 			return err
 		}
@@ -547,7 +545,7 @@ func (w *writer) deleteSession(ctx context.Context, st stmts, r *request) error 
 			return err
 		}
 		r.deleted += n
-		w.logRows = max(0, w.logRows-n)
+		w.log.removed(part, n)
 	}
 	w.seqs[s] = 0
 	if w.d.dialect == dialectSQLite {

@@ -1,10 +1,12 @@
--- New messages are appended to message_log, in arrival order, and moved into messages
--- (clustered by session) a few thousand at a time. Appending to one table's last page
--- lets a group commit write a few pages however many chats it carries, where inserting
--- straight into messages dirtied one page per chat per commit; the move then writes
--- each chat's rows together. Every read sees both tables (sqlstore/messagelog.go).
+-- New messages are appended to message_log, in arrival order within one of 16 parts
+-- (chosen by a hash of the session id), and a whole part at a time is moved into
+-- messages (clustered by session). Appending to the ends of the parts lets a group
+-- commit write a few pages however many chats it carries, where inserting straight
+-- into messages dirtied one page per chat per commit; a move then writes each chat's
+-- rows together. Every read sees both tables (sqlstore/messagelog.go).
 CREATE TABLE message_log (
-    id         INTEGER PRIMARY KEY,
+    part       INTEGER NOT NULL,
+    id         INTEGER NOT NULL,
     session_id TEXT    NOT NULL,
     seq        INTEGER NOT NULL,
     client_id  TEXT    NOT NULL,
@@ -13,5 +15,6 @@ CREATE TABLE message_log (
     room       TEXT    NOT NULL,
     kind       TEXT    NOT NULL,
     text       TEXT    NOT NULL,
-    created_at INTEGER NOT NULL
-);
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (part, id)
+) WITHOUT ROWID;
