@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"hash/fnv"
+	"strings"
 	"time"
+
+	"parley/internal/chat"
 )
 
 // The SQLite message log. A group commit in WAL mode writes every page it changed, and
@@ -64,6 +67,59 @@ const (
 	sqliteTrimLog   = `DELETE FROM message_log WHERE part = ?`
 )
 
+// logInsertRows is how many messages one INSERT into the log carries: database/sql
+// and the driver cost about as much per statement as SQLite does per row, so a batch
+// is written logInsertRows rows per statement (sqliteInsertN), the rest one by one.
+const logInsertRows = 32
+
+// sqliteInsertN inserts logInsertRows rows.
+var sqliteInsertN = sqliteInsert + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", logInsertRows-1)
+
+// queueRow adds r's message to the rows the batch will insert into the log.
+func (w *writer) queueRow(ctx context.Context, st stmts, r *request) error {
+	w.rows = append(w.rows, r)
+	if len(w.rows) == logInsertRows {
+		return w.flushRows(ctx, st)
+	}
+	return nil
+}
+
+// flushRows inserts the queued rows. Anything that reads message rows in the batch
+// (a dedupe check, loading a chat's ids, a delete) flushes first, so it sees them.
+func (w *writer) flushRows(ctx context.Context, st stmts) error {
+	rows := w.rows
+	defer func() {
+		clear(w.rows)
+		w.rows = w.rows[:0]
+		clear(w.args)
+	}()
+	for len(rows) >= logInsertRows {
+		w.args = w.args[:0]
+		for _, r := range rows[:logInsertRows] {
+			w.args = w.appendRowArgs(w.args, &r.out)
+		}
+		if _, err := st.insertN.ExecContext(ctx, w.args...); err != nil {
+			return err
+		}
+		rows = rows[logInsertRows:]
+	}
+	for _, r := range rows {
+		w.args = w.appendRowArgs(w.args[:0], &r.out)
+		if _, err := st.insert.ExecContext(ctx, w.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendRowArgs appends the log row of m, with the next log id, to args.
+func (w *writer) appendRowArgs(args []any, m *chat.Message) []any {
+	id := w.log.nextID
+	w.log.nextID++
+	return append(args, logPart(m.SessionID), id, m.SessionID, m.Seq, m.ClientID, m.From, m.To, m.Room,
+		string(m.Kind), m.Text, w.d.timeArg(m.CreatedAt))
+}
+
 // logPart is the log part of a session: stable across processes and restarts, since
 // the rows on disk carry it.
 func logPart(session string) int64 {
@@ -101,11 +157,10 @@ func (l *messageLog) load(ctx context.Context, st *sql.Stmt) error {
 	return rows.Err()
 }
 
-// appended counts a row appended to part.
+// appended counts a row appended to part (its id is taken when it is written).
 func (l *messageLog) appended(part int64) {
 	l.rows[part]++
 	l.total++
-	l.nextID++
 }
 
 // removed counts n rows of part deleted or moved.

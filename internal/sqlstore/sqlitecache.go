@@ -94,22 +94,19 @@ func (w *writer) appendSQLite(ctx context.Context, st stmts, r *request) error {
 	}
 	h := w.cache.hash(r.in.ClientID)
 	if seq, ok := ids[h]; ok {
+		if err := w.flushRows(ctx, st); err != nil { // so the row is there to compare
+			return err
+		}
 		if found, err := w.findStored(ctx, st, r, seq); found || err != nil {
 			return err
 		}
 	}
-	m := &r.out
-	m.Seq = w.seqs[s] + 1
-	part := logPart(s)
-	if _, err := st.insert.ExecContext(ctx, part, w.log.nextID, m.SessionID, m.Seq, m.ClientID, m.From, m.To, m.Room,
-		string(m.Kind), m.Text, w.d.timeArg(m.CreatedAt)); err != nil {
-		return err
-	}
-	w.seqs[s] = m.Seq
-	w.log.appended(part)
-	ids[h] = m.Seq // after a collision the newer seq wins; the older id is found by findStored's lookup
+	r.out.Seq = w.seqs[s] + 1
+	w.seqs[s] = r.out.Seq
+	w.log.appended(logPart(s))
+	ids[h] = r.out.Seq // after a collision the newer seq wins; the older id is found by findStored's lookup
 	w.cache.count++
-	return nil
+	return w.queueRow(ctx, st, r)
 }
 
 // findStored answers r as a duplicate when the session already holds its client id;
@@ -141,6 +138,9 @@ func (w *writer) findStored(ctx context.Context, st stmts, r *request, seq int64
 func (w *writer) clientIDs(ctx context.Context, st stmts, session string) (map[uint64]int64, error) {
 	if ids, ok := w.cache.ids[session]; ok {
 		return ids, nil
+	}
+	if err := w.flushRows(ctx, st); err != nil { // the load reads the session's rows
+		return nil, err
 	}
 	if w.cache.count >= maxCachedIDs || len(w.cache.ids) >= maxCachedSessions {
 		clear(w.cache.ids)

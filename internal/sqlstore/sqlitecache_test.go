@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"parley/internal/chat"
@@ -61,5 +62,44 @@ func TestSQLiteDedupeAfterRestart(t *testing.T) {
 	next, dup, err := db.Append(ctx, testMessage(session, "c-3"))
 	if err != nil || dup || next.Seq != 3 {
 		t.Fatalf("new message after restart = seq %d dup %v err %v, want seq 3", next.Seq, dup, err)
+	}
+}
+
+// TestSQLiteDedupeInsideBigBatches sends each client id from two goroutines at once,
+// many at a time, so batches carry more messages than one log insert holds and
+// repeats of ids not yet written; with every hash alike, each repeat is checked
+// against rows the batch itself queued. Each id must be stored once, and both of its
+// senders must get its one seq.
+func TestSQLiteDedupeInsideBigBatches(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	db.w.cache.hashf = func(maphash.Seed, string) uint64 { return 7 }
+	session := chat.NewSessionID()
+	const ids = 150
+	seqs := make([][2]int64, ids)
+	var wg sync.WaitGroup
+	for i := range ids {
+		for copy := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m, _, err := db.Append(ctx, testMessage(session, fmt.Sprintf("id-%d", i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs[i][copy] = m.Seq
+			}()
+		}
+	}
+	wg.Wait()
+	checkContiguous(t, db, session, ids)
+	for i, s := range seqs {
+		if s[0] != s[1] {
+			t.Fatalf("the two sends of id-%d got seqs %d and %d", i, s[0], s[1])
+		}
+	}
+	if db.w.batched.Load() <= db.w.batches.Load() {
+		t.Fatalf("no batch carried more than one message (%d in %d)", db.w.batched.Load(), db.w.batches.Load())
 	}
 }

@@ -123,6 +123,8 @@ type writer struct {
 	conn *sql.Conn
 
 	log  messageLog // SQLite: rows waiting in message_log, by part (messagelog.go)
+	rows []*request // SQLite: this batch's messages not yet inserted (flushRows)
+	args []any      // SQLite: reused arguments of the log inserts
 	busy bool       // a batch was committed since the last idle tick
 
 	// batches and batched count transactions and the requests they carried, so tests
@@ -296,7 +298,7 @@ type stmts struct {
 	insert, byClient, lastSeq, delete *sql.Stmt
 	// SQLite only: the reads behind the writer's client-id filter, and End
 	// (sqlitecache.go); the message log (messagelog.go).
-	bySeq, clientIDs, end                 *sql.Stmt
+	bySeq, clientIDs, end, insertN        *sql.Stmt
 	deleteLog, logParts, moveLog, trimLog *sql.Stmt
 	// status reads the session's status in the batch transaction (with a shared lock on
 	// MySQL), so a message and the end of its chat are ordered: a message committed
@@ -312,7 +314,7 @@ func (st *stmts) list(d dialect) []struct {
 	query string
 } {
 	insert := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
-	var seqCreate, seqLock, seqUpdate, seqDelete, bySeq, clientIDs, end string
+	var seqCreate, seqLock, seqUpdate, seqDelete, bySeq, clientIDs, end, insertN string
 	var deleteLog, logParts, moveLog, trimLog string
 	byClient := `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`
 	status := `SELECT status FROM sessions WHERE id = ?`
@@ -325,6 +327,7 @@ func (st *stmts) list(d dialect) []struct {
 		seqDelete = `DELETE FROM message_seqs WHERE session_id = ?`
 	} else {
 		insert, byClient, bySeq, clientIDs, end = sqliteInsert, sqliteByClient, sqliteBySeq, sqliteClientIDs, endSession
+		insertN = sqliteInsertN
 		deleteLog, logParts, moveLog, trimLog = sqliteDeleteLog, sqliteLogParts, sqliteMoveLog, sqliteTrimLog
 	}
 	return []struct {
@@ -337,7 +340,7 @@ func (st *stmts) list(d dialect) []struct {
 		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
 		{&st.status, status},
 		{&st.seqCreate, seqCreate}, {&st.seqLock, seqLock}, {&st.seqUpdate, seqUpdate}, {&st.seqDelete, seqDelete},
-		{&st.bySeq, bySeq}, {&st.clientIDs, clientIDs}, {&st.end, end},
+		{&st.bySeq, bySeq}, {&st.clientIDs, clientIDs}, {&st.end, end}, {&st.insertN, insertN},
 		{&st.deleteLog, deleteLog}, {&st.logParts, logParts}, {&st.moveLog, moveLog}, {&st.trimLog, trimLog},
 	}
 }
@@ -401,10 +404,14 @@ func (w *writer) commitOnce() error {
 			return err
 		}
 	}
+	w.rows = w.rows[:0]
 	for _, r := range w.batch {
 		if err := w.apply(ctx, st, r); err != nil {
 			return err
 		}
+	}
+	if err := w.flushRows(ctx, st); err != nil {
+		return err
 	}
 	if w.d.dialect == dialectMySQL {
 		if err := w.saveSeqs(ctx, st); err != nil {
@@ -417,6 +424,11 @@ func (w *writer) commitOnce() error {
 // apply performs one request inside the batch transaction.
 func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
 	r.dup, r.deleted, r.won, r.err = false, 0, false, nil
+	if r.op != opAppend {
+		if err := w.flushRows(ctx, st); err != nil { // a delete or an end comes after them
+			return err
+		}
+	}
 	switch r.op {
 	case opDelete:
 		return w.deleteSession(ctx, st, r)
