@@ -27,8 +27,10 @@ import (
 // Appends wait while a move runs, so the writer moves a part once it holds as many
 // rows as the last move's speed says fit in about mergePause (at least mergeMin), and
 // moves everything once it has been idle for mergeIdle. parley bench
-// (docs/BENCHMARKS.md) set mergePause: at R=100 5 ms gave ~80,000 deliveries/s with
-// p99 15-19 ms, 12 ms ~90,000-99,000/s with p99 18 ms.
+// (docs/BENCHMARKS.md) set mergePause: with parts, a part holds many rows per chat
+// even when moved often, so short moves cost little more CPU and keep p99 down (R=100:
+// 4 ms gave p99 12.5-14.1 ms, 12 ms 18.9-21.1 ms, for the same throughput; R=1000
+// stayed at p99 134-148 ms).
 //
 // A chat's logged messages are all in one part and a move takes them all, in one
 // transaction, so a row is in exactly one table at any moment and every read is one
@@ -42,7 +44,7 @@ const (
 	mergeFirst = 256
 	mergeMin   = 64
 	mergeMax   = 32768
-	mergePause = 12 * time.Millisecond
+	mergePause = 4 * time.Millisecond
 	mergeIdle  = 250 * time.Millisecond
 )
 
