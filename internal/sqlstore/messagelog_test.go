@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 
 	"parley/internal/chat"
@@ -25,11 +24,7 @@ func countRows(t *testing.T, db *DB, table, session string) int {
 // a restart with rows still in the log.
 func TestMessageLogMerge(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "parley.db")
-	db, err := OpenSQLite(ctx, path, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, path := openToReopen(t)
 	db.w.log.mergeAt, db.w.log.fixed = 5, true
 	a, b := chat.NewSessionID(), chat.NewSessionID()
 	for i := 1; i <= 23; i++ {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -38,11 +37,7 @@ func TestSQLiteDedupeSurvivesHashCollisions(t *testing.T) {
 // a message stored before: the filter is rebuilt from the rows, so it is a duplicate.
 func TestSQLiteDedupeAfterRestart(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "parley.db")
-	db, err := OpenSQLite(ctx, path, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, path := openToReopen(t)
 	session := chat.NewSessionID()
 	first, _, err := db.Append(ctx, testMessage(session, "c-1"))
 	if err != nil {

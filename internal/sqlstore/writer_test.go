@@ -40,11 +40,7 @@ func checkContiguous(t *testing.T, db *DB, session string, n int) {
 // sequence, and appending continues after the last seq.
 func TestRestartKeepsAckedMessages(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "parley.db")
-	db, err := OpenSQLite(ctx, path, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, path := openToReopen(t)
 	session := chat.NewSessionID()
 	var mu sync.Mutex
 	acked := map[int64]string{}
@@ -88,6 +84,18 @@ func TestRestartKeepsAckedMessages(t *testing.T) {
 	if err != nil || next.Seq != int64(len(msgs)+1) {
 		t.Fatalf("append after restart = seq %d, %v; want %d", next.Seq, err, len(msgs)+1)
 	}
+}
+
+// openToReopen opens a new SQLite file that the test closes and opens again
+// (openAgain); it returns the file's path.
+func openToReopen(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	db, err := OpenSQLite(context.Background(), path, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, path
 }
 
 // openAgain reopens a SQLite file and closes it at cleanup.
