@@ -2,7 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"parley/internal/chat"
@@ -101,4 +103,53 @@ func TestMessageLogDrainsWhenIdle(t *testing.T) {
 		t.Fatalf("messages holds %d rows after the idle merge, want 3", got)
 	}
 	checkContiguous(t, db, s, 3)
+}
+
+// TestUpgradeKeepsMessages opens a database left by a Parley before the message log
+// (schema version 2: messages with a unique client-id index, no message_log) and
+// checks that its messages are all still read, in order, that a resend of an old id
+// is still a duplicate, and that appending continues after them.
+func TestUpgradeKeepsMessages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	old, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDB(old, dialectSQLite, nil)
+	ms, err := d.migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := old.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE schema_migrations (
+		version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:2] {
+		if err := d.apply(ctx, conn, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	session := chat.NewSessionID()
+	for seq := 1; seq <= 30; seq++ {
+		if _, err := conn.ExecContext(ctx, `INSERT INTO messages (`+messageCols+`) VALUES (?, ?, ?, 'a@x.org', 'b@x.org', 'r', 'chat', 'old', 1)`,
+			session, seq, fmt.Sprintf("old-%d", seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close()
+	old.Close()
+
+	db := openAgain(t, path)
+	checkContiguous(t, db, session, 30)
+	if m, dup, err := db.Append(ctx, testMessage(session, "old-17")); err != nil || !dup || m.Seq != 17 {
+		t.Fatalf("resend of a message stored before the upgrade = seq %d dup %v err %v, want seq 17 dup", m.Seq, dup, err)
+	}
+	if m, dup, err := db.Append(ctx, testMessage(session, "new-1")); err != nil || dup || m.Seq != 31 {
+		t.Fatalf("first message after the upgrade = seq %d dup %v err %v, want seq 31", m.Seq, dup, err)
+	}
 }
