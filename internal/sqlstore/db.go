@@ -107,7 +107,8 @@ func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*DB, err
 // replicas start at once and schema changes are an operator's decision: it checks the
 // schema version and asks for `parley migrate` when the database is behind. The DSN is
 // a go-sql-driver DSN; parseTime=true and loc=UTC are forced, since every time is
-// stored and compared in UTC.
+// stored and compared in UTC, and clientFoundRows=false, since conditional updates and
+// the message writer read "0 rows affected" as "nothing changed".
 func OpenMySQL(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
 	d, err := openMySQL(ctx, dsn, logger)
 	if err != nil {
@@ -144,6 +145,7 @@ func openMySQL(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error
 	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
+	cfg.ClientFoundRows = false
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, chat.Wrap(chat.EInvalid, err, "MySQL connector")

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,14 +32,16 @@ import (
 //     sessions), reads last_seq under that lock, inserts, writes last_seq back and
 //     commits. A replica appending to the same session waits for the lock and then
 //     reads the committed value, so no cache survives a transaction. A deadlock or
-//     lock-wait timeout reruns the whole batch.
+//     lock-wait timeout reruns the whole batch. Each step is one statement for the
+//     whole batch (writer_mysql.go).
 //
 // Dedupe. SQLite: the writer remembers a hash of every client id of each session it
 // appends to (see sqlitecache.go); a hit is confirmed by reading that row, so a hash
 // collision costs a read, never a lost message. MySQL: the insert does nothing when
 // (session_id, client_id) exists (ON DUPLICATE KEY UPDATE no-op, which reports 0 rows);
-// then the stored row is read back and returned as a duplicate, and the seq is not
-// used. A repeat inside one batch is answered from the batch.
+// then the batch reruns, first reading the stored rows of its client ids, and answers
+// those as duplicates (writer_mysql.go). A repeat inside one batch is answered from
+// the batch.
 //
 // Queue. Callers append to a slice under a mutex and nudge the writer; the writer swaps
 // the slice out whole. A caller never waits for the writer to take its request, only
@@ -106,14 +107,20 @@ type writer struct {
 
 	inbox    []*request // the requests taken from pending, committed maxBatch at a time
 	batch    []*request
-	seen     map[msgKey]*request // MySQL
-	seqs     map[string]int64    // session → last seq stored
-	ended    map[string]bool     // session → ended, as a transaction saw it (SQLite: see cache)
-	cache    sqliteCache         // SQLite: client ids and ended flags kept between batches
-	loaded   map[string]int64    // MySQL: last_seq as read under lock this batch
-	sessions []string            // MySQL: distinct sessions of the batch, sorted
+	seen     map[msgKey]*request     // MySQL
+	seqs     map[string]int64        // session → last seq stored
+	ended    map[string]bool         // MySQL: session → ended, as this transaction saw it (SQLite: see cache)
+	cache    sqliteCache             // SQLite: client ids and ended flags kept between batches
+	loaded   map[string]int64        // MySQL: last_seq as read under lock this batch
+	sessions []string                // MySQL: distinct sessions of the batch, sorted
+	stored   map[msgKey]chat.Message // MySQL: on a rerun, stored messages of the batch's client ids
 
-	prepared stmts // on the pool; bound to each batch's transaction
+	// rereadStored (MySQL) is set while a batch reruns because an insert met a client
+	// id stored before (writer_mysql.go).
+	rereadStored bool
+
+	prepared stmts      // on the pool; bound to each batch's transaction
+	mysql    mysqlStmts // MySQL: the variable-length statements, likewise
 
 	// conn (SQLite) is the one pooled connection the writer keeps for itself. SQLite
 	// drops a connection's page cache whenever another connection has written since
@@ -149,7 +156,8 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{
 		d: d, quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool), loaded: make(map[string]int64),
-		cache: newSQLiteCache(), log: messageLog{mergeAt: mergeFirst},
+		stored: make(map[msgKey]chat.Message),
+		cache:  newSQLiteCache(), log: messageLog{mergeAt: mergeFirst},
 	}
 	if err := w.prepared.prepare(ctx, d.db, d.dialect); err != nil {
 		w.prepared.close()
@@ -198,6 +206,7 @@ func (w *writer) stop() {
 	close(w.quit)
 	<-w.done
 	w.prepared.close()
+	w.mysql.close()
 	if w.conn != nil {
 		_ = w.conn.Close()
 	}
@@ -275,14 +284,21 @@ func (w *writer) flush() {
 	clear(w.seen) // holds answered requests, which their callers now reuse
 }
 
-// commit writes the batch, rerunning it when MySQL reports a lost lock race.
+// commit writes the batch, rerunning it when MySQL reports a lost lock race, or met a
+// client id stored before (errStoredBefore; rerun once, reading the stored ids).
 func (w *writer) commit() error {
+	defer func() { w.rereadStored = false }()
 	for attempt := 1; ; attempt++ {
 		err := w.commitOnce()
 		if err == nil {
 			return nil
 		}
 		w.forgetBatchSessions()
+		if errors.Is(err, errStoredBefore) && !w.rereadStored {
+			w.rereadStored = true
+			attempt-- // not a failure: the common batch does not pay for reading ids first
+			continue
+		}
 		if w.d.dialect == dialectMySQL && isRetryable(err) && attempt < maxBatchAttempts {
 			continue
 		}
@@ -295,17 +311,17 @@ func (w *writer) commit() error {
 // then keeps one prepared copy per connection, and a batch binds them to its
 // transaction with Tx.StmtContext, so no batch compiles SQL.
 type stmts struct {
-	insert, byClient, lastSeq, delete *sql.Stmt
+	insert, byClient, delete *sql.Stmt
 	// SQLite only: the reads behind the writer's client-id filter, and End
 	// (sqlitecache.go); the message log (messagelog.go).
 	bySeq, clientIDs, end, insertN        *sql.Stmt
 	deleteLog, logParts, moveLog, trimLog *sql.Stmt
-	// status reads the session's status in the batch transaction (with a shared lock on
-	// MySQL), so a message and the end of its chat are ordered: a message committed
-	// before the end is in the transcript, one after it is refused.
+	// SQLite: status reads the session's status in the batch transaction, so a message
+	// and the end of its chat are ordered (MySQL reads them all at once: readStatus).
 	status *sql.Stmt
-	// MySQL only: the message_seqs row that serialises a session's appends.
-	seqCreate, seqLock, seqUpdate, seqDelete *sql.Stmt
+	// MySQL only: drops the message_seqs row of a session left empty (the other
+	// message_seqs statements vary in length: writer_mysql.go).
+	seqDelete *sql.Stmt
 }
 
 // list returns pointers to every statement, with its SQL for the dialect ("" when unused).
@@ -314,18 +330,14 @@ func (st *stmts) list(d dialect) []struct {
 	query string
 } {
 	insert := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
-	var seqCreate, seqLock, seqUpdate, seqDelete, bySeq, clientIDs, end, insertN string
+	var seqDelete, status, bySeq, clientIDs, end, insertN string
 	var deleteLog, logParts, moveLog, trimLog string
 	byClient := `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`
-	status := `SELECT status FROM sessions WHERE id = ?`
 	if d == dialectMySQL {
-		status += ` LOCK IN SHARE MODE`
-		insert += `ON DUPLICATE KEY UPDATE seq = seq`
-		seqCreate = `INSERT INTO message_seqs (session_id, last_seq) VALUES (?, 0) ON DUPLICATE KEY UPDATE last_seq = last_seq`
-		seqLock = `SELECT last_seq FROM message_seqs WHERE session_id = ? FOR UPDATE`
-		seqUpdate = `UPDATE message_seqs SET last_seq = ? WHERE session_id = ?`
+		insert = "" // multi-row inserts: writer_mysql.go
 		seqDelete = `DELETE FROM message_seqs WHERE session_id = ?`
 	} else {
+		status = `SELECT status FROM sessions WHERE id = ?`
 		insert, byClient, bySeq, clientIDs, end = sqliteInsert, sqliteByClient, sqliteBySeq, sqliteClientIDs, endSession
 		insertN = sqliteInsertN
 		deleteLog, logParts, moveLog, trimLog = sqliteDeleteLog, sqliteLogParts, sqliteMoveLog, sqliteTrimLog
@@ -336,10 +348,9 @@ func (st *stmts) list(d dialect) []struct {
 	}{
 		{&st.insert, insert},
 		{&st.byClient, byClient},
-		{&st.lastSeq, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?`},
 		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
 		{&st.status, status},
-		{&st.seqCreate, seqCreate}, {&st.seqLock, seqLock}, {&st.seqUpdate, seqUpdate}, {&st.seqDelete, seqDelete},
+		{&st.seqDelete, seqDelete},
 		{&st.bySeq, bySeq}, {&st.clientIDs, clientIDs}, {&st.end, end}, {&st.insertN, insertN},
 		{&st.deleteLog, deleteLog}, {&st.logParts, logParts}, {&st.moveLog, moveLog}, {&st.trimLog, trimLog},
 	}
@@ -400,9 +411,10 @@ func (w *writer) commitOnce() error {
 	clear(w.seen)
 	clear(w.ended)
 	if w.d.dialect == dialectMySQL {
-		if err := w.lockSeqs(ctx, st); err != nil {
+		if err := w.commitMySQL(ctx, tx, st); err != nil {
 			return err
 		}
+		return tx.Commit()
 	}
 	w.rows = w.rows[:0]
 	for _, r := range w.batch {
@@ -413,15 +425,10 @@ func (w *writer) commitOnce() error {
 	if err := w.flushRows(ctx, st); err != nil {
 		return err
 	}
-	if w.d.dialect == dialectMySQL {
-		if err := w.saveSeqs(ctx, st); err != nil {
-			return err
-		}
-	}
 	return tx.Commit()
 }
 
-// apply performs one request inside the batch transaction.
+// apply (SQLite) performs one request inside the batch transaction.
 func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
 	r.dup, r.deleted, r.won, r.err = false, 0, false, nil
 	if r.op != opAppend {
@@ -436,47 +443,14 @@ func (w *writer) apply(ctx context.Context, st stmts, r *request) error {
 		return w.endSession(ctx, st, r)
 	}
 	r.out = r.in
-	if w.d.dialect == dialectSQLite {
-		return w.appendSQLite(ctx, st, r)
-	}
-	k := msgKey{r.in.SessionID, r.in.ClientID}
-	if first, ok := w.seen[k]; ok {
-		r.out, r.dup = first.out, true
-		return nil
-	}
-	if ended, err := w.sessionEnded(ctx, st, r.in.SessionID); err != nil || ended {
-		if err == nil {
-			err = w.refuseAfterEnd(ctx, st, r)
-		}
-		return err
-	}
-	last, err := w.lastSeq(ctx, st, r.in.SessionID)
-	if err != nil {
-		return err
-	}
-	m := &r.out
-	m.Seq = last + 1
-	res, err := st.insert.ExecContext(ctx, m.SessionID, m.Seq, m.ClientID, m.From, m.To, m.Room, string(m.Kind),
-		m.Text, w.d.timeArg(m.CreatedAt))
-	if err != nil {
-		return err
-	}
-	w.seen[k] = r
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		w.seqs[m.SessionID] = m.Seq
-		return err
-	}
-	return w.readDuplicate(ctx, st, r)
+	return w.appendSQLite(ctx, st, r)
 }
 
-// sessionEnded reports whether the session's row says it no longer takes messages. A
-// session without a row here (sessions kept in another database) is not ended: the
-// caller's own check is all there is then. One read per session per batch.
+// sessionEnded (SQLite) reports whether the session's row says it no longer takes
+// messages. A session without a row here (sessions kept in another database) is not
+// ended: the caller's own check is all there is then. One read per session.
 func (w *writer) sessionEnded(ctx context.Context, st stmts, session string) (bool, error) {
-	known := w.ended
-	if w.d.dialect == dialectSQLite {
-		known = w.cache.ended
-	}
+	known := w.cache.ended
 	if ended, ok := known[session]; ok {
 		return ended, nil
 	}
@@ -517,23 +491,6 @@ func (w *writer) readDuplicate(ctx context.Context, st stmts, r *request) error 
 	}
 	r.dup = true
 	return err
-}
-
-// lastSeq returns the session's last stored seq as this transaction sees it.
-func (w *writer) lastSeq(ctx context.Context, st stmts, session string) (int64, error) {
-	if seq, ok := w.seqs[session]; ok {
-		return seq, nil
-	}
-	if len(w.seqs) >= maxCachedSessions {
-		// Safe at any point: MAX(seq) inside the transaction sees its own inserts.
-		clear(w.seqs)
-	}
-	var seq int64
-	if err := st.lastSeq.QueryRowContext(ctx, session).Scan(&seq); err != nil {
-		return 0, err
-	}
-	w.seqs[session] = seq
-	return seq, nil
 }
 
 // deleteSession deletes the session's messages; later appends start again at seq 1.
@@ -578,48 +535,4 @@ func (w *writer) forgetBatchSessions() {
 		delete(w.seqs, r.in.SessionID)
 		w.cache.forget(r.in.SessionID)
 	}
-}
-
-// lockSeqs (MySQL) locks the message_seqs row of each session in the batch, in sorted
-// order, and loads last_seq under the lock. No seq state survives from earlier batches:
-// another replica may have appended since.
-func (w *writer) lockSeqs(ctx context.Context, st stmts) error {
-	clear(w.seqs)
-	clear(w.loaded)
-	w.sessions = w.sessions[:0]
-	for _, r := range w.batch {
-		w.sessions = append(w.sessions, r.in.SessionID)
-	}
-	slices.Sort(w.sessions)
-	w.sessions = slices.Compact(w.sessions)
-	for _, s := range w.sessions {
-		if _, err := st.seqCreate.ExecContext(ctx, s); err != nil {
-			return err
-		}
-		var last int64
-		if err := st.seqLock.QueryRowContext(ctx, s).Scan(&last); err != nil {
-			return err
-		}
-		w.seqs[s], w.loaded[s] = last, last
-	}
-	return nil
-}
-
-// saveSeqs (MySQL) writes back the last seq of each session the batch changed; a
-// session left empty by a delete loses its row.
-func (w *writer) saveSeqs(ctx context.Context, st stmts) error {
-	for _, s := range w.sessions {
-		last := w.seqs[s]
-		var err error
-		switch {
-		case last == 0:
-			_, err = st.seqDelete.ExecContext(ctx, s)
-		case last != w.loaded[s]:
-			_, err = st.seqUpdate.ExecContext(ctx, last, s)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
