@@ -138,6 +138,7 @@ type writer struct {
 	// and benchmarks can see that commits are shared.
 	batches, batched atomic.Int64
 	merges           atomic.Int64 // SQLite: log merges committed
+	retries          atomic.Int64 // MySQL: batch reruns after a lost lock race
 
 	// metrics records each commit's size and time; set by SetMetrics, maybe while
 	// the writer runs.
@@ -300,6 +301,7 @@ func (w *writer) commit() error {
 			continue
 		}
 		if w.d.dialect == dialectMySQL && isRetryable(err) && attempt < maxBatchAttempts {
+			w.retries.Add(1)
 			continue
 		}
 		w.d.log.Error("message batch failed", "messages", len(w.batch), "attempts", attempt, "err", err)

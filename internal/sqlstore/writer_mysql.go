@@ -114,9 +114,9 @@ func mysqlQuery(k mysqlKind, n int) string {
 		return `INSERT INTO message_seqs (session_id, last_seq) VALUES ` + list(`(?, 0)`) +
 			` ON DUPLICATE KEY UPDATE last_seq = last_seq`
 	case mySeqLock:
-		return `SELECT session_id, last_seq FROM message_seqs WHERE session_id IN (` + list(`?`) + `) FOR UPDATE`
+		return `SELECT session_id, last_seq FROM message_seqs FORCE INDEX (PRIMARY) WHERE session_id IN (` + list(`?`) + `) FOR UPDATE`
 	case myStatus:
-		return `SELECT id, status FROM sessions WHERE id IN (` + list(`?`) + `) LOCK IN SHARE MODE`
+		return `SELECT id, status FROM sessions FORCE INDEX (PRIMARY) WHERE id IN (` + list(`?`) + `) LOCK IN SHARE MODE`
 	case myInsert:
 		return `INSERT INTO messages (` + messageCols + `) VALUES ` + list(`(?, ?, ?, ?, ?, ?, ?, ?, ?)`) +
 			` ON DUPLICATE KEY UPDATE seq = seq`
