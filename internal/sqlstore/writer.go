@@ -484,17 +484,6 @@ func (w *writer) refuseAfterEnd(ctx context.Context, st stmts, r *request) error
 	return err
 }
 
-// readDuplicate answers r with the stored message that has its client id.
-func (w *writer) readDuplicate(ctx context.Context, st stmts, r *request) error {
-	err := scanMessage(w.byClient(ctx, st, r.in.SessionID, r.in.ClientID), &r.out)
-	if errors.Is(err, sql.ErrNoRows) {
-		// The insert hit the (session_id, seq) key instead: the seq state is wrong.
-		return chat.Errorf(chat.EInternal, "seq %d of a session was already taken", r.out.Seq)
-	}
-	r.dup = true
-	return err
-}
-
 // deleteSession deletes the session's messages; later appends start again at seq 1.
 func (w *writer) deleteSession(ctx context.Context, st stmts, r *request) error {
 	s := r.in.SessionID
