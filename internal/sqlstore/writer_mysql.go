@@ -26,8 +26,11 @@ import (
 //
 // Deadlocks. Every lock a batch takes on message_seqs is taken by statement 1, which
 // lists the sessions sorted, so InnoDB locks them in that order; two replicas' batches
-// therefore wait for each other but never in a cycle. Should InnoDB still report one
-// (gap locks of new rows), the whole batch reruns (writer.commit).
+// therefore wait for each other but never in a cycle. The locking reads name the
+// primary key (FORCE INDEX): on a small table MariaDB would otherwise scan it all and
+// lock other batches' rows out of order, which deadlocked replicas several times a
+// second. Should InnoDB still report a deadlock, the whole batch reruns
+// (writer.commit).
 //
 // Dedupe. Inserts use ON DUPLICATE KEY UPDATE seq = seq, which stores nothing and
 // counts 0 affected rows for a client id the session already holds. The message_seqs
