@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"time"
 	"unicode/utf8"
@@ -40,6 +41,9 @@ func decodeClientFrame(data []byte) (clientFrame, error) {
 	if !utf8.Valid(data) { // json.Unmarshal would turn bad bytes into U+FFFD and store them
 		return clientFrame{}, chat.Errorf(chat.EInvalidFrame, "Frames must be UTF-8 text.")
 	}
+	if f, ok := decodeSendFast(data); ok {
+		return f, nil
+	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		return clientFrame{}, chat.Errorf(chat.EInvalidFrame, "A frame must be a JSON object with a \"type\".")
 	}
@@ -47,6 +51,47 @@ func decodeClientFrame(data []byte) (clientFrame, error) {
 		return clientFrame{}, chat.Errorf(chat.EInvalidFrame, "A frame must be a JSON object with a \"type\".")
 	}
 	return f, nil
+}
+
+// decodeSendFast parses the one frame every message costs, exactly as browsers'
+// JSON.stringify and parley bench write it: {"type":"send","id":"…","text":"…"}, in
+// that order, without white space, and with no escape or control character in id or
+// text. For those bytes JSON decoding yields the strings as they are, so encoding/json
+// (a tenth of the cost of reading a frame in profiles) is skipped; anything else — other
+// frames, key orders, white space, escapes — returns ok false and goes to
+// encoding/json. data must already be valid UTF-8. FuzzDecodeFrame checks both agree.
+func decodeSendFast(data []byte) (f clientFrame, ok bool) {
+	rest, ok := bytes.CutPrefix(data, []byte(`{"type":"send","id":"`))
+	if !ok {
+		return clientFrame{}, false
+	}
+	id, rest, ok := plainString(rest)
+	if !ok {
+		return clientFrame{}, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"text":"`)); !ok {
+		return clientFrame{}, false
+	}
+	text, rest, ok := plainString(rest)
+	if !ok || string(rest) != "}" {
+		return clientFrame{}, false
+	}
+	return clientFrame{Type: frameSend, ID: string(id), Text: string(text)}, true
+}
+
+// plainString splits b at the quote that closes a JSON string begun before b, if the
+// string holds no backslash and no control character (which JSON would decode or
+// refuse); it returns the string and what follows its closing quote.
+func plainString(b []byte) (s, rest []byte, ok bool) {
+	for i, c := range b {
+		switch {
+		case c == '"':
+			return b[:i], b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return nil, nil, false
+		}
+	}
+	return nil, nil, false
 }
 
 type welcomeFrame struct {

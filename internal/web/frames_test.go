@@ -89,3 +89,33 @@ func BenchmarkEncodeMessage(b *testing.B) {
 		_ = encodeMessage(m)
 	}
 }
+
+// TestDecodeSendFast checks which send frames skip encoding/json: the exact form
+// browsers and parley bench write does; anything JSON would decode differently from
+// its bytes (escapes), or that needs JSON's rules (white space, other orders, repeated
+// keys), does not, and decodeClientFrame still reads it right.
+func TestDecodeSendFast(t *testing.T) {
+	tests := []struct {
+		name, frame string
+		fast        bool
+		want        clientFrame
+	}{
+		{"Browser", `{"type":"send","id":"c-1","text":"héllo 😀 <b>"}`, true, clientFrame{frameSend, "c-1", "héllo 😀 <b>"}},
+		{"Escapes", `{"type":"send","id":"c-1","text":"a \"b\"\n"}`, false, clientFrame{frameSend, "c-1", "a \"b\"\n"}},
+		{"WhiteSpace", `{"type": "send", "id": "c-1", "text": "x"}`, false, clientFrame{frameSend, "c-1", "x"}},
+		{"OtherOrder", `{"id":"c-1","type":"send","text":"x"}`, false, clientFrame{frameSend, "c-1", "x"}},
+		{"RepeatedKey", `{"type":"send","id":"c-1","text":"x","text":"y"}`, false, clientFrame{frameSend, "c-1", "y"}},
+		{"Bye", `{"type":"bye","id":"c-2"}`, false, clientFrame{Type: frameBye, ID: "c-2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, fast := decodeSendFast([]byte(tt.frame)); fast != tt.fast {
+				t.Fatalf("fast path taken = %v, want %v", fast, tt.fast)
+			}
+			got, err := decodeClientFrame([]byte(tt.frame))
+			if err != nil || got != tt.want {
+				t.Fatalf("decodeClientFrame = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -20,10 +20,19 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"send","id":"c-1","text":"hello"}`, `{"type":"bye","id":"c-2"}`, `{"type":"end"}`,
 		`{"type":""}`, `{}`, `null`, `[]`, `"send"`, `{"type":"send","text":"\ud800"}`,
 		"{\"type\":\"send\",\"id\":\"c\",\"text\":\"\xff\"}", `{"type":1}`, `{"type":"send","type":"end"}`,
+		`{"type":"send","id":"c-1","text":"a \"quote\" and \\n"}`, `{"type":"send","id":"c-1","text":"hé 😀"}`,
+		`{"type":"send","id":"c-1","text":"x"} `, `{"type":"send","id":"c-1","text":"x","id":"c-2"}`,
+		`{"type":"send","id":"c-1","text":"tab\there"}`, "{\"type\":\"send\",\"id\":\"c\",\"text\":\"\t\"}",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if fast, ok := decodeSendFast(data); ok && utf8.Valid(data) {
+			var slow clientFrame
+			if err := json.Unmarshal(data, &slow); err != nil || slow != fast {
+				t.Fatalf("fast path read %q as %+v; encoding/json: %+v, %v", data, fast, slow, err)
+			}
+		}
 		fr, err := decodeClientFrame(data)
 		if err != nil {
 			if chat.ErrorCode(err) != chat.EInvalidFrame {
