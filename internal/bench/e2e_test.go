@@ -14,6 +14,7 @@ import (
 
 	"parley/internal/membus"
 	"parley/internal/metrics"
+	"parley/internal/outbox"
 	"parley/internal/sqlstore"
 	"parley/internal/web"
 )
@@ -22,11 +23,20 @@ import (
 // temporary folder, the in-process bus), as `parley serve` runs with nothing
 // installed, with /metrics beside it and the per-connection rate limit lifted so the
 // closed loop is not throttled.
-func newParley(t *testing.T) string {
+func newParley(t *testing.T) string { return newParleyAuth(t, web.AuthTrust) }
+
+// newParleyAuth is newParley with the given sign-in; with email-link sign-in it runs
+// in development mode, sign-in emails kept in an outbox shown at /dev/mail.
+func newParleyAuth(t *testing.T, auth string) string {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "parley.db"), log)
+	dir := t.TempDir()
+	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "parley.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mail, err := outbox.New(outbox.Options{Dir: filepath.Join(dir, "outbox"), From: "parley@localhost", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,10 +45,10 @@ func newParley(t *testing.T) string {
 	url := "http://" + srv.Listener.Addr().String()
 	reg := prometheus.NewRegistry()
 	s := web.NewServer(web.Deps{
-		// the bench signs in through the join form, as trust sign-in allows
-		Config:   web.Config{PublicURL: url, RatePerSec: 1e6, RateBurst: 1e6, Auth: web.AuthTrust},
+		Config: web.Config{PublicURL: url, RatePerSec: 1e6, RateBurst: 1e6, Auth: auth,
+			Dev: auth == web.AuthEmailLink, OutboxDir: filepath.Join(dir, "outbox")},
 		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Logger: log,
-		Metrics: metrics.New(reg),
+		Metrics: metrics.New(reg), Mailer: mail, SignIns: store,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(reg))
@@ -76,6 +86,25 @@ func TestChatSmoke(t *testing.T) {
 	}
 	if res.Latency.Count == 0 {
 		t.Error("no latency recorded")
+	}
+}
+
+// TestChatSignsInThroughOutbox runs the closed loop against a server that signs people
+// in by emailed link (the default) in development mode: every client follows its link
+// from the outbox, like a developer would, and the run delivers and loses nothing.
+func TestChatSignsInThroughOutbox(t *testing.T) {
+	o := DefaultOptions()
+	o.URL, o.Rooms, o.Warmup, o.Duration, o.JSON, o.Quiet = newParleyAuth(t, web.AuthEmailLink), 3, 200*time.Millisecond, time.Second, false, true
+	var errs bytes.Buffer
+	res, err := runChat(context.Background(), o, "outbox", &errs)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, errs.String())
+	}
+	if res.Rooms != 3 || res.Deliveries == 0 {
+		t.Fatalf("rooms %d, deliveries %d\n%s", res.Rooms, res.Deliveries, errs.String())
+	}
+	if err := res.integrityError(); err != nil {
+		t.Error(err)
 	}
 }
 

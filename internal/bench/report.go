@@ -164,6 +164,10 @@ func (r *Result) writeTable(w io.Writer) error {
 	if errs := formatErrors(r.Errors); errs != "" {
 		fmt.Fprintln(w, "errors by code:", errs)
 	}
+	if r.Errors["rate_limited"] > 0 {
+		fmt.Fprintln(w, "the server's per-connection rate limit refused sends (each resent after 50 ms), so this measured the limit;"+
+			" for throughput, start the server with PARLEY_RATE=1000000 PARLEY_RATE_BURST=1000000 (docs/BENCHMARKS.md)")
+	}
 	if t := r.allTallies(); t.SeqGaps+t.SeqDuplicates+t.Foreign > 0 {
 		fmt.Fprintf(w, "seq gaps: %d, repeated seqs: %d, foreign messages: %d\n", t.SeqGaps, t.SeqDuplicates, t.Foreign)
 	}

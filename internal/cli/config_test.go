@@ -112,3 +112,33 @@ func TestCookieKeyOncePerDataDir(t *testing.T) {
 		}
 	}
 }
+
+// TestWebLimitsPerIPOffOnlyForALocalDevServer checks the per-client-IP sign-in limits
+// are lifted only where every client is this machine and no email leaves it: a
+// development server on a loopback address with no proxy in front.
+func TestWebLimitsPerIPOffOnlyForALocalDevServer(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		off    bool
+	}{
+		{"LocalDev", func(*Config) {}, true},
+		{"RealMail", func(c *Config) { c.SMTPURL = "smtp://mail.example.org:587" }, false},
+		{"DevOff", func(c *Config) { c.Dev = "false" }, false},
+		{"PublicAddress", func(c *Config) { c.Addr = "0.0.0.0:8080" }, false},
+		{"BehindProxy", func(c *Config) { c.Proxies = []string{"127.0.0.1"} }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := defaults()
+			tt.change(&c)
+			l := c.webLimits()
+			if off := l.SignInsPerIP < 0 && l.JoinsPerMinute < 0; off != tt.off {
+				t.Fatalf("per-IP limits off = %v (%+v), want %v", off, l, tt.off)
+			}
+			if l.SignInsPerEmail != c.SignInsPerEmail || l.ConnsPerPerson != c.ConnsPerPerson {
+				t.Fatalf("per-address or per-person limits changed: %+v", l)
+			}
+		})
+	}
+}

@@ -100,9 +100,22 @@ func (p *parts) webConfig(cookieKey []byte) web.Config {
 		OutboxDir:      p.outboxDir(),
 		Auth:           c.Auth,
 		TrustedProxies: c.Proxies,
-		Limits: web.Limits{SignInsPerEmail: c.SignInsPerEmail, SignInsPerIP: c.SignInsPerIP,
-			JoinsPerMinute: c.JoinsPerMinute, ConnsPerPerson: c.ConnsPerPerson},
+		Limits:         c.webLimits(),
 	}
+}
+
+// webLimits are the per-person and per-client limits. In development mode on a
+// loopback address with no proxy in front, every client is this machine and sign-in
+// emails stay in the local outbox, so the per-client-IP limits would only stop the
+// developer (and `parley bench`, which signs in hundreds of people through the outbox):
+// they are off there.
+func (c Config) webLimits() web.Limits {
+	l := web.Limits{SignInsPerEmail: c.SignInsPerEmail, SignInsPerIP: c.SignInsPerIP,
+		JoinsPerMinute: c.JoinsPerMinute, ConnsPerPerson: c.ConnsPerPerson}
+	if c.DevMode() && loopback(c.Addr) && len(c.Proxies) == 0 {
+		l.SignInsPerIP, l.JoinsPerMinute = -1, -1
+	}
+	return l
 }
 
 // openServeQueue returns the queue `serve` enqueues exports on. Without Redis it is
