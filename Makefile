@@ -18,7 +18,7 @@ PKGS     ?= ./...
 help:
 	@sed -n 's/^## //p' Makefile
 
-## test: stack up, go vet, go test (stack.env loaded, CI passed through), stack down; keeps go test's exit code
+## test: stack up, go vet, go test -race (stack.env loaded, CI passed through), stack down; keeps go test's exit code
 test:
 	@set -euo pipefail; \
 	trap '$(STACK) down $(STACK_TEST_USER)' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
@@ -26,8 +26,8 @@ test:
 	. ./stack.env; \
 	echo "make test: go vet $(PKGS)"; \
 	$(GO) vet $(PKGS); \
-	echo "make test: go test -count=1 -timeout 9m $(PKGS) (CI=$${CI:-})"; \
-	$(GO) test -count=1 -timeout 9m $(PKGS)
+	echo "make test: go test -race -count=1 -timeout 9m $(PKGS) (CI=$${CI:-})"; \
+	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 
 ## stack: start the local stand-ins and write stack.env (then: . ./stack.env && make run)
 stack:
