@@ -224,14 +224,18 @@ func (w *writer) begin(ctx context.Context) (*sql.Tx, error) {
 // run is the writer loop: wait for a nudge, take everything pending, commit it.
 func (w *writer) run() {
 	defer close(w.done)
-	idle := time.NewTicker(mergeIdle)
-	defer idle.Stop()
+	var idle <-chan time.Time // SQLite: drains the message log when quiet; MySQL has none
+	if w.d.dialect == dialectSQLite {
+		t := time.NewTicker(mergeIdle)
+		defer t.Stop()
+		idle = t.C
+	}
 	for {
 		select {
 		case <-w.wake:
 			runtime.Gosched() // let the senders already running hand in theirs: bigger batches
 			w.take(false)
-		case <-idle.C:
+		case <-idle:
 			if !w.busy {
 				w.mergeIfDue(true)
 			}
