@@ -26,9 +26,6 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// pageNames are the pages, one template file each, rendered inside templates/layout.html.
-var pageNames = []string{"home", "room", "history", "error"}
-
 // site is the parsed pages and the fingerprints of the static files. It is built once
 // at package start and never changes, so requests share it without locking.
 var site = mustLoadSite()
@@ -41,7 +38,9 @@ type siteAssets struct {
 }
 
 // mustLoadSite parses every page and fingerprints every static file; a broken
-// template stops the program at start rather than at the first request.
+// template stops the program at start rather than at the first request. Every file
+// in templates/ but layout.html is a page, named by its file name without ".html",
+// and rendered inside the layout.
 func mustLoadSite() *siteAssets {
 	sub, err := fs.Sub(staticFS, "static")
 	if err != nil {
@@ -53,9 +52,16 @@ func mustLoadSite() *siteAssets {
 	}
 	funcs := template.FuncMap{"static": a.staticURL}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
-	for _, name := range pageNames {
-		t := template.Must(layout.Clone())
-		a.pages[name] = template.Must(t.ParseFS(templateFS, "templates/"+name+".html"))
+	files, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		panic(err)
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(path.Base(file), ".html")
+		if name == "layout" {
+			continue
+		}
+		a.pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, file))
 	}
 	return a
 }
@@ -91,8 +97,9 @@ type layoutData struct {
 	Viewer string // the signed-in email, "" when nobody is signed in
 }
 
-// render executes page into a buffer first, so a template failure becomes a clean 500
-// instead of half a page, then writes it with status.
+// render is the one way a page is shown: it executes page (a file in templates/ without
+// ".html") into a buffer first, so a template failure becomes a clean 500 instead of
+// half a page, then writes it with status.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
 	t, ok := site.pages[page]
 	if !ok {

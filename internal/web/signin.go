@@ -7,9 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"html"
-	"html/template"
 	"net/http"
-	"strings"
 	"time"
 
 	"parley/internal/chat"
@@ -59,20 +57,6 @@ func parseSignInToken(s string) (hash string, err error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// signInPages are the "check your email" and "press to sign in" pages, parsed on top
-// of the site's layout.
-var signInPages = mustSignInPages()
-
-func mustSignInPages() map[string]*template.Template {
-	layout := template.Must(template.New("layout.html").Funcs(template.FuncMap{"static": site.staticURL}).
-		ParseFS(templateFS, "templates/layout.html"))
-	pages := make(map[string]*template.Template)
-	for _, name := range []string{"signin_sent", "signin_confirm"} {
-		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html"))
-	}
-	return pages
-}
-
 // signInSentPage is the data of templates/signin_sent.html.
 type signInSentPage struct {
 	layoutData
@@ -86,20 +70,6 @@ type signInSentPage struct {
 type signInConfirmPage struct {
 	layoutData
 	Token string
-}
-
-// renderSignIn executes one of the sign-in pages.
-func (s *Server) renderSignIn(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
-	var buf strings.Builder
-	if err := signInPages[page].ExecuteTemplate(&buf, "layout", data); err != nil {
-		s.renderError(w, r, chat.Wrap(chat.EInternal, err, "rendering sign-in page"))
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(buf.String()))
 }
 
 // emailLink reports whether people sign in by emailed link (else the typed email is
@@ -150,7 +120,7 @@ func (s *Server) sendSignInLink(w http.ResponseWriter, r *http.Request, room, em
 		return
 	}
 	viewer, _ := s.currentEmail(r)
-	s.renderSignIn(w, r, http.StatusOK, "signin_sent", signInSentPage{
+	s.render(w, r, http.StatusOK, "signin_sent", signInSentPage{
 		layoutData: layoutData{Viewer: viewer}, Email: email, Room: room,
 		Minutes: int(chat.SignInTTL / time.Minute), Dev: s.cfg.Dev,
 	})
@@ -186,7 +156,7 @@ func (s *Server) handleSignInLink() http.Handler {
 			return
 		}
 		viewer, _ := s.currentEmail(r)
-		s.renderSignIn(w, r, http.StatusOK, "signin_confirm", signInConfirmPage{
+		s.render(w, r, http.StatusOK, "signin_confirm", signInConfirmPage{
 			layoutData: layoutData{Viewer: viewer}, Token: token})
 	})
 }
