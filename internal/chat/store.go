@@ -25,6 +25,15 @@ type SessionStore interface {
 	// Session returns the session with the given id, or ENotFound.
 	Session(ctx context.Context, id string) (*Session, error)
 
+	// InProgress returns the room's chat in progress, or ENotFound when the room has
+	// none. It starts nothing: it is how a visit (as opposed to a join) finds a chat.
+	InProgress(ctx context.Context, room string) (*Session, error)
+
+	// LatestSession returns the newest session of the room in which email is host or
+	// participant, whatever its status, or ENotFound. A person revisiting a room whose
+	// chat has ended is shown that ended chat instead of silently starting a new one.
+	LatestSession(ctx context.Context, room, email string) (*Session, error)
+
 	// SessionsByEmail lists the sessions in which email is host or participant, newest
 	// first, at most limit of them.
 	SessionsByEmail(ctx context.Context, email string, limit int) ([]*Session, error)

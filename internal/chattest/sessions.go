@@ -27,6 +27,8 @@ func RunSessionStore(t *testing.T, open func(t *testing.T) chat.SessionStore) {
 		{"EndTwiceAndUnknown", testEndTwiceAndUnknown},
 		{"NewSessionAfterEnd", testNewSessionAfterEnd},
 		{"SessionNotFound", testSessionNotFound},
+		{"InProgressStartsNothing", testInProgress},
+		{"LatestSessionOfPersonInRoom", testLatestSession},
 		{"SessionsByEmailNewestFirst", testSessionsByEmail},
 		{"SessionsEndingOldestFirst", testSessionsEnding},
 		{"Lifecycle", testLifecycle},
@@ -241,6 +243,48 @@ func testSessionNotFound(t *testing.T, s chat.SessionStore) {
 	_, err := s.Session(ctx, chat.NewSessionID())
 	wantCode(t, err, chat.ENotFound)
 	wantCode(t, s.Complete(ctx, chat.NewSessionID(), "/x", at(0)), chat.ENotFound)
+}
+
+func testInProgress(t *testing.T, s chat.SessionStore) {
+	ctx := context.Background()
+	room, a := unique("room-"), email("a")
+	_, err := s.InProgress(ctx, room)
+	wantCode(t, err, chat.ENotFound)
+	if _, err := s.InProgress(ctx, room); !chat.IsCode(err, chat.ENotFound) {
+		t.Fatalf("asking twice started a chat: %v", err)
+	}
+	sess := enter(t, s, room, a, 0, chat.RoleHost)
+	got, err := s.InProgress(ctx, room)
+	if err != nil || got.ID != sess.ID {
+		t.Fatalf("InProgress = %+v, %v; want session %s", got, err, sess.ID)
+	}
+	if ok, err := s.End(ctx, sess.ID, a, at(1)); !ok || err != nil {
+		t.Fatalf("End = %v, %v", ok, err)
+	}
+	_, err = s.InProgress(ctx, room)
+	wantCode(t, err, chat.ENotFound)
+}
+
+func testLatestSession(t *testing.T, s chat.SessionStore) {
+	ctx := context.Background()
+	room, a, b, c := unique("room-"), email("a"), email("b"), email("c")
+	_, err := s.LatestSession(ctx, room, a)
+	wantCode(t, err, chat.ENotFound)
+	first := enter(t, s, room, a, 0, chat.RoleHost)
+	enter(t, s, room, b, 1, chat.RoleParticipant)
+	if ok, err := s.End(ctx, first.ID, b, at(2)); !ok || err != nil {
+		t.Fatalf("End = %v, %v", ok, err)
+	}
+	second := enter(t, s, room, c, 3, chat.RoleHost)  // a newer chat a is not in
+	enter(t, s, unique("room-"), a, 4, chat.RoleHost) // a chat of a's in another room
+	got, err := s.LatestSession(ctx, room, a)
+	if err != nil || got.ID != first.ID || got.Status != chat.StatusEnding {
+		t.Fatalf("LatestSession(a) = %+v, %v; want the ended session %s", got, err, first.ID)
+	}
+	enter(t, s, room, a, 5, chat.RoleParticipant)
+	if got, err := s.LatestSession(ctx, room, a); err != nil || got.ID != second.ID {
+		t.Fatalf("LatestSession(a) after joining the new chat = %+v, %v; want %s", got, err, second.ID)
+	}
 }
 
 // ids returns the ids of list that are in mine, in list order.

@@ -43,6 +43,7 @@ func testLogger(t testing.TB) *slog.Logger {
 
 func TestSQLiteSessionStore(t *testing.T) {
 	chattest.RunSessionStore(t, func(t *testing.T) chat.SessionStore { return openTestSQLite(t) })
+	chattest.RunReceipts(t, func(t *testing.T) chat.Receipts { return openTestSQLite(t) })
 }
 
 func TestSQLiteMessageStore(t *testing.T) {
@@ -126,6 +127,7 @@ func openTestMySQL(t testing.TB) *DB {
 func TestMySQLSessionStore(t *testing.T) {
 	testMySQLDSN(t)
 	chattest.RunSessionStore(t, func(t *testing.T) chat.SessionStore { return openTestMySQL(t) })
+	chattest.RunReceipts(t, func(t *testing.T) chat.Receipts { return openTestMySQL(t) })
 }
 
 func TestMySQLMessageStore(t *testing.T) {
