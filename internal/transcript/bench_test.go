@@ -27,7 +27,7 @@ func BenchmarkExport100k(b *testing.B) {
 		ops++
 		var buf bytes.Buffer
 		buf.Grow(n * 160) // as the Exporter does from the session's last seq
-		sum, err := transcript.Write(ctx, e.db, s.ID, &buf)
+		sum, err := transcript.Write(ctx, e.db, s, &buf)
 		if err != nil {
 			b.Fatal(err)
 		}

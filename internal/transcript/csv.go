@@ -27,9 +27,17 @@ var Header = []string{"seq", "message_id", "created_at", "from_email", "to_email
 // chat is streamed rather than loaded whole.
 const PageSize = 1000
 
-// TimeLayout is how created times are written: RFC 3339 in UTC with microseconds, the
-// precision every store keeps.
-const TimeLayout = "2006-01-02T15:04:05.000000Z07:00"
+// TimeLayout is how times are written: ISO 8601 (RFC 3339) in UTC, to the second.
+// The file is for people and spreadsheets; seq, not the time, orders the messages.
+const TimeLayout = "2006-01-02T15:04:05Z"
+
+// BOM is the UTF-8 byte order mark the file starts with. Without it, Excel reads the
+// file as the system's legacy code page and garbles every emoji, dash and accent.
+const BOM = "\uFEFF"
+
+// KindEnded is the kind of the transcript's last row when the chat has ended: who
+// ended it, and when. It is not a stored message, so its seq and message_id are empty.
+const KindEnded = "ended"
 
 // Summary describes a written transcript: what the archive must hold to be confirmed.
 type Summary struct {
@@ -48,12 +56,15 @@ type Writer struct {
 	row   []string
 }
 
-// NewWriter returns a Writer onto w and writes the header row.
+// NewWriter returns a Writer onto w and writes the byte order mark and the header row.
 func NewWriter(w io.Writer) (*Writer, error) {
 	h := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(w, h)}
 	tw := &Writer{csv: csv.NewWriter(cw), count: cw, hash: h, row: make([]string, len(Header))}
 	tw.csv.UseCRLF = true
+	if _, err := io.WriteString(cw, BOM); err != nil {
+		return nil, err
+	}
 	if err := tw.csv.Write(Header); err != nil {
 		return nil, err
 	}
@@ -71,6 +82,27 @@ func (w *Writer) Write(m chat.Message) error {
 	w.row[6] = SafeCell(string(m.Kind))
 	w.row[7] = lineBreaks(SafeCell(m.Text))
 	w.rows++
+	return w.csv.Write(w.row)
+}
+
+// WriteEnd adds the last row of an ended chat: kind "ended", from the person who
+// ended it, to the other person, at the end time. Nothing is written for a chat in
+// progress.
+func (w *Writer) WriteEnd(s *chat.Session) error {
+	if !s.Ended() || s.EndedAt.IsZero() {
+		return nil
+	}
+	text := "Chat ended by " + s.EndedBy
+	if s.ParticipantEmail == "" {
+		text = "Chat ended before anyone joined"
+	}
+	w.row[0], w.row[1] = "", ""
+	w.row[2] = s.EndedAt.UTC().Format(TimeLayout)
+	w.row[3] = SafeCell(s.EndedBy)
+	w.row[4] = SafeCell(s.Peer(s.EndedBy))
+	w.row[5] = SafeCell(s.Room)
+	w.row[6] = KindEnded
+	w.row[7] = SafeCell(text)
 	return w.csv.Write(w.row)
 }
 
@@ -108,9 +140,15 @@ func lineBreaks(s string) string {
 }
 
 // Write streams the session's messages, oldest first, page by page from the message
-// store into w as a transcript, and returns its summary. It checks that seqs run
-// without a gap, so a transcript never silently misses a message.
-func Write(ctx context.Context, msgs chat.MessageStore, sessionID string, w io.Writer) (Summary, error) {
+// store into w as a transcript, ends it with the row for the end of the chat, and
+// returns its summary. It checks that seqs run without a gap, so a transcript never
+// silently misses a message.
+//
+// A message sent before the other person entered was stored without a recipient; its
+// to_email is the person who then joined the chat (the only one it could be for), so
+// every row of a chat that had two people names its recipient.
+func Write(ctx context.Context, msgs chat.MessageStore, s *chat.Session, w io.Writer) (Summary, error) {
+	sessionID := s.ID
 	tw, err := NewWriter(w)
 	if err != nil {
 		return Summary{}, err
@@ -125,12 +163,18 @@ func Write(ctx context.Context, msgs chat.MessageStore, sessionID string, w io.W
 			if m.Seq != after+1 {
 				return Summary{}, chat.Errorf(chat.EInternal, "session %s: message seq %d follows %d", sessionID, m.Seq, after)
 			}
+			if m.To == "" && m.Kind != chat.KindSystem {
+				m.To = s.Peer(m.From)
+			}
 			if err := tw.Write(m); err != nil {
 				return Summary{}, err
 			}
 			after = m.Seq
 		}
 		if len(page) < PageSize {
+			if err := tw.WriteEnd(s); err != nil {
+				return Summary{}, err
+			}
 			return tw.Close()
 		}
 	}

@@ -54,6 +54,13 @@ func goldenMessages() []chat.Message {
 	return out
 }
 
+// goldenSession is the ended chat the golden messages belong to.
+func goldenSession() *chat.Session {
+	return &chat.Session{ID: "s", Room: "golden", HostEmail: "ana@example.com", ParticipantEmail: "bo@example.com",
+		Status: chat.StatusEnding, InitiatedAt: time.Date(2026, 11, 27, 13, 5, 0, 0, time.UTC),
+		EndedAt: time.Date(2026, 11, 27, 13, 6, 1, 987654000, time.UTC), EndedBy: "bo@example.com"}
+}
+
 func TestCSVGolden(t *testing.T) {
 	var buf bytes.Buffer
 	w, err := transcript.NewWriter(&buf)
@@ -65,6 +72,9 @@ func TestCSVGolden(t *testing.T) {
 		if err := w.Write(m); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := w.WriteEnd(goldenSession()); err != nil {
+		t.Fatal(err)
 	}
 	sum, err := w.Close()
 	if err != nil {
@@ -94,12 +104,20 @@ func TestCSVGolden(t *testing.T) {
 // only the formula guard added.
 func checkRoundTrip(t *testing.T, data []byte, msgs []chat.Message) {
 	t.Helper()
-	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	body, ok := bytes.CutPrefix(data, []byte(transcript.BOM))
+	if !ok {
+		t.Fatalf("the file does not start with the UTF-8 byte order mark: % x", data[:min(len(data), 8)])
+	}
+	rows, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != len(msgs)+1 {
-		t.Fatalf("%d rows, want header + %d", len(rows), len(msgs))
+	if len(rows) != len(msgs)+2 {
+		t.Fatalf("%d rows, want header + %d + the end", len(rows), len(msgs))
+	}
+	end := rows[len(rows)-1]
+	if !equal(end, []string{"", "", "2026-11-27T13:06:01Z", "bo@example.com", "ana@example.com", "golden", "ended", "Chat ended by bo@example.com"}) {
+		t.Errorf("end row %q", end)
 	}
 	if got := rows[0]; !equal(got, transcript.Header) {
 		t.Fatalf("header %q", got)
@@ -112,7 +130,7 @@ func checkRoundTrip(t *testing.T, data []byte, msgs []chat.Message) {
 		if row[7] != wantText || row[1] != transcript.SafeCell(m.ClientID) || row[4] != transcript.SafeCell(m.To) {
 			t.Errorf("row %d = %q, want text %q", i+1, row, wantText)
 		}
-		if row[2] != m.CreatedAt.Format("2006-01-02T15:04:05.000000Z07:00") {
+		if row[2] != m.CreatedAt.UTC().Truncate(time.Second).Format("2006-01-02T15:04:05Z") {
 			t.Errorf("row %d created_at %q", i+1, row[2])
 		}
 	}

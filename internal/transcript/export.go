@@ -40,7 +40,8 @@ type Options struct {
 	Messages chat.MessageStore
 	Archive  chat.Archive
 	Mailer   chat.Mailer
-	Broker   chat.Broker // tells open room pages the transcript is ready; nil: no one is told
+	Broker   chat.Broker      // tells open room pages the transcript is ready; nil: no one is told
+	People   chat.PeopleStore // each recipient's time zone for the email; nil: UTC
 
 	PublicURL string // scheme://host[:port] for absolute links in emails
 	CSVDir    string // local copy of each transcript (the seed's CSV_FILES); "" keeps none
@@ -133,7 +134,7 @@ func (e *Exporter) ensureArchived(ctx context.Context, s *chat.Session) error {
 	}
 	var buf bytes.Buffer
 	e.presize(ctx, &buf, s.ID)
-	sum, err := Write(ctx, e.o.Messages, s.ID, &buf)
+	sum, err := Write(ctx, e.o.Messages, s, &buf)
 	if err != nil {
 		return err
 	}
@@ -213,15 +214,39 @@ func recipients(s *chat.Session) []recipient {
 	return rs
 }
 
+// NothingToMail reports whether a chat ended with nothing anyone would want mailed:
+// nobody joined and nothing was written. Its transcript is archived all the same, but
+// no email goes out; the history page says "ended before anyone joined".
+func NothingToMail(s *chat.Session) bool {
+	return s.ParticipantEmail == "" && s.MessageCount == 0
+}
+
 // mailRecipients emails each recipient that has neither a mail time nor a failure
 // recorded. A temporary failure stops the export (the queue retries it); a permanent
 // one is recorded on the session so it shows on the history page.
 func (e *Exporter) mailRecipients(ctx context.Context, s *chat.Session) error {
+	if NothingToMail(s) {
+		return nil
+	}
+	var conversation []chat.Message
+	loaded, more := false, false
 	for _, r := range recipients(s) {
 		if !r.mailedAt.IsZero() || r.failure != "" {
 			continue
 		}
-		msg, err := BuildEmail(s, r.email, e.o.PublicURL)
+		if !loaded {
+			page, err := e.o.Messages.Messages(ctx, s.ID, 0, MailMaxMessages+1)
+			if err != nil {
+				return err
+			}
+			more = len(page) > MailMaxMessages
+			conversation, loaded = page[:min(len(page), MailMaxMessages)], true
+		}
+		in := MailInput{Session: s, Recipient: r.email, PublicURL: e.o.PublicURL, Messages: conversation, More: more}
+		if loc, known := chat.ZoneOf(ctx, e.o.People, r.email); known {
+			in.Zone = loc
+		}
+		msg, err := BuildEmail(in)
 		if err != nil {
 			return err
 		}

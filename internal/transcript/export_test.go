@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"parley/internal/chat"
 	"parley/internal/transcript"
@@ -181,8 +182,11 @@ func TestExportEmptyChat(t *testing.T) {
 	rc, _ := e.archive.Open(ctx, got.Archive.Key)
 	body, _ := io.ReadAll(rc)
 	rc.Close()
-	if string(body) != strings.Join(transcript.Header, ",")+"\r\n" {
-		t.Fatalf("empty transcript %q, want the header row only", body)
+	end := got.EndedAt.UTC().Format(transcript.TimeLayout)
+	want := transcript.BOM + strings.Join(transcript.Header, ",") + "\r\n" +
+		",," + end + "," + host + "," + participant + ",empty,ended,Chat ended by " + host + "\r\n"
+	if string(body) != want {
+		t.Fatalf("empty transcript %q, want the header and the end row only: %q", body, want)
 	}
 }
 
@@ -310,31 +314,82 @@ func TestExportRewritesMissingArchive(t *testing.T) {
 
 func TestBuildEmail(t *testing.T) {
 	s := &chat.Session{ID: "abc123", Room: "r", HostEmail: "o'neil@example.com", ParticipantEmail: "bo@example.com",
-		MessageCount: 42}
+		MessageCount: 42, Status: chat.StatusEnding, EndedBy: "bo@example.com",
+		InitiatedAt: time.Date(2026, 11, 27, 23, 30, 0, 0, time.UTC), EndedAt: time.Date(2026, 11, 27, 23, 50, 0, 0, time.UTC)}
+	msgs := []chat.Message{
+		{Seq: 1, From: "o'neil@example.com", To: "bo@example.com", Kind: chat.KindChat, Text: "<script>alert(1)</script> & hi 👋",
+			CreatedAt: time.Date(2026, 11, 27, 23, 31, 0, 0, time.UTC)},
+		{Seq: 2, From: "bo@example.com", To: "o'neil@example.com", Kind: chat.KindBye, Text: chat.ByeText,
+			CreatedAt: time.Date(2026, 11, 27, 23, 45, 0, 0, time.UTC)},
+	}
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, to, peer string
+		zone           *time.Location
+		want           []string // in both parts
 	}{
-		{"Host", "o'neil@example.com", "bo@example.com"},
-		{"Participant", "bo@example.com", "o&#39;neil@example.com"},
+		{"HostInUTC", "o'neil@example.com", "bo@example.com", nil,
+			[]string{"27 Nov 2026 23:30 UTC", "23:31", "Times are in UTC"}},
+		{"ParticipantInTokyo", "bo@example.com", "o&#39;neil@example.com", tokyo,
+			[]string{"28 Nov 2026 08:30 JST", "Asia/Tokyo"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := transcript.BuildEmail(s, tc.to, "https://chat.example.com/")
+			m, err := transcript.BuildEmail(transcript.MailInput{Session: s, Recipient: tc.to,
+				PublicURL: "https://chat.example.com/", Messages: msgs, Zone: tc.zone})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if m.To != tc.to || m.Subject != "Your Parley chat in room r — transcript" {
 				t.Fatalf("to %q subject %q", m.To, m.Subject)
 			}
-			for _, want := range []string{"https://chat.example.com/transcripts/abc123", "42"} {
+			for _, want := range append(tc.want, "https://chat.example.com/transcripts/abc123", "42", chat.ByeText) {
 				if !strings.Contains(m.Text, want) || !strings.Contains(m.HTML, want) {
-					t.Errorf("email lacks %q", want)
+					t.Errorf("email lacks %q:\n%s\n%s", want, m.Text, m.HTML)
 				}
 			}
 			if !strings.Contains(m.HTML, tc.peer) {
 				t.Errorf("HTML lacks escaped peer %q:\n%s", tc.peer, m.HTML)
 			}
+			if strings.Contains(m.HTML, "<script>") || !strings.Contains(m.HTML, "&lt;script&gt;alert(1)&lt;/script&gt; &amp; hi 👋") {
+				t.Errorf("HTML part does not carry the message escaped:\n%s", m.HTML)
+			}
+			if !strings.Contains(m.Text, "<script>alert(1)</script> & hi 👋") {
+				t.Errorf("text part does not carry the message as written:\n%s", m.Text)
+			}
 		})
+	}
+}
+
+// TestBuildEmailTruncates: a chat longer than an email carries shows its first
+// messages, says that it goes on, and still gives the link.
+func TestBuildEmailTruncates(t *testing.T) {
+	s := &chat.Session{ID: "abc", Room: "r", HostEmail: "a@example.com", ParticipantEmail: "b@example.com"}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var msgs []chat.Message
+	for i := range transcript.MailMaxMessages + 5 {
+		msgs = append(msgs, chat.Message{Seq: int64(i + 1), From: "a@example.com", Kind: chat.KindChat,
+			Text: fmt.Sprintf("line-%d", i+1), CreatedAt: at})
+	}
+	m, err := transcript.BuildEmail(transcript.MailInput{Session: s, Recipient: "a@example.com", Messages: msgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := fmt.Sprintf("line-%d\n", transcript.MailMaxMessages)
+	if !strings.Contains(m.Text, last) || strings.Contains(m.Text, fmt.Sprintf("line-%d\n", transcript.MailMaxMessages+1)) ||
+		!strings.Contains(m.Text, "the chat goes on") || !strings.Contains(m.Text, "/transcripts/abc") {
+		t.Fatalf("long chat email:\n%s", m.Text[len(m.Text)-600:])
+	}
+	big := []chat.Message{{From: "a@example.com", Text: strings.Repeat("x", transcript.MailMaxTextBytes+1), CreatedAt: at}}
+	m, err = transcript.BuildEmail(transcript.MailInput{Session: s, Recipient: "a@example.com", Messages: big})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Text) > transcript.MailMaxTextBytes || !strings.Contains(m.Text, "the chat goes on") {
+		t.Fatalf("an over-long message was copied into the email (%d bytes)", len(m.Text))
 	}
 }
 
@@ -364,10 +419,66 @@ func TestExportCompletedSendsNothing(t *testing.T) {
 		t.Fatalf("a completed session was mailed %d more times", c.n.Load())
 	}
 	var buf bytes.Buffer
-	if _, err := transcript.Write(ctx, e.db, s.ID, &buf); err != nil {
+	if _, err := transcript.Write(ctx, e.db, e.session(t, s.ID), &buf); err != nil {
 		t.Fatal(err)
 	}
 	if h := sha256.Sum256(buf.Bytes()); fmt.Sprintf("%x", h) != e.session(t, s.ID).Archive.SHA256 {
 		t.Fatal("re-rendering gives a different CSV")
+	}
+}
+
+// TestExportNobodyJoined: a chat that ended before anyone joined, with nothing
+// written, is completed and archived, but nobody is mailed an empty transcript.
+func TestExportNobodyJoined(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	s := e.chatSession(t, "lonely", host, "", 0, true)
+	if err := e.exporter(t, e.options(nil)).Export(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := checkDone(t, e, s.ID, 0)
+	rc, err := e.archive.Open(ctx, got.Archive.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(rc)
+	rc.Close()
+	if !strings.HasSuffix(string(body), ",lonely,ended,Chat ended before anyone joined\r\n") {
+		t.Fatalf("transcript %q lacks the end row", body)
+	}
+}
+
+// TestExportFillsRecipient: messages the host wrote before the participant entered
+// were stored without a recipient; the transcript names the participant on them too.
+func TestExportFillsRecipient(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	s, _, err := e.db.Enter(ctx, "early", host, chat.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.db.Append(ctx, chat.Message{SessionID: s.ID, ClientID: "first", From: host, Room: "early",
+		Kind: chat.KindChat, Text: "anyone there?"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.db.Enter(ctx, "early", participant, chat.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.End(ctx, s.ID, participant, chat.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := transcript.Write(ctx, e.db, e.session(t, s.ID), &buf); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\r\n"), "\r\n")
+	if len(lines) != 3 {
+		t.Fatalf("transcript %q, want header, message, end", buf.String())
+	}
+	if !strings.Contains(lines[1], ","+host+","+participant+",early,chat,anyone there?") {
+		t.Errorf("first message row %q does not name its recipient", lines[1])
+	}
+	if !strings.Contains(lines[2], ","+participant+","+host+",early,ended,Chat ended by "+participant) {
+		t.Errorf("end row %q", lines[2])
 	}
 }

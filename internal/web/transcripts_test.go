@@ -169,8 +169,8 @@ func TestTranscriptAccess(t *testing.T) {
 			if res.ContentLength != int64(len(body)) || res.ContentLength <= 0 {
 				t.Errorf("Content-Length %d for %d bytes", res.ContentLength, len(body))
 			}
-			if !strings.HasPrefix(body, strings.Join(transcript.Header, ",")+"\r\n") {
-				t.Errorf("body does not start with the header row:\n%s", body)
+			if !strings.HasPrefix(body, transcript.BOM+strings.Join(transcript.Header, ",")+"\r\n") {
+				t.Errorf("body does not start with the byte order mark and the header row:\n%s", body)
 			}
 		})
 	}
