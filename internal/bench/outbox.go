@@ -3,52 +3,45 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
 // A server signing people in by emailed link, in development mode, keeps its emails in
-// an outbox it shows at /dev/mail. signInFromOutbox does what a developer does there:
-// open the newest email to the address, follow its sign-in link and press the button
-// (POST /signin), which answers 303 with the session cookie. Against a server that
-// sends real email the bench cannot sign in; run that one with PARLEY_AUTH=trust.
-var (
-	// outboxRow finds an email's page in the outbox list by its recipient.
-	outboxRow = regexp.MustCompile(`<td>([^<]*)</td><td><a href="/dev/mail/([^"]+)">`)
-	// signInLink finds the sign-in link's token in an email's page.
-	signInLink = regexp.MustCompile(`/signin/([A-Za-z0-9_-]+)`)
-)
+// an outbox it lists for programs at /dev/mail.json. signInFromOutbox does what a
+// developer does at /dev/mail: open the newest email to the address, follow its sign-in
+// link and press the button (POST /signin), which answers 303 with the session cookie.
+// Against a server that sends real email the bench cannot sign in; run that one with
+// PARLEY_AUTH=trust.
+
+// outboxJSON is the part of GET /dev/mail.json the bench reads. The fields are pointers
+// so that a missing one is told apart from an empty one: a server whose answer has
+// another shape is reported as such, not as "no email".
+type outboxJSON struct {
+	Mails *[]outboxEmail `json:"mails"` // newest first
+}
+
+// outboxEmail is one email of outboxJSON.
+type outboxEmail struct {
+	To    *string   `json:"to"`
+	Links *[]string `json:"links"` // the http(s) URLs in its text
+}
+
+// signInLinkPath is what a sign-in link's path starts with; the token follows it.
+const signInLinkPath = "/signin/"
 
 // signInFromOutbox signs email in through the development outbox and returns the
 // cookies the sign-in set.
 func (s *site) signInFromOutbox(ctx context.Context, email string) ([]*http.Cookie, error) {
-	list, err := s.get(ctx, "/dev/mail")
+	token, err := s.signInToken(ctx, email)
 	if err != nil {
 		return nil, err
 	}
-	var name string
-	for _, m := range outboxRow.FindAllSubmatch(list, -1) { // newest first
-		if string(m[1]) == email {
-			name = string(m[2])
-			break
-		}
-	}
-	if name == "" {
-		return nil, &codedError{code: "signin_no_email", err: fmt.Errorf("no sign-in email to %s in the server's outbox", email)}
-	}
-	page, err := s.get(ctx, "/dev/mail/"+url.PathEscape(name))
-	if err != nil {
-		return nil, err
-	}
-	token := signInLink.FindSubmatch(page)
-	if token == nil {
-		return nil, &codedError{code: "signin_no_link", err: fmt.Errorf("the email to %s holds no sign-in link", email)}
-	}
-	form := url.Values{"token": {string(token[1])}}
+	form := url.Values{"token": {token}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.origin+"/signin", strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
@@ -67,6 +60,49 @@ func (s *site) signInFromOutbox(ctx context.Context, email string) ([]*http.Cook
 			err: fmt.Errorf("POST /signin for %s: %s (want 303 with a cookie)", email, resp.Status)}
 	}
 	return resp.Cookies(), nil
+}
+
+// signInToken returns the token of the newest sign-in link emailed to email.
+func (s *site) signInToken(ctx context.Context, email string) (string, error) {
+	path := "/dev/mail.json?to=" + url.QueryEscape(email)
+	body, err := s.get(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	mails, err := parseOutbox(body)
+	if err != nil {
+		return "", &codedError{code: "outbox_shape", err: fmt.Errorf("GET %s: %w", path, err)}
+	}
+	for _, m := range mails { // newest first
+		if !strings.EqualFold(*m.To, email) {
+			continue
+		}
+		for _, link := range *m.Links {
+			if _, token, ok := strings.Cut(link, signInLinkPath); ok && token != "" {
+				return token, nil
+			}
+		}
+		return "", &codedError{code: "signin_no_link", err: fmt.Errorf("the newest email to %s holds no sign-in link", email)}
+	}
+	return "", &codedError{code: "signin_no_email", err: fmt.Errorf("no sign-in email to %s in the server's outbox", email)}
+}
+
+// parseOutbox decodes GET /dev/mail.json, refusing an answer without the fields the
+// bench relies on.
+func parseOutbox(body []byte) ([]outboxEmail, error) {
+	var o outboxJSON
+	if err := json.Unmarshal(body, &o); err != nil {
+		return nil, fmt.Errorf("not the outbox's JSON: %w: %.200s", err, bytes.TrimSpace(body))
+	}
+	if o.Mails == nil {
+		return nil, fmt.Errorf(`no "mails" list: %.200s`, bytes.TrimSpace(body))
+	}
+	for i, m := range *o.Mails {
+		if m.To == nil || m.Links == nil {
+			return nil, fmt.Errorf(`email %d lacks "to" or "links": %.200s`, i, bytes.TrimSpace(body))
+		}
+	}
+	return *o.Mails, nil
 }
 
 // get fetches one of the server's pages.

@@ -46,6 +46,19 @@ func ValidName(name string) bool { return namePattern.MatchString(name) }
 // List returns the emails in dir, newest first, at most limit (all when limit <= 0).
 // A missing folder is an empty outbox.
 func List(dir string, limit int) ([]Summary, error) {
+	emails, err := ListEmails(dir, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Summary, len(emails))
+	for i, e := range emails {
+		out[i] = e.Summary
+	}
+	return out, nil
+}
+
+// ListEmails is List with each email read in full.
+func ListEmails(dir string, limit int) ([]*Email, error) {
 	entries, err := os.ReadDir(dir)
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -64,13 +77,13 @@ func List(dir string, limit int) ([]Summary, error) {
 	if limit > 0 && len(names) > limit {
 		names = names[:limit]
 	}
-	out := make([]Summary, 0, len(names))
+	out := make([]*Email, 0, len(names))
 	for _, n := range names {
 		e, err := Read(dir, n)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, e.Summary)
+		out = append(out, e)
 	}
 	return out, nil
 }

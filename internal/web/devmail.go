@@ -1,8 +1,11 @@
 package web
 
 import (
+	"encoding/json"
 	"net/http"
 	"regexp"
+	"strings"
+	"time"
 
 	"parley/internal/outbox"
 )
@@ -54,6 +57,53 @@ func (s *Server) handleDevMailMessage() http.Handler {
 		}
 		viewer, _ := s.currentEmail(r)
 		s.render(w, r, http.StatusOK, "devmail_message", devMailMessage{layoutData{viewer}, mail, linkify(mail.Text)})
+	})
+}
+
+// devMailJSON is the body of GET /dev/mail.json: the outbox for programs (parley bench
+// signs in through it). Fields may be added; none is renamed or removed without
+// changing the path.
+type devMailJSON struct {
+	Mails []devMailJSONEmail `json:"mails"` // newest first, never null
+}
+
+// devMailJSONEmail is one email of devMailJSON.
+type devMailJSONEmail struct {
+	Name    string    `json:"name"` // its page is /dev/mail/{name}
+	Time    time.Time `json:"time"`
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	Subject string    `json:"subject"`
+	Text    string    `json:"text"`  // the plain-text body
+	Links   []string  `json:"links"` // the http(s) URLs in Text, in order, never null
+}
+
+// handleDevMailJSON serves GET /dev/mail.json[?to=address] (development mode only):
+// the emails of /dev/mail with their text and links, only those to address when given.
+func (s *Server) handleDevMailJSON() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mails, err := outbox.ListEmails(s.cfg.OutboxDir, devMailLimit)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		to := r.URL.Query().Get("to")
+		out := devMailJSON{Mails: []devMailJSONEmail{}}
+		for _, m := range mails {
+			if to != "" && !strings.EqualFold(m.To, to) {
+				continue
+			}
+			links := []string{}
+			for _, span := range linkify(m.Text) {
+				if span.Link != "" {
+					links = append(links, span.Link)
+				}
+			}
+			out.Mails = append(out.Mails, devMailJSONEmail{m.Name, m.Time, m.From, m.To, m.Subject, m.Text, links})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(out)
 	})
 }
 

@@ -17,6 +17,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /static/", s.handleStatic())
 	mux.Handle("GET /transcripts/{session}", s.handleTranscript())
 	mux.Handle("GET /dev/mail", s.devOnly(s.handleDevMail()))
+	mux.Handle("GET /dev/mail.json", s.devOnly(s.handleDevMailJSON()))
 	mux.Handle("GET /dev/mail/{name}", s.devOnly(s.handleDevMailMessage()))
 	mux.Handle("GET /healthz", s.handleHealthz())
 	mux.Handle("GET /readyz", s.handleReadyz())

@@ -2,11 +2,13 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -232,9 +234,41 @@ func TestDevMail(t *testing.T) {
 	}
 }
 
+// TestDevMailJSON: programs read the outbox as JSON, filtered by recipient, each email
+// with its text and the links it holds.
+func TestDevMailJSON(t *testing.T) {
+	e := newEndEnv(t, true, false)
+	sess, _, _ := e.chat(t, "jsonroom", true, "hi")
+	res, body := e.client.get("/dev/mail.json?to=Guest@example.com", nil)
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("/dev/mail.json: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	var got struct {
+		Mails []struct {
+			Name, To, Subject, Text string
+			Links                   []string
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("decoding %q: %v", body, err)
+	}
+	if len(got.Mails) != 1 {
+		t.Fatalf("want the guest's one email, got %+v", got.Mails)
+	}
+	m := got.Mails[0]
+	link := e.srv.URL + "/transcripts/" + sess.ID
+	if m.To != "guest@example.com" || !outbox.ValidName(m.Name) || !strings.Contains(m.Subject, "jsonroom") ||
+		!strings.Contains(m.Text, link) || !slices.Contains(m.Links, link) {
+		t.Errorf("email %+v, want to guest@example.com with link %s", m, link)
+	}
+	if _, body := e.client.get("/dev/mail.json?to=nobody@example.com", nil); strings.TrimSpace(body) != `{"mails":[]}` {
+		t.Errorf("no email to the address: %s, want an empty list", body)
+	}
+}
+
 func TestDevMailOnlyInDevMode(t *testing.T) {
 	e := newEndEnv(t, false, false)
-	for _, p := range []string{"/dev/mail", "/dev/mail/20260101T000000.000000000Z-00000000.eml"} {
+	for _, p := range []string{"/dev/mail", "/dev/mail.json", "/dev/mail/20260101T000000.000000000Z-00000000.eml"} {
 		if res, _ := e.client.get(p, nil); res.StatusCode != http.StatusNotFound {
 			t.Errorf("%s outside dev mode: %d, want 404", p, res.StatusCode)
 		}
