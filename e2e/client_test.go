@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"parley/internal/wire"
 	"strings"
 	"testing"
 	"time"
@@ -15,29 +16,7 @@ import (
 )
 
 // frame is any server frame of the protocol (docs/protocol.md).
-type frame struct {
-	Type    string  `json:"type"`
-	Session string  `json:"session"`
-	Room    string  `json:"room"`
-	Role    string  `json:"role"`
-	You     string  `json:"you"`
-	Peer    *string `json:"peer"`
-	Status  string  `json:"status"`
-	LastSeq int64   `json:"last_seq"`
-	Seq     int64   `json:"seq"`
-	ID      string  `json:"id"`
-	From    string  `json:"from"`
-	To      string  `json:"to"`
-	Text    string  `json:"text"`
-	Kind    string  `json:"kind"`
-	At      string  `json:"at"`
-	Email   string  `json:"email"`
-	Online  bool    `json:"online"`
-	By      string  `json:"by"`
-	URL     string  `json:"url"`
-	Code    string  `json:"code"`
-	Message string  `json:"message"`
-}
+type frame = wire.Frame
 
 // person is someone using Parley through its HTTP and WebSocket contract, as a browser
 // or an outside checker does.

@@ -3,7 +3,6 @@ package transcript
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"parley/internal/atomicfile"
 	"parley/internal/chat"
+	"parley/internal/wire"
 )
 
 var _ chat.Jobs = (*Exporter)(nil)
@@ -301,20 +301,13 @@ func failureReason(err error) string {
 	return msg
 }
 
-// transcriptFrame is the server frame telling room pages that the transcript is ready.
-type transcriptFrame struct {
-	Type string `json:"type"`
-	URL  string `json:"url"`
-}
-
 // announce publishes the transcript frame to the session's open pages. A lost
 // announcement costs nothing durable: the room page shows the link on its next load.
 func (e *Exporter) announce(ctx context.Context, id string) {
 	if e.o.Broker == nil {
 		return
 	}
-	frame, _ := json.Marshal(transcriptFrame{Type: "transcript", URL: Link(id)})
-	ev := chat.Event{Type: chat.EventTranscript, Session: id, Frame: frame}
+	ev := chat.Event{Type: chat.EventTranscript, Session: id, Frame: wire.Transcript(Link(id))}
 	if err := e.o.Broker.Publish(ctx, ev); err != nil {
 		e.log.Warn("cannot announce transcript", "session", id, "err", err)
 	}

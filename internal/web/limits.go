@@ -13,6 +13,7 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/metrics"
+	"parley/internal/wire"
 )
 
 // Limits bound what one address, client or person can ask of this replica, so that
@@ -199,7 +200,7 @@ func (s *Server) refuseWS(w http.ResponseWriter, r *http.Request, err error) {
 	if uerr != nil {
 		return
 	}
-	_ = conn.writeText(encodeError(err, ""))
+	_ = conn.writeText(wire.Error(err, ""))
 	_ = conn.writeClose(ws.StatusPolicyViolation, "too many connections")
 	conn.linger(closeGrace)
 	conn.drop()

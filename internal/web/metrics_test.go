@@ -11,6 +11,7 @@ import (
 	"parley/internal/membus"
 	"parley/internal/metrics"
 	"parley/internal/sqlstore"
+	"parley/internal/wire"
 )
 
 // TestMetricsOfAChat: after a short chat the registry shows the open connections,
@@ -32,10 +33,10 @@ func TestMetricsOfAChat(t *testing.T) {
 
 	host, guest, _ := e.enterBoth("m1")
 	host.send("h-1", "hello")
-	host.expect(frameAck)
+	host.expect(wire.TypeAck)
 	guest.messages(1)
 	guest.sendJSON(`{"type":"shout"}`)
-	guest.skipTo(frameError)
+	guest.skipTo(wire.TypeError)
 
 	waitFor(t, "the message to be counted as delivered", func() bool {
 		return value(t, reg, "parley_messages_delivered_total") >= 2 // to the host and the guest

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/wire"
 )
 
 // DefaultPresenceCheck is how often a replica asks Presence whether the peers of its
@@ -196,7 +197,7 @@ func (w *presenceWatch) checkOne(session, email string, gen uint64) {
 		return
 	}
 	ev := chat.Event{Type: chat.EventPresence, Session: session, Email: email, Online: online,
-		Frame: encodePresence(email, online)}
+		Frame: wire.Presence(email, online)}
 	for _, sub := range subs {
 		sub.deliver(ev)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/wire"
 )
 
 // TestPresenceWatchTellsAVanishedPeer: the guest is "connected through another
@@ -26,7 +27,7 @@ func TestPresenceWatchTellsAVanishedPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := e.dial("vanish", "host@x.org", "")
-	host.expect(frameWelcome)
+	host.expect(wire.TypeWelcome)
 	host.presence("guest@x.org", true)
 	waitFor(t, "the watch to see the guest online", func() bool {
 		e.srv.watch.mu.Lock()

@@ -24,6 +24,7 @@ import (
 	"parley/internal/metrics"
 	"parley/internal/outbox"
 	"parley/internal/sqlstore"
+	"parley/internal/wire"
 )
 
 // testClock is a clock tests move by hand, so expiry and limits are tested without
@@ -289,7 +290,7 @@ func TestSignInByEmailLink(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := newWSClient(t, ws)
-		if f := c.expect(frameWelcome); f.You != "ann@example.org" || f.Role != "host" {
+		if f := c.expect(wire.TypeWelcome); f.You != "ann@example.org" || f.Role != "host" {
 			t.Fatalf("welcome %s", f.raw)
 		}
 	})
@@ -418,7 +419,7 @@ func TestStrangerCannotJoinAsSomeoneElse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		newWSClient(t, ws).expect(frameWelcome)
+		newWSClient(t, ws).expect(wire.TypeWelcome)
 	}
 
 	res, body := e.request(http.MethodPost, "/join", url.Values{"room": {"pair"}, "email": {"host@example.org"}}, nil)
@@ -434,7 +435,7 @@ func TestStrangerCannotJoinAsSomeoneElse(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newWSClient(t, ws)
-	if f := c.expect(frameError); f.Code != chat.ERoomFull {
+	if f := c.expect(wire.TypeError); f.Code != chat.ERoomFull {
 		t.Fatalf("stranger got %s, want room_full", f.raw)
 	}
 	if code := c.closed(); code != websocket.StatusCode(StatusRoomFull) {
@@ -623,7 +624,7 @@ func TestLimitsTriggerAndRecover(t *testing.T) {
 				t.Fatal(err)
 			}
 			cl := newWSClient(t, ws)
-			cl.expect(frameWelcome)
+			cl.expect(wire.TypeWelcome)
 			open = append(open, cl)
 		}
 		ws, _, err := e.dialWS("tabs", e.wsHeaders(c))
@@ -631,7 +632,7 @@ func TestLimitsTriggerAndRecover(t *testing.T) {
 			t.Fatal(err)
 		}
 		third := newWSClient(t, ws)
-		if f := third.expect(frameError); f.Code != chat.ERateLimited {
+		if f := third.expect(wire.TypeError); f.Code != chat.ERateLimited {
 			t.Fatalf("third connection got %s", f.raw)
 		}
 		if code := third.closed(); code != websocket.StatusPolicyViolation {
@@ -648,7 +649,7 @@ func TestLimitsTriggerAndRecover(t *testing.T) {
 				t.Fatal(err)
 			}
 			cl := newWSClient(t, ws)
-			if f := cl.next(); f.Type == frameWelcome {
+			if f := cl.next(); f.Type == wire.TypeWelcome {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -768,7 +769,7 @@ func TestStrangerCannotReattachToOthersSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newWSClient(t, ws)
-	w := c.expect(frameWelcome)
+	w := c.expect(wire.TypeWelcome)
 	if w.Session == sess.ID || w.LastSeq != 0 || w.Role != "host" {
 		t.Fatalf("stranger's welcome %s: must be a new chat of their own", w.raw)
 	}

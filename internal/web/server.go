@@ -18,6 +18,7 @@ import (
 	"parley/internal/chat"
 	"parley/internal/hub"
 	"parley/internal/metrics"
+	"parley/internal/wire"
 )
 
 // Defaults for zero Config values. They are the contract's limits (4000 characters,
@@ -135,7 +136,7 @@ func NewServer(d Deps) *Server {
 	s.setupSecurity(d)
 	s.watch = newPresenceWatch(d.Presence, log, cfg.PresenceCheck)
 	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: s.watch.broker(d.Broker), Logger: log,
-		Encode: encodeMessage, Metrics: d.Metrics})
+		Encode: wire.Message, Metrics: d.Metrics})
 	d.Metrics.CountRoomsWith(s.hub.Sessions)
 	s.handler = s.secureHeaders(s.routes())
 	return s

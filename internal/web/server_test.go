@@ -16,6 +16,7 @@ import (
 
 	"parley/internal/membus"
 	"parley/internal/sqlstore"
+	"parley/internal/wire"
 )
 
 // recordingQueue is a chat.Queue that remembers what was enqueued.
@@ -125,30 +126,10 @@ func (e *wsEnv) dial(room, email, query string) *wsClient {
 	return newWSClient(e.t, ws)
 }
 
-// wsFrame holds any server frame's fields.
+// wsFrame is a server frame as decoded, with its raw text for failure messages.
 type wsFrame struct {
-	Type    string  `json:"type"`
-	Session string  `json:"session"`
-	Room    string  `json:"room"`
-	Role    string  `json:"role"`
-	You     string  `json:"you"`
-	Peer    *string `json:"peer"`
-	Status  string  `json:"status"`
-	LastSeq int64   `json:"last_seq"`
-	Seq     int64   `json:"seq"`
-	ID      string  `json:"id"`
-	From    string  `json:"from"`
-	To      string  `json:"to"`
-	Text    string  `json:"text"`
-	Kind    string  `json:"kind"`
-	At      string  `json:"at"`
-	Email   string  `json:"email"`
-	Online  bool    `json:"online"`
-	By      string  `json:"by"`
-	URL     string  `json:"url"`
-	Code    string  `json:"code"`
-	Message string  `json:"message"`
-	raw     string
+	wire.Frame
+	raw string
 }
 
 // wsClient reads every frame into a channel, so tests can wait for what they expect.
@@ -206,7 +187,7 @@ func (c *wsClient) next() wsFrame {
 func (c *wsClient) expect(typ string) wsFrame {
 	c.t.Helper()
 	f := c.next()
-	for f.Type == framePresence && typ != framePresence {
+	for f.Type == wire.TypePresence && typ != wire.TypePresence {
 		f = c.next()
 	}
 	if f.Type != typ {
@@ -223,7 +204,7 @@ func (c *wsClient) skipTo(typ string) wsFrame {
 		if f.Type == typ {
 			return f
 		}
-		if f.Type == frameError {
+		if f.Type == wire.TypeError {
 			c.t.Fatalf("unexpected error frame while waiting for %q: %s", typ, f.raw)
 		}
 	}
@@ -236,9 +217,9 @@ func (c *wsClient) messages(n int) []wsFrame {
 	for len(out) < n {
 		f := c.next()
 		switch f.Type {
-		case frameMessage:
+		case wire.TypeMessage:
 			out = append(out, f)
-		case frameError, frameEnded:
+		case wire.TypeError, wire.TypeEnded:
 			c.t.Fatalf("unexpected frame while collecting messages: %s", f.raw)
 		}
 	}
@@ -280,7 +261,7 @@ func (c *wsClient) quiet(d time.Duration) {
 	for {
 		select {
 		case f, ok := <-c.frames:
-			if ok && f.Type != framePresence {
+			if ok && f.Type != wire.TypePresence {
 				c.t.Fatalf("unexpected frame %s", f.raw)
 			}
 			if !ok {
@@ -306,9 +287,9 @@ func checkSeqs(t *testing.T, who string, frames []wsFrame, from int64) {
 func (e *wsEnv) enterBoth(room string) (host, guest *wsClient, session string) {
 	e.t.Helper()
 	host = e.dial(room, "host@x.org", "")
-	w := host.expect(frameWelcome)
+	w := host.expect(wire.TypeWelcome)
 	guest = e.dial(room, "guest@x.org", "")
-	guest.expect(frameWelcome)
+	guest.expect(wire.TypeWelcome)
 	guest.presence("host@x.org", true)
 	host.presence("guest@x.org", true)
 	return host, guest, w.Session
@@ -320,7 +301,7 @@ func (e *wsEnv) enterBoth(room string) (host, guest *wsClient, session string) {
 func (c *wsClient) presence(email string, online bool) {
 	c.t.Helper()
 	for {
-		f := c.skipTo(framePresence)
+		f := c.skipTo(wire.TypePresence)
 		if f.Email == email && f.Online == online {
 			return
 		}

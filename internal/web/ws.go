@@ -19,6 +19,7 @@ import (
 	"parley/internal/chat"
 	"parley/internal/hub"
 	"parley/internal/metrics"
+	"parley/internal/wire"
 )
 
 // WebSocket limits that are not configuration.
@@ -225,7 +226,7 @@ func (c *wsConn) enter() (*hub.Member, error) {
 		c.refuse(err)
 		return nil, err
 	}
-	if err := c.write(encodeWelcome(sess, role, c.req.email, last)); err != nil {
+	if err := c.write(wire.Welcome(sess, role, c.req.email, last)); err != nil {
 		return nil, err
 	}
 	member, err := c.s.hub.Join(c.ctx, hub.Join{Session: sess.ID, Email: c.req.email,
@@ -267,7 +268,7 @@ func (c *wsConn) refuse(err error) {
 	}
 	c.s.logError(nil, err)
 	c.countRefusal(err)
-	_ = c.write(encodeError(err, ""))
+	_ = c.write(wire.Error(err, ""))
 	switch chat.ErrorCode(err) {
 	case chat.ERoomFull:
 		c.close(StatusRoomFull, "room full")
@@ -294,7 +295,7 @@ func (c *wsConn) announce() {
 		if err != nil {
 			c.s.log.Warn("cannot read presence", "session", c.sess.ID, "err", err)
 		}
-		c.queue.Send(encodePresence(peer, online))
+		c.queue.Send(wire.Presence(peer, online))
 	}
 	first, err := c.s.presence.Connected(ctx, c.sess.ID, c.req.email)
 	if err != nil {
@@ -302,13 +303,13 @@ func (c *wsConn) announce() {
 	}
 	if first {
 		c.publish(ctx, chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.email,
-			Online: true, Frame: encodePresence(c.req.email, true)})
+			Online: true, Frame: wire.Presence(c.req.email, true)})
 	}
 	if c.sess.Ended() {
 		c.member.MarkEnded()
-		c.queue.Send(encodeEnded(c.sess.EndedBy))
+		c.queue.Send(wire.Ended(c.sess.EndedBy))
 		if c.sess.Status == chat.StatusCompleted && c.sess.ChatHistory != "" {
-			c.queue.Send(encodeTranscript(c.sess.ChatHistory))
+			c.queue.Send(wire.Transcript(c.sess.ChatHistory))
 		}
 	}
 }
@@ -323,7 +324,7 @@ func (c *wsConn) goOffline() {
 	}
 	if last {
 		c.publish(ctx, chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.email,
-			Online: false, Frame: encodePresence(c.req.email, false)})
+			Online: false, Frame: wire.Presence(c.req.email, false)})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/wire"
 )
 
 // TestWSEndedEventLost: a chat ended without its ended event reaching this replica
@@ -22,7 +23,7 @@ func TestWSEndedEventLost(t *testing.T) {
 	}
 	time.Sleep(2 * e.srv.recheck) // let the connection's copy of the row go stale
 	host.send("c-2", "after the end")
-	if f := host.skipTo(frameError); f.Code != "chat_ended" || f.ID != "c-2" {
+	if f := host.skipTo(wire.TypeError); f.Code != "chat_ended" || f.ID != "c-2" {
 		t.Fatalf("send after an unannounced end: %s", f.raw)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/coder/websocket"
 
 	"parley/internal/chat"
+	"parley/internal/wire"
 )
 
 // stalledAppends is a message store whose Append hangs until its context ends.
@@ -30,7 +31,7 @@ func TestWSStalledStoreCloses(t *testing.T) {
 	stalled := stalledAppends{MessageStore: e.srv.messages, returned: make(chan error, 1)}
 	e.srv.messages = stalled
 	host := e.dial("stall", "host@x.org", "")
-	host.expect(frameWelcome)
+	host.expect(wire.TypeWelcome)
 	host.send("c-1", "into the void")
 	if code := host.closed(); code != websocket.StatusTryAgainLater {
 		t.Fatalf("close status %d, want 1013", code)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"parley/internal/wire"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +18,7 @@ import (
 func TestWSWelcomeFrame(t *testing.T) {
 	e := newWSEnv(t, Config{})
 	host := e.dial("r1", "host@x.org", "")
-	w := host.expect(frameWelcome)
+	w := host.expect(wire.TypeWelcome)
 	var keys map[string]any
 	_ = json.Unmarshal([]byte(w.raw), &keys)
 	want := []string{"last_seq", "peer", "role", "room", "session", "status", "type", "you"}
@@ -28,7 +29,7 @@ func TestWSWelcomeFrame(t *testing.T) {
 		t.Fatalf("host welcome %s", w.raw)
 	}
 	guest := e.dial("r1", "guest@x.org", "")
-	g := guest.expect(frameWelcome)
+	g := guest.expect(wire.TypeWelcome)
 	if g.Role != "participant" || g.Peer == nil || *g.Peer != "host@x.org" || g.Session != w.Session {
 		t.Fatalf("guest welcome %s", g.raw)
 	}
@@ -71,11 +72,11 @@ func TestWSTwoPeopleChat(t *testing.T) {
 		for len(msgs) < 2*each || acks < each {
 			f := c.next()
 			switch f.Type {
-			case frameMessage:
+			case wire.TypeMessage:
 				msgs = append(msgs, f)
-			case frameAck:
+			case wire.TypeAck:
 				acks++
-			case framePresence: // the other side's online state, possibly told twice
+			case wire.TypePresence: // the other side's online state, possibly told twice
 			default:
 				t.Fatalf("%s: unexpected frame %s", name, f.raw)
 			}
@@ -99,15 +100,15 @@ func TestWSTwoPeopleChat(t *testing.T) {
 func TestWSMessageFrameFields(t *testing.T) {
 	e := newWSEnv(t, Config{})
 	host := e.dial("fields", "host@x.org", "")
-	host.expect(frameWelcome)
+	host.expect(wire.TypeWelcome)
 	host.send("c-1", "hi")
 	var msg, ack wsFrame
 	for msg.Type == "" || ack.Type == "" {
 		f := host.next()
 		switch f.Type {
-		case frameMessage:
+		case wire.TypeMessage:
 			msg = f
-		case frameAck:
+		case wire.TypeAck:
 			ack = f
 		}
 	}
@@ -133,7 +134,7 @@ func TestWSResendIsDeduplicated(t *testing.T) {
 	host.send("next", "twice")
 	var acks []wsFrame
 	for len(acks) < 3 {
-		if f := host.next(); f.Type == frameAck {
+		if f := host.next(); f.Type == wire.TypeAck {
 			acks = append(acks, f)
 		}
 	}
@@ -146,7 +147,7 @@ func TestWSResendIsDeduplicated(t *testing.T) {
 
 	// Another person's id is not theirs to resend: refused, nothing stored.
 	guest.send("same", "mine")
-	if f := guest.skipTo(frameError); f.Code != "invalid_frame" || f.ID != "same" {
+	if f := guest.skipTo(wire.TypeError); f.Code != "invalid_frame" || f.ID != "same" {
 		t.Fatalf("guest reusing the host's id: %s", f.raw)
 	}
 }
@@ -155,7 +156,7 @@ func TestWSRoomFull(t *testing.T) {
 	e := newWSEnv(t, Config{})
 	e.enterBoth("full")
 	third := e.dial("full", "third@x.org", "")
-	f := third.expect(frameError)
+	f := third.expect(wire.TypeError)
 	if f.Code != "room_full" || f.Message == "" {
 		t.Fatalf("third got %s", f.raw)
 	}
@@ -164,13 +165,13 @@ func TestWSRoomFull(t *testing.T) {
 	}
 	// The same people can still connect from another tab.
 	again := e.dial("full", "guest@x.org", "")
-	again.expect(frameWelcome)
+	again.expect(wire.TypeWelcome)
 }
 
 func TestWSReconnectReplaysMissing(t *testing.T) {
 	e := newWSEnv(t, Config{})
 	host := e.dial("replay", "host@x.org", "")
-	host.expect(frameWelcome)
+	host.expect(wire.TypeWelcome)
 	for i := range 10 {
 		host.send(fmt.Sprintf("c-%d", i), "m")
 	}
@@ -193,7 +194,7 @@ func TestWSReconnectReplaysMissing(t *testing.T) {
 				query = "after=" + tt.after
 			}
 			c := e.dial("replay", "guest@x.org", query)
-			if w := c.expect(frameWelcome); w.LastSeq != last {
+			if w := c.expect(wire.TypeWelcome); w.LastSeq != last {
 				t.Fatalf("last_seq %d, want %d", w.LastSeq, last)
 			}
 			if n := last - tt.from + 1; n > 0 {
@@ -213,7 +214,7 @@ func TestWSReconnectReplaysMissing(t *testing.T) {
 func TestWSReplayDuringTraffic(t *testing.T) {
 	e := newWSEnv(t, Config{RatePerSec: 10000, RateBurst: 10000, SendQueue: 2048}) // a flood: no slow-client drops here
 	host := e.dial("busy", "host@x.org", "")
-	host.expect(frameWelcome)
+	host.expect(wire.TypeWelcome)
 	for i := range 300 {
 		host.send(fmt.Sprintf("a-%d", i), "before")
 	}
@@ -227,7 +228,7 @@ func TestWSReplayDuringTraffic(t *testing.T) {
 		}
 	}()
 	guest := e.dial("busy", "guest@x.org", "after=17")
-	guest.expect(frameWelcome)
+	guest.expect(wire.TypeWelcome)
 	<-done
 	checkSeqs(t, "guest", guest.messages(500-17), 18)
 	guest.quiet(50 * time.Millisecond)
@@ -255,7 +256,7 @@ func TestWSBadFrames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			host.sendJSON(tt.frame)
-			if f := host.expect(frameError); f.Code != tt.code || f.Message == "" {
+			if f := host.expect(wire.TypeError); f.Code != tt.code || f.Message == "" {
 				t.Fatalf("got %s, want code %s", f.raw, tt.code)
 			}
 		})
@@ -272,9 +273,9 @@ func TestWSBadFrames(t *testing.T) {
 	if err := host.ws.Write(context.Background(), websocket.MessageBinary, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	host.skipTo(frameAck)
-	host.skipTo(frameAck)
-	if f := host.skipTo(frameError); f.Code != "invalid_frame" {
+	host.skipTo(wire.TypeAck)
+	host.skipTo(wire.TypeAck)
+	if f := host.skipTo(wire.TypeError); f.Code != "invalid_frame" {
 		t.Fatalf("binary frame: %s", f.raw)
 	}
 }
@@ -292,11 +293,11 @@ func TestWSFrameTooBigCloses1009(t *testing.T) {
 func TestWSRateLimited(t *testing.T) {
 	e := newWSEnv(t, Config{RatePerSec: 0.001, RateBurst: 2})
 	host := e.dial("rate", "host@x.org", "")
-	host.expect(frameWelcome)
+	host.expect(wire.TypeWelcome)
 	for i := range 3 {
 		host.send(fmt.Sprintf("r-%d", i), "x")
 	}
-	if f := host.skipTo(frameError); f.Code != "rate_limited" || f.ID != "r-2" {
+	if f := host.skipTo(wire.TypeError); f.Code != "rate_limited" || f.ID != "r-2" {
 		t.Fatalf("got %s", f.raw)
 	}
 }
@@ -357,7 +358,7 @@ func (e *wsEnv) openConns() int {
 func TestWSIdleConnectionClosed(t *testing.T) {
 	e := newWSEnv(t, Config{PingInterval: 20 * time.Millisecond, IdleTimeout: 100 * time.Millisecond})
 	live := e.dial("idle", "host@x.org", "") // reads, so it answers pings
-	live.expect(frameWelcome)
+	live.expect(wire.TypeWelcome)
 	silent, _, err := e.dialRaw("idle", "", http.Header{"Cookie": {e.cookie("guest@x.org")}})
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +376,7 @@ func TestWSIdleConnectionClosed(t *testing.T) {
 	for end := time.After(300 * time.Millisecond); ; {
 		select {
 		case f, ok := <-live.frames:
-			if !ok || f.Type != framePresence {
+			if !ok || f.Type != wire.TypePresence {
 				t.Fatalf("live connection: %s (%v)", f.raw, live.err)
 			}
 			continue
@@ -439,7 +440,7 @@ func TestWSEnd(t *testing.T) {
 	host.sendJSON(`{"type":"end"}`)
 	guest.sendJSON(`{"type":"end"}`)
 	for name, c := range map[string]*wsClient{"host": host, "guest": guest} {
-		f := c.skipTo(frameEnded)
+		f := c.skipTo(wire.TypeEnded)
 		if f.By != "host@x.org" && f.By != "guest@x.org" {
 			t.Fatalf("%s: ended %s", name, f.raw)
 		}
@@ -453,32 +454,32 @@ func TestWSEnd(t *testing.T) {
 		t.Fatalf("enqueued %v, want [%s]", got, session)
 	}
 	host.send("c-2", "after the end")
-	if f := host.skipTo(frameError); f.Code != "chat_ended" || f.ID != "c-2" {
+	if f := host.skipTo(wire.TypeError); f.Code != "chat_ended" || f.ID != "c-2" {
 		t.Fatalf("send after end: %s", f.raw)
 	}
 	host.sendJSON(`{"type":"bye","id":"c-3"}`)
-	if f := host.skipTo(frameError); f.Code != "chat_ended" {
+	if f := host.skipTo(wire.TypeError); f.Code != "chat_ended" {
 		t.Fatalf("bye after end: %s", f.raw)
 	}
 
 	t.Run("ReattachToEndedSession", func(t *testing.T) {
 		c := e.dial("end", "guest@x.org", "session="+session+"&after=0")
-		w := c.expect(frameWelcome)
+		w := c.expect(wire.TypeWelcome)
 		if w.Session != session || w.Status != "ending" || w.Role != "participant" {
 			t.Fatalf("welcome %s", w.raw)
 		}
 		checkSeqs(t, "reattach", c.messages(1), 1)
-		c.skipTo(frameEnded)
+		c.skipTo(wire.TypeEnded)
 	})
 	t.Run("SessionOfAnotherRoomIgnored", func(t *testing.T) {
 		c := e.dial("elsewhere", "guest@x.org", "session="+session)
-		if w := c.expect(frameWelcome); w.Session == session || w.Room != "elsewhere" {
+		if w := c.expect(wire.TypeWelcome); w.Session == session || w.Room != "elsewhere" {
 			t.Fatalf("welcome %s", w.raw)
 		}
 	})
 	t.Run("NewChatInTheRoom", func(t *testing.T) {
 		c := e.dial("end", "third@x.org", "session="+session)
-		w := c.expect(frameWelcome)
+		w := c.expect(wire.TypeWelcome)
 		if w.Session == session || w.Role != "host" || w.Status != "inprogress" {
 			t.Fatalf("welcome %s", w.raw)
 		}
@@ -486,7 +487,7 @@ func TestWSEnd(t *testing.T) {
 		c.messages(1)
 		// A reconnect naming the old session with its after gets the new chat whole.
 		again := e.dial("end", "third@x.org", "session="+session+"&after=7")
-		if w2 := again.expect(frameWelcome); w2.Session != w.Session {
+		if w2 := again.expect(wire.TypeWelcome); w2.Session != w.Session {
 			t.Fatalf("welcome %s", w2.raw)
 		}
 		checkSeqs(t, "new chat", again.messages(1), 1)
@@ -496,14 +497,14 @@ func TestWSEnd(t *testing.T) {
 func TestWSRestartLosesNoAckedMessage(t *testing.T) {
 	e := newWSEnv(t, Config{RatePerSec: 1e6, RateBurst: 1e6})
 	host := e.dial("restart", "host@x.org", "")
-	w := host.expect(frameWelcome)
+	w := host.expect(wire.TypeWelcome)
 	const n = 50
 	for i := range n {
 		host.send(fmt.Sprintf("c-%d", i), "keep me")
 	}
 	acked := 0
 	for acked < n {
-		if host.next().Type == frameAck {
+		if host.next().Type == wire.TypeAck {
 			acked++
 		}
 	}
@@ -513,7 +514,7 @@ func TestWSRestartLosesNoAckedMessage(t *testing.T) {
 	}
 	e.start()
 	again := e.dial("restart", "host@x.org", "session="+w.Session)
-	if w2 := again.expect(frameWelcome); w2.Session != w.Session || w2.LastSeq != n {
+	if w2 := again.expect(wire.TypeWelcome); w2.Session != w.Session || w2.LastSeq != n {
 		t.Fatalf("welcome after restart %s", w2.raw)
 	}
 	checkSeqs(t, "after restart", again.messages(n), 1)
@@ -522,7 +523,7 @@ func TestWSRestartLosesNoAckedMessage(t *testing.T) {
 func TestWSShutdownRefusesNewConnections(t *testing.T) {
 	e := newWSEnv(t, Config{})
 	c := e.dial("bye", "host@x.org", "")
-	c.expect(frameWelcome)
+	c.expect(wire.TypeWelcome)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := e.srv.Shutdown(ctx); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"parley/internal/chat"
+	"parley/internal/wire"
 )
 
 // readLoop reads client messages until the connection ends.
@@ -43,7 +44,7 @@ func (c *wsConn) closeFor(err error) {
 
 // handleFrame acts on one client frame. Every refusal goes to this client only.
 func (c *wsConn) handleFrame(data []byte) {
-	f, err := decodeClientFrame(data)
+	f, err := wire.DecodeClient(data)
 	if err != nil {
 		c.reply(err, "")
 		return
@@ -55,11 +56,11 @@ func (c *wsConn) handleFrame(data []byte) {
 	c.watchStore()
 	defer c.stall.Stop()
 	switch f.Type {
-	case frameSend:
+	case wire.TypeSend:
 		err = c.handleSend(c.ctx, f.ID, f.Text, chat.KindChat)
-	case frameBye:
+	case wire.TypeBye:
 		err = c.handleSend(c.ctx, f.ID, chat.ByeText, chat.KindBye)
-	case frameEnd:
+	case wire.TypeEnd:
 		err = c.handleEnd(c.ctx)
 	default:
 		err = chat.Errorf(chat.EInvalidFrame, "Unknown frame type %q.", truncate(f.Type, 32))
@@ -112,15 +113,15 @@ func (c *wsConn) handleSend(ctx context.Context, id, text string, kind chat.Kind
 		return chat.Errorf(chat.EInvalidFrame, "This message id is already used in this chat; send it with a new id.")
 	}
 	if dup {
-		c.send(encodeAck(id, stored.Seq))
+		c.send(wire.Ack(id, stored.Seq))
 		return nil
 	}
 	c.s.metrics.Stored(1)
-	frame := encodeMessage(stored)
+	frame := wire.Message(stored)
 	// The ack and the message go to this replica's connections at once, the sender's
 	// two in one write; the broker carries the message to the other replicas.
 	c.queue.Hold()
-	c.send(encodeAck(id, stored.Seq))
+	c.send(wire.Ack(id, stored.Seq))
 	c.member.Deliver(stored.Seq, frame)
 	c.queue.Release()
 	c.publish(ctx, chat.Event{Type: chat.EventMessage, Session: c.sess.ID, Seq: stored.Seq, Frame: frame})
@@ -175,10 +176,10 @@ func (c *wsConn) handleEnd(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		c.send(encodeEnded(sess.EndedBy))
+		c.send(wire.Ended(sess.EndedBy))
 		return nil
 	}
-	c.publish(ctx, chat.Event{Type: chat.EventEnded, Session: c.sess.ID, Frame: encodeEnded(c.req.email)})
+	c.publish(ctx, chat.Event{Type: chat.EventEnded, Session: c.sess.ID, Frame: wire.Ended(c.req.email)})
 	if c.s.queue == nil {
 		return nil
 	}
@@ -206,7 +207,7 @@ func (c *wsConn) reply(err error, id string) {
 		c.s.log.Error("frame failed", "session", c.sess.ID, "code", chat.ErrorCode(err), "err", err)
 	}
 	c.countRefusal(err)
-	c.send(encodeError(err, id))
+	c.send(wire.Error(err, id))
 }
 
 // countRefusal counts an error frame that refuses what the client asked (not a

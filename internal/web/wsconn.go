@@ -14,14 +14,15 @@ import (
 	"github.com/gobwas/ws"
 
 	"parley/internal/hub"
+	"parley/internal/wire"
 )
 
-// WebSocket close codes Parley uses besides gobwas/ws's.
+// WebSocket close codes Parley uses besides gobwas/ws's (wire's close codes).
 const (
 	// StatusRoomFull closes the connection of a third person entering a chat of two.
-	StatusRoomFull ws.StatusCode = 4003
+	StatusRoomFull ws.StatusCode = wire.CloseRoomFull
 	// statusTryAgainLater (1013) tells the client a backend is down; reconnect later.
-	statusTryAgainLater ws.StatusCode = 1013
+	statusTryAgainLater ws.StatusCode = wire.CloseTryAgainLater
 )
 
 // Buffer sizes of a WebSocket. Chat frames are a few hundred bytes: one read of

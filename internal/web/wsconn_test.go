@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"parley/internal/wire"
 	"strings"
 	"testing"
 	"time"
@@ -121,7 +122,7 @@ func sendFrame(id, text string) []byte {
 func TestWSAckAndMessageInOneRead(t *testing.T) {
 	e := newWSEnv(t, Config{RatePerSec: 1e6, RateBurst: 1e6})
 	c := e.dialRawTCP("onewrite", "host@x.org", nil)
-	if w := c.nextText(); w.Type != frameWelcome {
+	if w := c.nextText(); w.Type != wire.TypeWelcome {
 		t.Fatalf("first frame %s", w.raw)
 	}
 	if c.br.Buffered() != 0 {
@@ -154,7 +155,7 @@ func TestWSFramesOnTheWire(t *testing.T) {
 	t.Run("FrameRightAfterHandshake", func(t *testing.T) {
 		c := e.dialRawTCP("wire1", "host@x.org", rawFrame(true, ws.OpText, true, sendFrame("early", "hi")))
 		c.nextText() // welcome
-		if f := c.nextText(); f.Type != frameAck || f.ID != "early" {
+		if f := c.nextText(); f.Type != wire.TypeAck || f.ID != "early" {
 			t.Fatalf("got %s, want the ack of the frame sent with the handshake", f.raw)
 		}
 	})
@@ -169,7 +170,7 @@ func TestWSFramesOnTheWire(t *testing.T) {
 		if f := c.next(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "are you there" {
 			t.Fatalf("got %v %q, want the pong", f.Header.OpCode, f.Payload)
 		}
-		if f := c.nextText(); f.Type != frameAck || f.ID != "frag" {
+		if f := c.nextText(); f.Type != wire.TypeAck || f.ID != "frag" {
 			t.Fatalf("got %s, want the ack of the fragmented message", f.raw)
 		}
 	})
@@ -194,7 +195,7 @@ func TestWSFramesOnTheWire(t *testing.T) {
 		c := e.dialRawTCP("wire5", "host@x.org", nil)
 		c.nextText()
 		c.write(rawFrame(true, ws.OpText, true, []byte(`{"type":"send","id":"u","text":"`+"\xff"+`"}`)))
-		if f := c.nextText(); f.Type != frameError || f.Code != "invalid_frame" {
+		if f := c.nextText(); f.Type != wire.TypeError || f.Code != "invalid_frame" {
 			t.Fatalf("got %s, want invalid_frame", f.raw)
 		}
 	})
