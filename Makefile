@@ -12,7 +12,7 @@ STACK_TEST_USER := --user test --pid $$$$
 FUZZTIME ?= 30s
 PKGS     ?= ./...
 
-.PHONY: help test stack stack-down stack-status run build bench fuzz lint vet
+.PHONY: help test stack stack-down stack-status run build bench bench-tools bench-compare bench-compare-quick bench-compare-shapes fuzz lint vet
 
 ## help: list these targets
 help:
@@ -55,6 +55,37 @@ LOAD_STACK_ENV := if [ -f stack.env ]; then . ./stack.env; fi
 ## bench: every benchmark, no tests
 bench:
 	@$(LOAD_STACK_ENV); $(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# `parley bench compare` measures Parley beside Centrifugo and a bare hub (docs/BENCHMARKS.md).
+# Centrifugo is installed once, pinned, outside the repository, and runs as its own process.
+CENTRIFUGO_VERSION := v6.9.1
+BENCH_TOOLS := $${XDG_CACHE_HOME:-$$HOME/.cache}/parley-stack/bin
+BENCH_BUILD  = $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- . 2>/dev/null || echo +dirty)
+BENCH_PARLEY := $${TMPDIR:-/tmp}/parley-bench-compare
+
+## bench-tools: install Centrifugo $(CENTRIFUGO_VERSION) (go install, several minutes the first time) outside the repository
+bench-tools:
+	@set -eu; bin=$(BENCH_TOOLS); mkdir -p "$$bin"; \
+	if $(GO) version -m "$$bin/centrifugo" 2>/dev/null | grep -q "centrifugal/centrifugo/v6[[:space:]]*$(CENTRIFUGO_VERSION)[[:space:]]"; then \
+	  echo "centrifugo $(CENTRIFUGO_VERSION) is in $$bin"; \
+	else \
+	  echo "installing centrifugo $(CENTRIFUGO_VERSION) into $$bin (go install; several minutes on 2 cores)"; \
+	  GOBIN="$$bin" GOFLAGS= $(GO) install github.com/centrifugal/centrifugo/v6@$(CENTRIFUGO_VERSION); \
+	fi
+
+## bench-compare: Parley, Centrifugo and the bare hub, interleaved, R=10/100/1000 and idle 10,000 (~8 min); ARGS=… adds flags
+bench-compare: bench-tools
+	$(GO) build -o $(BENCH_PARLEY) ./cmd/parley
+	$(BENCH_PARLEY) bench compare --build "$(BENCH_BUILD)" --centrifugo "$(BENCH_TOOLS)/centrifugo" $(ARGS)
+
+## bench-compare-quick: the same in about a minute, to check the tooling (not a measurement)
+bench-compare-quick: ARGS += --quick
+bench-compare-quick: bench-compare
+
+## bench-compare-shapes: Parley embedded against MariaDB messages and two replicas over Redis (needs `make stack`)
+bench-compare-shapes:
+	@$(LOAD_STACK_ENV); $(GO) build -o $(BENCH_PARLEY) ./cmd/parley && \
+	$(BENCH_PARLEY) bench compare --build "$(BENCH_BUILD)" --servers parley,parley-mariadb,parley-replicas --idle 0 $(ARGS)
 
 ## fuzz: each Fuzz* target for FUZZTIME (default 30s); `go test -fuzz` takes one target at a time.
 ## Only packages whose tests mention `func Fuzz` are listed (listing compiles each test binary).

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -46,7 +47,8 @@ var ErrIntegrity = errors.New("messages lost or duplicated")
 // take the defaults above.
 type Options struct {
 	Mode        string        // ModeChat or ModeIdle
-	URL         string        // the Parley site, scheme://host[:port]
+	Proto       string        // ProtoParley, ProtoCentrifugo or ProtoHub
+	URL         string        // the server, scheme://host[:port]
 	PeerURL     string        // chat: where each room's second client connects (another replica); "" = URL
 	Rooms       int           // chat: rooms, each with two clients
 	Duration    time.Duration // chat: measured time after warmup
@@ -63,6 +65,7 @@ type Options struct {
 	CPUProfile  string        // write the load generator's own CPU profile here
 	RunID       string        // names rooms and emails; random when empty
 	Quiet       bool          // no live progress line
+	ServerPIDs  []int         // the server's processes: CPU and memory from /proc instead of /metrics
 }
 
 // NewFlagSet returns the flag set of `parley bench`, writing into o. o's current values
@@ -70,7 +73,8 @@ type Options struct {
 func NewFlagSet(o *Options) *flag.FlagSet {
 	fs := flag.NewFlagSet("parley bench", flag.ContinueOnError)
 	fs.StringVar(&o.Mode, "mode", o.Mode, "chat (closed loop) or idle (hold connections); also accepted as the first argument")
-	fs.StringVar(&o.URL, "url", o.URL, "Parley site to measure")
+	fs.StringVar(&o.Proto, "proto", o.Proto, "protocol of the server: parley, centrifugo (JSON over WebSocket, client.insecure) or hub (internal/bench/barehub)")
+	fs.StringVar(&o.URL, "url", o.URL, "site to measure")
 	fs.StringVar(&o.PeerURL, "peer-url", o.PeerURL, "chat: a second replica; each room's second client signs in and connects there, so every message crosses the fan-out")
 	fs.IntVar(&o.Rooms, "rooms", o.Rooms, "chat: rooms, two clients each")
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "chat: measured duration after warmup")
@@ -87,13 +91,23 @@ func NewFlagSet(o *Options) *flag.FlagSet {
 	fs.StringVar(&o.CPUProfile, "cpuprofile", o.CPUProfile, "write the load generator's CPU profile to this file")
 	fs.StringVar(&o.RunID, "run-id", o.RunID, "name of this run in room names and emails (random by default)")
 	fs.BoolVar(&o.Quiet, "quiet", o.Quiet, "no live progress line")
+	fs.Func("server-pid", "the server's process id (repeat, or comma-separated, for replicas): its CPU and memory are read from /proc instead of its /metrics", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("not a process id: %q", f)
+			}
+			o.ServerPIDs = append(o.ServerPIDs, pid)
+		}
+		return nil
+	})
 	return fs
 }
 
 // DefaultOptions returns the options of a run with no flags.
 func DefaultOptions() Options {
 	return Options{
-		Mode: ModeChat, URL: DefaultURL, Rooms: DefaultRooms, Duration: DefaultDuration,
+		Mode: ModeChat, Proto: ProtoParley, URL: DefaultURL, Rooms: DefaultRooms, Duration: DefaultDuration,
 		Warmup: DefaultWarmup, Size: DefaultSize, Conns: DefaultConns, Parallel: DefaultParallel,
 		Drain: DefaultDrain, ResendAfter: DefaultResendAfter, IdleRooms: DefaultIdleRooms,
 		IdleChat: DefaultIdleChat, Settle: DefaultSettle,
@@ -138,6 +152,11 @@ func (o *Options) Validate() error {
 	if o.Mode != ModeChat && o.Mode != ModeIdle {
 		return fmt.Errorf("unknown mode %q: want chat or idle", o.Mode)
 	}
+	switch o.Proto {
+	case ProtoParley, ProtoCentrifugo, ProtoHub:
+	default:
+		return fmt.Errorf("unknown --proto %q: want parley, centrifugo or hub", o.Proto)
+	}
 	for _, f := range []struct{ name, value string }{{"--url", o.URL}, {"--peer-url", o.PeerURL}} {
 		if f.value == "" && f.name == "--peer-url" {
 			continue
@@ -171,6 +190,9 @@ func (o *Options) applyDefaults() {
 	}
 	if o.URL == "" {
 		o.URL = d.URL
+	}
+	if o.Proto == "" {
+		o.Proto = d.Proto
 	}
 	o.URL = strings.TrimRight(o.URL, "/")
 	o.PeerURL = strings.TrimRight(o.PeerURL, "/")

@@ -27,14 +27,14 @@ type chatRun struct {
 
 // runChat performs the closed loop of o with rooms named after runID.
 func runChat(ctx context.Context, o Options, runID string, stderr io.Writer) (*Result, error) {
-	s, err := newSite(o.URL, o.Parallel)
+	s, err := newSite(o.URL, o.Proto, o.Parallel)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
 	r := &chatRun{o: o, runID: runID, site: s, peer: s, cnt: newCounters()}
 	if o.PeerURL != "" {
-		if r.peer, err = newSite(o.PeerURL, o.Parallel); err != nil {
+		if r.peer, err = newSite(o.PeerURL, o.Proto, o.Parallel); err != nil {
 			return nil, err
 		}
 		defer r.peer.close()
@@ -139,6 +139,10 @@ func (r *chatRun) snap(ctx context.Context) snapshot {
 	t := r.cnt.totals()
 	s := snapshot{at: time.Now(), sends: t.sends, deliveries: t.deliveries, acks: t.acks,
 		serverCPU: -1, benchCPU: selfCPUSeconds()}
+	if len(r.o.ServerPIDs) > 0 {
+		s.serverCPU = procCPUSeconds(r.o.ServerPIDs)
+		return s
+	}
 	sites := []*site{r.site}
 	if r.peer != r.site {
 		sites = append(sites, r.peer)

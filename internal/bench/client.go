@@ -32,13 +32,14 @@ const (
 
 // site is where the clients sign in and connect, with the HTTP client they share.
 type site struct {
+	proto   string // ProtoParley, ProtoCentrifugo or ProtoHub
 	base    *url.URL
 	origin  string
 	http    *http.Client                                                      // for POST /join: keeps connections, does not follow redirects
 	netDial func(ctx context.Context, network, addr string) (net.Conn, error) // for WebSockets
 }
 
-func newSite(rawURL string, parallel int) (*site, error) {
+func newSite(rawURL, proto string, parallel int) (*site, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
@@ -50,7 +51,11 @@ func newSite(rawURL string, parallel int) (*site, error) {
 		IdleConnTimeout:     30 * time.Second,
 	}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if proto == "" {
+		proto = ProtoParley
+	}
 	return &site{
+		proto:   proto,
 		base:    u,
 		origin:  u.Scheme + "://" + u.Host,
 		http:    &http.Client{Transport: tr, CheckRedirect: noRedirect, Timeout: joinTimeout},
@@ -96,19 +101,31 @@ func (s *site) join(ctx context.Context, room, email string) (string, error) {
 }
 
 // dial opens the room's WebSocket with the cookie, replaying messages after seq
-// (all of them when after < 0).
+// (all of them when after < 0), and writes the protocol's handshake if it has one.
 func (s *site) dial(ctx context.Context, room, cookie string, after int64) (*wsConn, error) {
 	scheme := "ws"
 	if s.base.Scheme == "https" {
 		scheme = "wss"
 	}
-	u := scheme + "://" + s.base.Host + "/rooms/" + url.PathEscape(room) + "/ws"
-	if after >= 0 {
-		u += "?after=" + strconv.FormatInt(after, 10)
+	u := scheme + "://" + s.base.Host
+	switch s.proto {
+	case ProtoCentrifugo:
+		u += "/connection/websocket"
+	case ProtoHub:
+		u += "/ws?room=" + url.QueryEscape(room)
+	default:
+		u += "/rooms/" + url.PathEscape(room) + "/ws"
+		if after >= 0 {
+			u += "?after=" + strconv.FormatInt(after, 10)
+		}
+	}
+	header := http.Header{"Origin": {s.origin}}
+	if cookie != "" {
+		header.Set("Cookie", cookie)
 	}
 	d := ws.Dialer{
 		Timeout: dialTimeout,
-		Header:  ws.HandshakeHeaderHTTP(http.Header{"Cookie": {cookie}, "Origin": {s.origin}}),
+		Header:  ws.HandshakeHeaderHTTP(header),
 		NetDial: s.netDial,
 	}
 	nc, br, _, err := d.Dial(ctx, u)
@@ -127,6 +144,14 @@ func (s *site) dial(ctx context.Context, room, cookie string, after int64) (*wsC
 	c := newWSConn(nc, buffered)
 	if br != nil {
 		ws.PutReader(br)
+	}
+	if s.proto == ProtoCentrifugo {
+		for _, cmd := range centrifugoHello(room) {
+			if err := c.writeFrame(opText, cmd); err != nil {
+				_ = nc.Close()
+				return nil, &codedError{code: "dial_failed", err: fmt.Errorf("centrifugo handshake: %w", err)}
+			}
+		}
 	}
 	return c, nil
 }

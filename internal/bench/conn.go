@@ -36,6 +36,7 @@ type client struct {
 	refused         map[int]bool // owned by the client's goroutine
 	sent            int          // owned by the client's goroutine
 	frame           frame        // the frame being handled
+	cmdID           int          // Centrifugo: the last command id used
 }
 
 // event is what one frame means to the client's closed loop.
@@ -59,6 +60,7 @@ func newClient(s *site, cnt *counters, runID string, i int, side string) *client
 		prefix:     fmt.Sprintf("%s-%d-%s-", runID, i, side),
 		peerPrefix: fmt.Sprintf("%s-%d-%s-", runID, i, peer),
 		refused:    make(map[int]bool),
+		cmdID:      centrifugoSubscribeID,
 	}
 	cnt.register(&c.stats)
 	return c
@@ -67,12 +69,14 @@ func newClient(s *site, cnt *counters, runID string, i int, side string) *client
 // connect signs in, opens the WebSocket and reads until the welcome frame, on the
 // caller's goroutine; frames behind the welcome stay buffered for the client's own.
 func (c *client) connect(ctx context.Context) error {
-	cookie, err := c.site.join(ctx, c.room, c.email)
-	if err != nil {
-		return err
+	if c.site.proto == ProtoParley {
+		cookie, err := c.site.join(ctx, c.room, c.email)
+		if err != nil {
+			return err
+		}
+		c.cookie = cookie
 	}
-	c.cookie = cookie
-	ws, err := c.site.dial(ctx, c.room, cookie, -1)
+	ws, err := c.site.dial(ctx, c.room, c.cookie, -1)
 	if err != nil {
 		return err
 	}
@@ -208,6 +212,7 @@ func (c *client) reconnect(ctx context.Context) bool {
 			if !c.swap(ws) {
 				return false
 			}
+			c.cmdID = centrifugoSubscribeID
 			c.cnt.reconnects.Add(1)
 			return true
 		}
@@ -222,6 +227,14 @@ func (c *client) reconnect(ctx context.Context) bool {
 
 // handle records one server frame and says what it means for the closed loop.
 func (c *client) handle(data []byte) event {
+	if c.site.proto == ProtoCentrifugo {
+		return c.handleCentrifugo(data)
+	}
+	return c.handleParley(data)
+}
+
+// handleParley records one frame of Parley's protocol (the hub relays the same frames).
+func (c *client) handleParley(data []byte) event {
 	f := &c.frame
 	if err := decodeFrame(data, f); err != nil {
 		c.cnt.addError("bad_frame")

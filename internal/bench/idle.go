@@ -59,13 +59,13 @@ func runIdle(ctx context.Context, o Options, stderr io.Writer) (*Result, error) 
 		}
 		idle.Baseline = c
 	}
-	s, err := newSite(o.URL, o.Parallel)
+	s, err := newSite(o.URL, o.Proto, o.Parallel)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
 	sleepCtx(ctx, o.Settle)
-	before, merr := scrapeMemory(ctx, s)
+	before, merr := serverMemory(ctx, s, o.ServerPIDs)
 	hold := o
 	hold.Rooms = (o.Conns + 1) / 2
 	r := &chatRun{o: hold, runID: o.RunID + "i", site: s, peer: s, cnt: newCounters(), readers: true}
@@ -79,7 +79,7 @@ func runIdle(ctx context.Context, o Options, stderr io.Writer) (*Result, error) 
 	idle.Connected = 2 * len(r.rooms)
 	res.Rooms, res.RoomsAsked, res.Clients = len(r.rooms), hold.Rooms, idle.Connected
 	sleepCtx(ctx, o.Settle)
-	after, merr2 := scrapeMemory(ctx, s)
+	after, merr2 := serverMemory(ctx, s, o.ServerPIDs)
 	idle.setMemory(before, after, firstErr(merr, merr2))
 	if o.IdleRooms > 0 && ctx.Err() == nil {
 		c, err := runChat(ctx, freshChat(o), o.RunID+"h", stderr)
@@ -152,6 +152,16 @@ func scrapeMetrics(ctx context.Context, s *site, names ...string) (map[string]fl
 		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	return parseMetrics(resp.Body, names...)
+}
+
+// serverMemory reads the server's memory from /proc when its process ids are known
+// (resident memory only), else from its /metrics.
+func serverMemory(ctx context.Context, s *site, pids []int) (MemorySample, error) {
+	if len(pids) == 0 {
+		return scrapeMemory(ctx, s)
+	}
+	rss, err := procRSS(pids)
+	return MemorySample{RSS: rss}, err
 }
 
 // scrapeMemory reads the server's memory figures from GET /metrics.

@@ -161,7 +161,7 @@ func (l *loop) deliver(ctx context.Context, c *client, n int, first time.Time) (
 // (the caller arms the read deadline again). It reports false when the run ended first.
 func (l *loop) write(ctx context.Context, c *client, n int) bool {
 	for {
-		buf := sendFrame(c.ws.payloadBuf(), c.prefix, n, l.text)
+		buf := appendSend(c.ws.payloadBuf(), c, n, l.text)
 		err := c.ws.writeBuf(opText, buf)
 		if err == nil {
 			return true

@@ -2,22 +2,12 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 
 	"parley/internal/bench"
 )
 
-// runBench load-tests a Parley server through its public protocol (docs/BENCHMARKS.md).
+// runBench load-tests a server through its public protocol, or compares Parley with
+// other servers (docs/BENCHMARKS.md).
 func runBench(ctx context.Context, env *environment, args []string) error {
-	o, err := bench.ParseFlags(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(env.stdout, bench.Usage())
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return bench.Run(ctx, o, env.stdout, env.stderr)
+	return bench.Main(ctx, args, env.stdout, env.stderr)
 }

@@ -1,0 +1,68 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+)
+
+// clockTicks is USER_HZ, the unit of the CPU times in /proc/<pid>/stat: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// procCPUSeconds is the user and system CPU time the processes have used, from
+// /proc/<pid>/stat; -1 when one cannot be read. It measures servers that have no
+// /metrics (Centrifugo's is off by default, the bare hub has none) the same way as
+// Parley.
+func procCPUSeconds(pids []int) float64 {
+	var total float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return -1
+		}
+		// The command name (field 2) is in parentheses and may hold spaces: the fields
+		// after the last ')' are 3, 4, …; utime and stime are fields 14 and 15.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			return -1
+		}
+		f := bytes.Fields(b[i+1:])
+		if len(f) < 13 {
+			return -1
+		}
+		ut, err1 := strconv.ParseFloat(string(f[11]), 64)
+		st, err2 := strconv.ParseFloat(string(f[12]), 64)
+		if err1 != nil || err2 != nil {
+			return -1
+		}
+		total += (ut + st) / clockTicks
+	}
+	return total
+}
+
+// procRSS is the processes' resident memory in bytes, from /proc/<pid>/status.
+func procRSS(pids []int) (float64, error) {
+	var total float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return 0, err
+		}
+		i := bytes.Index(b, []byte("\nVmRSS:"))
+		if i < 0 {
+			return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+		}
+		f := bytes.Fields(b[i+len("\nVmRSS:"):])
+		if len(f) < 2 || string(f[1]) != "kB" {
+			return 0, fmt.Errorf("/proc/%d/status: unexpected VmRSS", pid)
+		}
+		kb, err := strconv.ParseFloat(string(f[0]), 64)
+		if err != nil {
+			return 0, err
+		}
+		total += kb * 1024
+	}
+	return total, nil
+}
