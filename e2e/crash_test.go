@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"parley/internal/outbox"
+	"parley/internal/testenv"
 	"parley/internal/transcript"
 )
 
@@ -29,9 +30,9 @@ func TestExportSurvivesCrashAtEveryStep(t *testing.T) {
 
 			srv = startServer(t, dir) // same data, no fault: the sweeper picks the job up
 			ann = &person{t: t, base: srv.URL, email: ann.email, room: ann.room, cookie: ann.cookie}
-			eventually(t, 30*time.Second, "the transcript to be downloadable", func() bool {
+			testenv.Eventually(t, 30*time.Second, func() bool {
 				return ann.get("/transcripts/"+w.Session) == http.StatusOK
-			})
+			}, "the transcript to be downloadable")
 			mails, err := outbox.List(filepath.Join(dir, "outbox"), 100)
 			if err != nil {
 				t.Fatal(err)

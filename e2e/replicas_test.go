@@ -595,9 +595,9 @@ func TestRedisSubscriberDropped(t *testing.T) {
 		t.Fatalf("B's subscriber connection %s was not replaced", oldID)
 	}
 	waitLog(t, b1, "redis subscriber connection restored", 10*time.Second)
-	eventually(t, 10*time.Second, "B's /readyz to answer 200 again", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return bob.get("/readyz") == 200
-	})
+	}, "B's /readyz to answer 200 again")
 }
 
 // logValue returns the value of key= in the first log line of s that has it.
@@ -632,7 +632,7 @@ func (c *cluster) redis() *redis.Client {
 func clientID(t *testing.T, rdb *redis.Client, name string) string {
 	t.Helper()
 	var id string
-	eventually(t, 10*time.Second, "Redis client "+name, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		list, err := rdb.ClientList(context.Background()).Result()
 		if err != nil {
 			t.Fatalf("CLIENT LIST: %v", err)
@@ -649,7 +649,7 @@ func clientID(t *testing.T, rdb *redis.Client, name string) string {
 			}
 		}
 		return false
-	})
+	}, "Redis client "+name)
 	return id
 }
 
@@ -713,13 +713,13 @@ func TestEndChatTwoWorkers(t *testing.T) {
 	w2.Stop()
 	every := []string{"PARLEY_PURGE_SCHEDULE=@every 2s", "PARLEY_LOG_LEVEL=debug"}
 	w3, w4 := c.worker(every...), c.worker(every...)
-	eventually(t, 30*time.Second, "the scheduled purge to delete the session's DynamoDB items", func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		return c.p.countItems(t, aw.Session) == 0
-	})
+	}, "the scheduled purge to delete the session's DynamoDB items")
 	logs := func() string { return w3.logs.String() + w4.logs.String() }
-	eventually(t, 15*time.Second, "two more ticks of the day to find its purge done", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return strings.Count(logs(), "purge already enqueued for the day") >= 2
-	})
+	}, "two more ticks of the day to find its purge done")
 	if n := strings.Count(logs(), `msg="messages purged"`); n != 1 {
 		t.Fatalf("the session's messages were purged %d times, want once:\n%s", n, logs())
 	}

@@ -132,18 +132,6 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // idle reports whether the queue has nothing pending, running, scheduled or retrying.
 func (env *testEnv) idle() bool {
 	info, err := env.inspector.GetQueueInfo(env.queue)
@@ -171,16 +159,16 @@ func TestExportOnce(t *testing.T) {
 		}
 	}
 	start(t, env.worker(t, jobs, "", 0))
-	eventually(t, "both exports and an idle queue", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return jobs.exportCount("s1") >= 1 && jobs.exportCount("s2") >= 1 && env.idle()
-	})
+	}, "both exports and an idle queue")
 	if n := jobs.exportCount("s1"); n != 1 {
 		t.Fatalf("s1 exported %d times, want 1", n)
 	}
 	if err := q.EnqueueExport(ctx, "s1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the re-enqueued export", func() bool { return jobs.exportCount("s1") == 2 && env.idle() })
+	testenv.Eventually(t, 15*time.Second, func() bool { return jobs.exportCount("s1") == 2 && env.idle() }, "the re-enqueued export")
 	if err := q.EnqueueExport(ctx, ""); !chat.IsCode(err, chat.EInvalid) {
 		t.Fatalf("EnqueueExport(\"\") = %v, want EInvalid", err)
 	}
@@ -218,9 +206,9 @@ func TestExportRetries(t *testing.T) {
 			if err := q.EnqueueExport(context.Background(), "s1"); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "the task to settle", func() bool {
+			testenv.Eventually(t, 15*time.Second, func() bool {
 				return jobs.exportCount("s1") >= tt.wantCalls && env.idle() && env.state(t, "export:s1") == tt.wantState
-			})
+			}, "the task to settle")
 			if n := jobs.exportCount("s1"); n != tt.wantCalls {
 				t.Fatalf("export ran %d times, want %d", n, tt.wantCalls)
 			}
@@ -252,10 +240,10 @@ func TestArchivedExportOnReenqueue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "both archived", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return env.state(t, "export:permanent") == asynq.TaskStateArchived &&
 			env.state(t, "export:flaky") == asynq.TaskStateArchived
-	})
+	}, "both archived")
 	archived, err := env.inspector.ListArchivedTasks(env.queue)
 	if err != nil || len(archived) != 2 {
 		t.Fatalf("archived tasks = %+v, %v; want 2", archived, err)
@@ -275,9 +263,9 @@ func TestArchivedExportOnReenqueue(t *testing.T) {
 			t.Fatalf("EnqueueExport(%s) again: %v", id, err)
 		}
 	}
-	eventually(t, "the revived exports to finish", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return env.state(t, "export:flaky") == 0 && env.state(t, "export:permanent") == 0 && env.idle()
-	})
+	}, "the revived exports to finish")
 	if n, m := jobs.exportCount("permanent"), jobs.exportCount("flaky"); n != 2 || m != 3 {
 		t.Fatalf("ran permanent %d and flaky %d times, want 2 and 3", n, m)
 	}
@@ -294,7 +282,7 @@ func TestPurgeSchedule(t *testing.T) {
 		w.tickHook = func(string) { ticks.Add(1) }
 		start(t, w)
 	}
-	eventually(t, "four ticks", func() bool { return ticks.Load() >= 4 && env.idle() })
+	testenv.Eventually(t, 15*time.Second, func() bool { return ticks.Load() >= 4 && env.idle() }, "four ticks")
 	if n := jobs.purgeCount(); n != 1 {
 		t.Fatalf("purge ran %d times after %d ticks, want 1", n, ticks.Load())
 	}
@@ -338,7 +326,7 @@ func TestPurgePerDay(t *testing.T) {
 		if err := w.HandlePurgeTick(ctx, nil); err != nil {
 			t.Fatalf("tick at %s: %v", st.now, err)
 		}
-		eventually(t, "an idle queue", env.idle)
+		testenv.Eventually(t, 15*time.Second, env.idle, "an idle queue")
 		if n := jobs.purgeCount(); n != st.purges {
 			t.Fatalf("after tick at %s: %d purges, want %d", st.now, n, st.purges)
 		}

@@ -7,19 +7,8 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 // recorder collects the seqs a subscriber sees.
 type recorder struct {
@@ -59,7 +48,7 @@ func TestBusDeliversEveryEventOnceInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "all events", func() bool { return a.len() == n && c.len() == n })
+	testenv.Eventually(t, 5*time.Second, func() bool { return a.len() == n && c.len() == n }, "all events")
 	for name, r := range map[string]*recorder{"a": &a, "c": &c} {
 		for i, seq := range r.get() {
 			if seq != int64(i+1) {
@@ -79,7 +68,7 @@ func TestBusCancelStopsDelivery(t *testing.T) {
 	var r recorder
 	cancel, _ := b.Subscribe(ctx, "s", r.add)
 	_ = b.Publish(ctx, chat.Event{Session: "s", Seq: 1})
-	waitFor(t, "first event", func() bool { return r.len() == 1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return r.len() == 1 }, "first event")
 	cancel()
 	cancel() // twice is harmless
 	_ = b.Publish(ctx, chat.Event{Session: "s", Seq: 2})

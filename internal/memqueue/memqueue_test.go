@@ -9,6 +9,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
 
 // recordingJobs is a chat.Jobs whose Export fails as scripted; it stands in for the
@@ -81,18 +82,6 @@ func (j *recordingJobs) purgeCount() int {
 	return j.purges
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func start(t *testing.T, jobs chat.Jobs, o Options) *Queue {
 	t.Helper()
 	if o.PurgeSchedule == "" && o.Schedule == nil {
@@ -126,7 +115,7 @@ func TestExportRetries(t *testing.T) {
 			if err := q.EnqueueExport(context.Background(), "s1"); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "task settled", func() bool { return q.Pending() == 0 })
+			testenv.Eventually(t, 5*time.Second, func() bool { return q.Pending() == 0 }, "task settled")
 			if got := jobs.count("s1"); got != tc.wantCalls {
 				t.Fatalf("Export called %d times, want %d", got, tc.wantCalls)
 			}
@@ -144,10 +133,10 @@ func TestEnqueueWhilePendingIsNoop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "export running", func() bool { return jobs.count("s1") == 1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return jobs.count("s1") == 1 }, "export running")
 	_ = q.EnqueueExport(ctx, "s1") // running: still a no-op
 	close(jobs.block)
-	eventually(t, "task settled", func() bool { return q.Pending() == 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return q.Pending() == 0 }, "task settled")
 	if got := jobs.count("s1"); got != 1 {
 		t.Fatalf("Export called %d times, want 1", got)
 	}
@@ -156,7 +145,7 @@ func TestEnqueueWhilePendingIsNoop(t *testing.T) {
 	}
 	// Once done, a new enqueue runs it again (the job itself finds nothing to do).
 	_ = q.EnqueueExport(ctx, "s1")
-	eventually(t, "second run", func() bool { return jobs.count("s1") == 2 && q.Pending() == 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return jobs.count("s1") == 2 && q.Pending() == 0 }, "second run")
 }
 
 func TestWorkersRunInParallel(t *testing.T) {
@@ -166,11 +155,11 @@ func TestWorkersRunInParallel(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		_ = q.EnqueueExport(context.Background(), id)
 	}
-	eventually(t, "three exports running at once", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		return jobs.count("a") == 1 && jobs.count("b") == 1 && jobs.count("c") == 1
-	})
+	}, "three exports running at once")
 	close(jobs.block)
-	eventually(t, "tasks settled", func() bool { return q.Pending() == 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return q.Pending() == 0 }, "tasks settled")
 }
 
 func TestEnqueueBeforeStart(t *testing.T) {
@@ -182,7 +171,7 @@ func TestEnqueueBeforeStart(t *testing.T) {
 	defer q.Close()
 	_ = q.EnqueueExport(context.Background(), "early")
 	q.Start(context.Background())
-	eventually(t, "early task run", func() bool { return jobs.count("early") == 1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return jobs.count("early") == 1 }, "early task run")
 }
 
 func TestCloseStopsRunningAndRefuses(t *testing.T) {
@@ -190,7 +179,7 @@ func TestCloseStopsRunningAndRefuses(t *testing.T) {
 	jobs.block = make(chan struct{}) // never closed: Close must cancel the export
 	q := start(t, jobs, Options{})
 	_ = q.EnqueueExport(context.Background(), "s1")
-	eventually(t, "export running", func() bool { return jobs.count("s1") == 1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return jobs.count("s1") == 1 }, "export running")
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +199,7 @@ func (e every) Next(t time.Time) time.Time { return t.Add(time.Duration(e)) }
 func TestPurgeScheduleFires(t *testing.T) {
 	jobs := newJobs()
 	start(t, jobs, Options{Schedule: every(20 * time.Millisecond)})
-	eventually(t, "purge to run twice", func() bool { return jobs.purgeCount() >= 2 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return jobs.purgeCount() >= 2 }, "purge to run twice")
 }
 
 func TestPurgeScheduleSpec(t *testing.T) {

@@ -58,18 +58,6 @@ func (env *testEnv) bus(t *testing.T, name string, ttl time.Duration) *Bus {
 	return b
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // recorder collects the events delivered to one subscriber.
 type recorder struct {
 	mu     sync.Mutex
@@ -133,7 +121,7 @@ func TestFanOut(t *testing.T) {
 		}
 	}
 	for i, r := range recs {
-		eventually(t, fmt.Sprintf("subscriber %d to get the sentinel", i), func() bool { return r.hasSeq(n + 1) })
+		testenv.Eventually(t, 10*time.Second, func() bool { return r.hasSeq(n + 1) }, fmt.Sprintf("subscriber %d to get the sentinel", i))
 		got := r.snapshot()
 		if len(got) != n+1 {
 			t.Fatalf("subscriber %d got %d events, want %d", i, len(got), n+1)
@@ -172,9 +160,9 @@ func TestSubscribeUnsubscribe(t *testing.T) {
 	if err := a.Publish(context.Background(), messageEvent("s1", 7)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the remaining subscriber to get seq 7", func() bool { return r2.hasSeq(7) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return r2.hasSeq(7) }, "the remaining subscriber to get seq 7")
 	cancel2()
-	eventually(t, "NUMSUB 0 after the last left", func() bool { return numsub() == 0 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return numsub() == 0 }, "NUMSUB 0 after the last left")
 
 	r3, _ := subscribe(t, a, "s1")
 	if got := numsub(); got != 1 {
@@ -183,7 +171,7 @@ func TestSubscribeUnsubscribe(t *testing.T) {
 	if err := a.Publish(context.Background(), messageEvent("s1", 8)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the new subscriber to get seq 8", func() bool { return r3.hasSeq(8) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return r3.hasSeq(8) }, "the new subscriber to get seq 8")
 	if r2.hasSeq(8) {
 		t.Fatal("a canceled subscriber got an event")
 	}
@@ -201,11 +189,11 @@ func TestReconnect(t *testing.T) {
 	if err := b.Publish(ctx, messageEvent("s1", 1)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "seq 1", func() bool { return r.hasSeq(1) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return r.hasSeq(1) }, "seq 1")
 
 	for round := int32(1); round <= 2; round++ {
 		killClient(t, env.admin, "parley-sub-"+a.ReplicaID())
-		eventually(t, "the OnReconnect callback", func() bool { return reconnects.Load() == round })
+		testenv.Eventually(t, 10*time.Second, func() bool { return reconnects.Load() == round }, "the OnReconnect callback")
 		if err := a.Ping(ctx); err != nil {
 			t.Fatalf("Ping after reconnect: %v", err)
 		}
@@ -213,7 +201,7 @@ func TestReconnect(t *testing.T) {
 		if err := b.Publish(ctx, messageEvent("s1", seq)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, fmt.Sprintf("seq %d after reconnect", seq), func() bool { return r.hasSeq(seq) })
+		testenv.Eventually(t, 10*time.Second, func() bool { return r.hasSeq(seq) }, fmt.Sprintf("seq %d after reconnect", seq))
 	}
 	if got := len(r.snapshot()); got != 3 {
 		t.Fatalf("got %d events, want 3", got)
@@ -300,10 +288,10 @@ func TestPresenceExpiry(t *testing.T) {
 	}
 	dead.crash()
 	start := time.Now()
-	eventually(t, "the dead replica's claim to expire", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		on, err := a.Online(ctx, "s1", "p@example.com")
 		return err == nil && !on
-	})
+	}, "the dead replica's claim to expire")
 	if waited := time.Since(start); waited < ttl/2 {
 		t.Fatalf("claim expired after %v, before its TTL %v", waited, ttl)
 	}
@@ -364,12 +352,12 @@ func TestConcurrentSubscribers(t *testing.T) {
 	}
 	wg.Wait()
 	ch := a.channel("s1")
-	eventually(t, "NUMSUB 0 after everyone left", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return env.admin.PubSubNumSub(ctx, ch).Val()[ch] == 0
-	})
+	}, "NUMSUB 0 after everyone left")
 	r, _ := subscribe(t, a, "s1")
 	if err := a.Publish(ctx, messageEvent("s1", 1)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "delivery to the last subscriber", func() bool { return r.hasSeq(1) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return r.hasSeq(1) }, "delivery to the last subscriber")
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
 
 // proxy is a TCP relay between a bus and Redis that a test can break in the ways a
@@ -156,11 +157,11 @@ func TestSilentConnection(t *testing.T) {
 	a.OnReconnect(func() { reconnects.Add(1) })
 	r, _ := subscribe(t, a, "s1")
 	p.freeze()
-	eventually(t, "OnReconnect after the connection went silent", func() bool { return reconnects.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return reconnects.Load() == 1 }, "OnReconnect after the connection went silent")
 	if err := b.Publish(context.Background(), messageEvent("s1", 1)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "delivery on the new connection", func() bool { return r.hasSeq(1) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return r.hasSeq(1) }, "delivery on the new connection")
 }
 
 // TestOutage: while Redis cannot be reached Ping fails (so /readyz takes the replica
@@ -179,7 +180,7 @@ func TestOutage(t *testing.T) {
 	}
 	p.refuse.Store(true)
 	p.cut()
-	eventually(t, "Ping to fail during the outage", func() bool { return ping() != nil })
+	testenv.Eventually(t, 10*time.Second, func() bool { return ping() != nil }, "Ping to fail during the outage")
 	if err := b.Publish(context.Background(), messageEvent("s1", 1)); err != nil {
 		t.Fatal(err) // lost for a: the hub catches up from the store
 	}
@@ -187,12 +188,12 @@ func TestOutage(t *testing.T) {
 		t.Fatal("Subscribe succeeded while Redis was unreachable")
 	}
 	p.refuse.Store(false)
-	eventually(t, "OnReconnect after the outage", func() bool { return reconnects.Load() == 1 })
-	eventually(t, "Ping to succeed again", func() bool { return ping() == nil })
+	testenv.Eventually(t, 10*time.Second, func() bool { return reconnects.Load() == 1 }, "OnReconnect after the outage")
+	testenv.Eventually(t, 10*time.Second, func() bool { return ping() == nil }, "Ping to succeed again")
 	if err := b.Publish(context.Background(), messageEvent("s1", 2)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "delivery after the outage", func() bool { return r.hasSeq(2) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return r.hasSeq(2) }, "delivery after the outage")
 	if got := len(r.snapshot()); got != 1 {
 		t.Fatalf("got %d events, want only seq 2 (seq 1 was published during the outage)", got)
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
 
 // countRows returns the rows of table that belong to session.
@@ -98,7 +100,7 @@ func TestMessageLogDrainsWhenIdle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return countRows(t, db, "message_log", s) == 0 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return countRows(t, db, "message_log", s) == 0 }, "the idle writer to drain message_log")
 	if got := countRows(t, db, "messages", s); got != 3 {
 		t.Fatalf("messages holds %d rows after the idle merge, want 3", got)
 	}

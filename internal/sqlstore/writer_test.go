@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
 
 // testMessage returns a message of session with client id id.
@@ -63,7 +64,7 @@ func TestRestartKeepsAckedMessages(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 500 })
+	testenv.Eventually(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 500 }, "500 acks")
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -224,16 +225,6 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	current, latest, err := db.SchemaVersion(context.Background())
 	if err != nil || current != latest || latest < 1 {
 		t.Fatalf("SchemaVersion = %d, %d, %v", current, latest, err)
-	}
-}
-
-// waitFor polls cond until it holds, failing t after a generous deadline.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
 	}
 }
 

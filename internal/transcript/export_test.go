@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 	"parley/internal/transcript"
 )
 
@@ -97,7 +98,7 @@ func TestExportTwice(t *testing.T) {
 	if first.Archive != second.Archive || !first.CompletedAt.Equal(second.CompletedAt) {
 		t.Fatalf("second run changed the record: %+v -> %+v", first.Archive, second.Archive)
 	}
-	eventually(t, "transcript frame", func() bool { mu.Lock(); defer mu.Unlock(); return len(frames) == 1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(frames) == 1 }, "transcript frame")
 	var f struct{ Type, URL string }
 	if err := json.Unmarshal(frames[0], &f); err != nil || f.Type != "transcript" || f.URL != "/transcripts/"+s.ID {
 		t.Fatalf("frame %s", frames[0])

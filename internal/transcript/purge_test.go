@@ -11,6 +11,7 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/memqueue"
+	"parley/internal/testenv"
 	"parley/internal/transcript"
 )
 
@@ -174,10 +175,10 @@ func TestSweeperAndQueueFinishEndingSessions(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- sw.Run(ctx) }()
-	eventually(t, "both sessions completed", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return e.session(t, a.ID).Status == chat.StatusCompleted && e.session(t, b.ID).Status == chat.StatusCompleted
-	})
-	eventually(t, "queue drained", func() bool { return q.Pending() == 0 })
+	}, "both sessions completed")
+	testenv.Eventually(t, 10*time.Second, func() bool { return q.Pending() == 0 }, "queue drained")
 	if n := len(e.mails(t)); n != 3 {
 		t.Fatalf("%d emails, want 3 (sweeps repeat, emails do not)", n)
 	}
@@ -202,7 +203,7 @@ func TestScheduledPurge(t *testing.T) {
 	}
 	defer q.Close()
 	q.Start(context.Background())
-	eventually(t, "scheduled purge", func() bool { return !e.session(t, s.ID).PurgedAt.IsZero() })
+	testenv.Eventually(t, 10*time.Second, func() bool { return !e.session(t, s.ID).PurgedAt.IsZero() }, "scheduled purge")
 	if e.messageCount(t, s.ID) != 0 {
 		t.Fatal("messages left after the scheduled purge")
 	}
