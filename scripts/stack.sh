@@ -280,27 +280,31 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
-# stackinit_bin: scripts/stackinit built into the cache, keyed by a hash of its source, the
-# dynamostore and s3blob packages it calls, go.mod, go.sum and the Go version (a `go run` would spend seconds checking the SDK every time).
-stackinit_bin() {
+# parley_bin: cmd/parley built into the cache, keyed by a hash of its Go sources, go.mod,
+# go.sum and the Go version (a `go run` would spend seconds checking the SDK every time).
+parley_bin() {
   local stamp bin
-  stamp=$(cat "$ROOT/scripts/stackinit/"*.go "$ROOT/internal/dynamostore/"*.go "$ROOT/internal/s3blob/"*.go \
-    "$ROOT/go.mod" "$ROOT/go.sum" <(go version) | sha256sum | cut -c1-16)
-  bin=$CACHE_DIR/stackinit/$stamp/stackinit
+  stamp=$(cd "$ROOT" && find cmd internal -name '*.go' ! -name '*_test.go' | LC_ALL=C sort \
+    | xargs cat - go.mod go.sum <(go version) | sha256sum | cut -c1-16)
+  bin=$CACHE_DIR/parley/$stamp/parley
   if [ ! -x "$bin" ]; then
-    (cd "$ROOT" && go build -o "$bin.tmp" ./scripts/stackinit) >&2 || die "cannot build scripts/stackinit"
+    (cd "$ROOT" && go build -o "$bin.tmp" ./cmd/parley) >&2 || die "cannot build cmd/parley"
     mv "$bin.tmp" "$bin"
   fi
   printf '%s\n' "$bin"
 }
 
-# create_resources: the DynamoDB table and S3 bucket, through scripts/stackinit.
+# create_resources: the DynamoDB table and S3 bucket, by `parley migrate --create-table
+# --create-bucket` as a production setup makes them (its embedded database, which migrate
+# also brings up to date, is a throwaway file under the stack's folder).
 create_resources() {
-  local bin; bin=$(stackinit_bin)
-  AWS_ACCESS_KEY_ID=$MINIO_USER AWS_SECRET_ACCESS_KEY=$MINIO_PASSWORD "$bin" -region "$REGION" \
-    -dynamodb-endpoint "http://$HOST:$DYNAMO_PORT" -table "$TABLE" \
-    -s3-endpoint "http://$HOST:$MINIO_PORT" -bucket "$BUCKET" >&2 \
-    || die "creating the table/bucket failed (scripts/stackinit; logs in $LOG_DIR)"
+  local bin; bin=$(parley_bin)
+  env -u PARLEY_MYSQL_DSN PARLEY_DATA_DIR="$RUN_DIR/migrate" PARLEY_AWS_REGION="$REGION" \
+    AWS_ACCESS_KEY_ID=$MINIO_USER AWS_SECRET_ACCESS_KEY=$MINIO_PASSWORD AWS_EC2_METADATA_DISABLED=true \
+    PARLEY_DYNAMODB_ENDPOINT="http://$HOST:$DYNAMO_PORT" PARLEY_DYNAMODB_TABLE="$TABLE" \
+    PARLEY_S3_ENDPOINT="http://$HOST:$MINIO_PORT" PARLEY_S3_BUCKET="$BUCKET" PARLEY_S3_PATH_STYLE=true \
+    "$bin" migrate --create-table --create-bucket >&2 \
+    || die "creating the table/bucket failed (parley migrate; logs in $LOG_DIR)"
 }
 
 # env_lines: the export lines of stack.env (values single-quoted; none contains a quote).
