@@ -8,6 +8,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// The time zone database is compiled in (about 450 kB), so PARLEY_TZ and the zones
+	// people choose work on machines and containers without /usr/share/zoneinfo.
+	// Go still prefers the system's database when there is one.
+	_ "time/tzdata"
 
 	"parley/internal/cli"
 )
