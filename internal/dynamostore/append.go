@@ -1,66 +1,79 @@
 package dynamostore
 
-// Seq allocation and dedupe without transactions.
+// Seq allocation and dedupe with one write per message.
 //
 // DynamoDB's only atomic step that dynalite also has is a conditional write of one
-// item, so Append is built from two kinds of item in the session's partition:
+// item. A message is written at seq N with attribute_not_exists(seq): of all writers
+// that try N (any replica), exactly one wins. Messages are never rewritten, so seqs run
+// 1, 2, 3… with no gap and no seq twice.
 //
-//   - the message itself at seq N, written with attribute_not_exists(seq): of all
-//     writers that try seq N (any replica), exactly one wins. A writer tries N only
-//     when it believes the session's last seq is N-1; a stale belief (another replica
-//     appended meanwhile) makes the write fail, the writer re-reads the last seq with a
-//     consistent Query and tries again. Messages are never rewritten, so seqs run 1, 2,
-//     3… with no gap and no seq twice.
+// Dedupe (one seq per client id) comes from what this replica knows of the session,
+// kept in memory per session (sessionSeq):
 //
-//   - a guard for the client id at seq -1-hash(clientId) (the slot), holding the
-//     client id and msgSeq, the one seq at which that client id may be stored. The
-//     first Append of a client id creates it (conditional put) pointing at the seq it
-//     is about to try. Every Append of that client id, first or repeated, on any
-//     replica, writes the message only at the guard's msgSeq. When msgSeq turns out to
-//     be taken by another client's message, the guard is moved forward with a
-//     conditional update (msgSeq = old), and everyone follows it.
+//   - last, the highest seq it knows of, and
+//   - ids, the client id (as a 64-bit hash) → seq of every message it knows of, which is
+//     every message from the start of the session to last, or the newest
+//     window of them for a longer session.
 //
-// Why no client id is stored twice: a message with client id c is only ever written at
-// a seq that c's guard pointed to, and the guard leaves a seq only after a message of
-// another client was seen there. Messages are immutable, so a seq the guard has left
-// can never hold c, and the seqs it jumped over were never targets. Two Appends of c
-// that race for the guard's seq are decided by the message's own conditional write:
-// the loser reads the winner's item, sees c and returns it as the duplicate.
+// Append(c) looks c up in ids. A hit is a resend: it reads that message back (GetItem)
+// and returns it as the duplicate. A miss writes c at last+1. If that write wins, the
+// session holds exactly the seqs 1..last+1, and none of 1..last is c: the one write
+// was all. If it loses, another replica appended meanwhile: a consistent Query of the
+// tail (seq > last) reads what it wrote into ids; if one of those is c, that message is
+// returned as the duplicate (so two replicas appending c at once both answer with the
+// one stored message), otherwise c is written at the new last+1.
 //
-// A crash between the two writes leaves a guard without its message; the client's
-// resend (same client id) finds the guard and writes the message at its msgSeq, or
-// moves the guard on, so nothing is lost or duplicated.
+// Why no client id is stored twice: c is written at N only by an Append that knew
+// every message below N (within the window) and found no c among them. Of two writes
+// of c at N1 < N2, the second would have seen the first.
+//
+// Knowledge is built once per session and replica by a consistent Query of the
+// session's newest window of messages (cold: the first Append on this replica, after a
+// restart, or after the session was evicted from memory), and then kept up to date by
+// this replica's own writes and by the tail reads above. A session whose tail another
+// replica keeps extending (its two people on different replicas) is marked shared: its
+// next Append first reads the tail (one read unit) rather than losing a write to learn
+// of it, until such a read finds nothing new.
+//
+// The window: ids keeps at least the newest dedupeWindow messages of a session. A
+// resend of a client id older than that (in a session longer than dedupeWindow
+// messages, after that many newer messages) is stored again as a new message. Parley's
+// clients resend only messages they have not seen acknowledged, after a reconnect, so
+// that needs thousands of messages from the other person while the sender was away.
 //
 // The SDK retries a request whose answer was lost; if the first attempt of a message
 // write landed, the retry's condition fails against our own item. Each Append stamps
-// its writes with a random writeId, so it recognises its own item and reports it as
-// stored, not as a duplicate (and an Append without client id does not store twice).
+// its write with a random writeId, and the tail read that follows recognises the item
+// as ours, so it is reported as stored, not as a duplicate, and nothing is written twice.
 //
-// Client ids whose slots collide (different id found in the slot) probe the next slot
-// down. A clientId of "" skips the guard.
+// A failed Append (error) may have stored its message; ids does not know it, so the
+// client's resend loses the write at that seq, reads the tail, finds its client id and
+// gets the stored message as the duplicate.
 //
-// Within one replica, Appends to the same session take turns (a per-session lock with
-// the cached last seq), so they do not race each other for seqs; replicas race through
-// the conditional writes above. Appends to different sessions run in parallel. They
-// cannot share a batch: BatchWriteItem has no conditions, and conditions are what make
-// this correct. An uncontended Append costs two conditional PutItems.
+// Within one replica, Appends to the same session take turns (a per-session lock), so
+// they do not race each other for seqs; replicas race through the conditional writes.
+// Appends to different sessions run in parallel. They cannot share a batch:
+// BatchWriteItem has no conditions, and conditions are what make this correct.
+//
+// Cost per message (see docs/DEPLOY.md, "DynamoDB cost per message"): one conditional
+// PutItem; one Query per session and replica when cold; a lost race adds a Query and
+// one more PutItem; a shared session adds a Query per message instead.
+//
+// Tables written by earlier Parley versions also hold dedupe guard items at negative
+// seqs. Every read here is a key range seq > 0 that never sees them, and DeleteSession
+// removes them with the session's messages.
 
 import (
 	"context"
-	"sync"
+	"hash/maphash"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"parley/internal/chat"
 )
-
-// maxSlotProbes bounds the search for a free guard slot: a collision of 62-bit hashes
-// is already improbable; many in a row means something is wrong.
-const maxSlotProbes = 16
 
 // Append stores m as the session's next message, or returns the message stored earlier
 // with the same client id (duplicate true). See the comment at the top of append.go.
@@ -73,97 +86,108 @@ func (s *Store) Append(ctx context.Context, m chat.Message) (chat.Message, bool,
 	}
 	m.CreatedAt = m.CreatedAt.UTC().Truncate(time.Microsecond)
 	st := s.seqs.acquire(m.SessionID)
-	defer s.seqs.release(m.SessionID, st)
+	defer s.seqs.release(st)
 	select {
 	case st.turn <- struct{}{}:
-		defer func() { <-st.turn }()
 	case <-ctx.Done():
 		return chat.Message{}, false, chat.Wrap(chat.EUnavailable, ctx.Err(), "waiting to append to session %s", m.SessionID)
 	}
-	if !st.known {
-		if err := s.refreshLast(ctx, st, m.SessionID); err != nil {
-			return chat.Message{}, false, err
-		}
-	}
-	writeID := newWriteID()
-	if m.ClientID == "" {
-		return s.appendUnguarded(ctx, st, m, writeID)
-	}
-	g, err := s.claimGuard(ctx, m.SessionID, m.ClientID, st.last+1)
-	if err != nil {
-		return chat.Message{}, false, err
-	}
-	return s.appendAtGuard(ctx, st, m, writeID, g)
+	defer func() {
+		s.seqs.account(st) // while holding the turn: st.ids is ours to read
+		<-st.turn
+	}()
+	return s.appendInTurn(ctx, st, m)
 }
 
-// appendUnguarded writes m at the next free seq, for messages without a client id.
-func (s *Store) appendUnguarded(ctx context.Context, st *sessionSeq, m chat.Message, writeID string) (chat.Message, bool, error) {
+// maxStaleReloads bounds how often one Append starts over after finding that what it
+// knew of the session no longer holds (the session was purged meanwhile).
+const maxStaleReloads = 3
+
+func (s *Store) appendInTurn(ctx context.Context, st *sessionSeq, m chat.Message) (chat.Message, bool, error) {
+	var h uint64
+	if m.ClientID != "" {
+		h = s.seqs.hash(m.ClientID)
+	}
+	for range maxStaleReloads {
+		if !st.known {
+			if err := s.loadWindow(ctx, st, m.SessionID); err != nil {
+				return chat.Message{}, false, err
+			}
+		}
+		if m.ClientID == "" {
+			return s.write(ctx, st, m, h)
+		}
+		seq, hit := st.ids[h]
+		if !hit {
+			return s.write(ctx, st, m, h)
+		}
+		prev, _, found, err := s.getMessage(ctx, m.SessionID, seq)
+		switch {
+		case err != nil:
+			return chat.Message{}, false, err
+		case found && prev.ClientID == m.ClientID:
+			return prev, true, nil // a resend
+		case !found: // purged meanwhile: what we knew is stale
+			st.reset()
+			continue
+		}
+		// Two client ids with one hash (odds about n/2^64): settle it exactly.
+		if prev, found, err := s.findClientID(ctx, m.SessionID, m.ClientID); err != nil || found {
+			return prev, found, err
+		}
+		return s.write(ctx, st, m, h)
+	}
+	return chat.Message{}, false, chat.Errorf(chat.EUnavailable, "dynamodb: session %s keeps changing under an append", m.SessionID)
+}
+
+// write stores m at the session's next free seq, unless the tail it learns of on the
+// way holds m's client id (then that message is returned as the duplicate). h is the
+// hash of m.ClientID (unused when it is "").
+func (s *Store) write(ctx context.Context, st *sessionSeq, m chat.Message, h uint64) (chat.Message, bool, error) {
+	writeID := newWriteID()
+	if st.shared {
+		tail, err := s.readTail(ctx, st, m, writeID)
+		if err != nil || tail.dup {
+			return tail.there, tail.dup, err
+		}
+		st.shared = tail.grew
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return chat.Message{}, false, chat.Wrap(chat.EUnavailable, err, "appending message")
 		}
 		m.Seq = st.last + 1
-		res, err := s.putMessage(ctx, m, writeID)
+		won, err := s.putMessage(ctx, m, writeID)
 		if err != nil {
 			return chat.Message{}, false, err
 		}
-		if res.won {
-			st.last = m.Seq
+		if won {
+			st.learn(m.ClientID, h, m.Seq)
 			return m, false, nil
 		}
-		if err := s.refreshLast(ctx, st, m.SessionID); err != nil {
-			return chat.Message{}, false, err
-		}
-	}
-}
-
-// appendAtGuard writes m at the guard's seq, following the guard as it moves, until m
-// or an earlier message with its client id is stored there.
-func (s *Store) appendAtGuard(ctx context.Context, st *sessionSeq, m chat.Message, writeID string, g guardItem) (chat.Message, bool, error) {
-	for {
-		if err := ctx.Err(); err != nil {
-			return chat.Message{}, false, chat.Wrap(chat.EUnavailable, err, "appending message")
-		}
-		m.Seq = g.Target
-		res, err := s.putMessage(ctx, m, writeID)
+		s.log.Debug("dynamodb: message seq taken", "session", m.SessionID, "seq", m.Seq)
+		st.shared = true
+		tail, err := s.readTail(ctx, st, m, writeID)
 		switch {
 		case err != nil:
 			return chat.Message{}, false, err
-		case res.won:
-			st.last = max(st.last, m.Seq)
-			return m, false, nil
-		case !res.found:
-			continue // deleted meanwhile (a purge racing an Append): try the seq again
-		case res.there.ClientID == m.ClientID:
-			st.last = max(st.last, res.there.Seq)
-			return res.there, true, nil
-		}
-		if st.last < g.Target { // another replica appended: learn how far
-			if err := s.refreshLast(ctx, st, m.SessionID); err != nil {
+		case tail.own: // the SDK retried our write after its answer was lost
+			return tail.there, false, nil
+		case tail.dup:
+			return tail.there, true, nil
+		case !tail.grew: // the seq was taken and is free again: a purge. Start over.
+			if err := s.loadWindow(ctx, st, m.SessionID); err != nil {
 				return chat.Message{}, false, err
 			}
-		}
-		if g, err = s.moveGuard(ctx, g, max(st.last+1, g.Target+1)); err != nil {
-			return chat.Message{}, false, err
 		}
 	}
 }
 
-// putResult says how a conditional message write went: won, or lost to there (found
-// false when the seq turned out free again, after a purge).
-type putResult struct {
-	won   bool
-	there chat.Message
-	found bool
-}
-
-// putMessage writes m at m.Seq if that seq is free. When it is taken, it reads what is
-// there; an item with writeID is this Append's own earlier attempt, retried by the SDK
-// after its answer was lost, and counts as won.
-func (s *Store) putMessage(ctx context.Context, m chat.Message, writeID string) (putResult, error) {
+// putMessage writes m at m.Seq if that seq is free and reports whether it did.
+func (s *Store) putMessage(ctx context.Context, m chat.Message, writeID string) (won bool, err error) {
 	item, err := toItem(m, writeID)
 	if err != nil {
-		return putResult{}, err
+		return false, err
 	}
 	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                &s.table,
@@ -171,18 +195,134 @@ func (s *Store) putMessage(ctx context.Context, m chat.Message, writeID string) 
 		ConditionExpression:      aws.String("attribute_not_exists(#q)"),
 		ExpressionAttributeNames: map[string]string{"#q": attrSeq},
 	})
-	if err == nil {
-		return putResult{won: true}, nil
+	switch {
+	case err == nil:
+		return true, nil
+	case isConditionFailed(err):
+		return false, nil
 	}
-	if !isConditionFailed(err) {
-		return putResult{}, unavailable(err, "storing message %d of session %s", m.Seq, m.SessionID)
+	return false, unavailable(err, "storing message %d of session %s", m.Seq, m.SessionID)
+}
+
+// tailResult says what a read of the session's tail found: any new message at all
+// (grew), m's own write (own, with there), or an earlier message with m's client id
+// (dup, with there).
+type tailResult struct {
+	grew, own, dup bool
+	there          chat.Message
+}
+
+// readTail reads every message after st.last with a consistent Query, adds them to
+// what st knows and reports whether one of them is m's (by writeID) or holds m's
+// client id. It stops at the first such message.
+func (s *Store) readTail(ctx context.Context, st *sessionSeq, m chat.Message, writeID string) (tailResult, error) {
+	var res tailResult
+	in := &dynamodb.QueryInput{
+		TableName:                 &s.table,
+		KeyConditionExpression:    aws.String("#s = :s AND #q > :after"),
+		ExpressionAttributeNames:  keyNames,
+		ExpressionAttributeValues: sessionAfter(m.SessionID, st.last),
+		ConsistentRead:            aws.Bool(true),
+		Limit:                     aws.Int32(s.pageSize),
 	}
-	s.log.Debug("dynamodb: message seq taken", "session", m.SessionID, "seq", m.Seq)
-	there, thereWrite, found, err := s.getMessage(ctx, m.SessionID, m.Seq)
-	if err != nil {
-		return putResult{}, err
+	for {
+		page, err := s.client.Query(ctx, in)
+		if err != nil {
+			return res, unavailable(err, "reading the newest messages of session %s", m.SessionID)
+		}
+		for _, item := range page.Items {
+			there, thereWrite, err := decodeItem(item)
+			if err != nil {
+				return res, err
+			}
+			res.grew = true
+			st.learn(there.ClientID, s.seqs.hashOf(there.ClientID), there.Seq)
+			if thereWrite == writeID {
+				res.own, res.there = true, there
+				return res, nil
+			}
+			if m.ClientID != "" && there.ClientID == m.ClientID {
+				res.dup, res.there = true, there
+				return res, nil
+			}
+		}
+		if len(page.LastEvaluatedKey) == 0 {
+			return res, nil
+		}
+		in.ExclusiveStartKey = page.LastEvaluatedKey
 	}
-	return putResult{won: found && thereWrite == writeID, there: there, found: found}, nil
+}
+
+// loadWindow replaces what st knows with the session's newest messages, up to
+// dedupeWindow of them, read newest first with a consistent Query of their keys and client
+// ids.
+func (s *Store) loadWindow(ctx context.Context, st *sessionSeq, sessionID string) error {
+	st.reset()
+	in := &dynamodb.QueryInput{
+		TableName:                 &s.table,
+		KeyConditionExpression:    aws.String("#s = :s AND #q > :after"),
+		ExpressionAttributeNames:  map[string]string{"#s": attrSession, "#q": attrSeq, "#c": "clientId"},
+		ExpressionAttributeValues: sessionAfter(sessionID, 0),
+		ProjectionExpression:      aws.String("#q, #c"),
+		ScanIndexForward:          aws.Bool(false),
+		ConsistentRead:            aws.Bool(true),
+	}
+	for n := 0; n < s.seqs.window; {
+		in.Limit = aws.Int32(int32(min(s.seqs.window-n, int(s.pageSize))))
+		page, err := s.client.Query(ctx, in)
+		if err != nil {
+			return unavailable(err, "reading the newest messages of session %s", sessionID)
+		}
+		for _, item := range page.Items {
+			seq, err := seqOf(item)
+			if err != nil {
+				return err
+			}
+			var client string
+			if v, ok := item["clientId"].(*types.AttributeValueMemberS); ok {
+				client = v.Value
+			}
+			st.learn(client, s.seqs.hashOf(client), seq)
+		}
+		n += len(page.Items)
+		if len(page.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = page.LastEvaluatedKey
+	}
+	st.known = true
+	return nil
+}
+
+// findClientID looks for the message with clientID anywhere in the session: a Query
+// of the whole partition filtered on clientId. It reads every message of the session,
+// so it only runs when two client ids share a hash.
+func (s *Store) findClientID(ctx context.Context, sessionID, clientID string) (chat.Message, bool, error) {
+	in := &dynamodb.QueryInput{
+		TableName:                &s.table,
+		KeyConditionExpression:   aws.String("#s = :s AND #q > :after"),
+		FilterExpression:         aws.String("#c = :c"),
+		ExpressionAttributeNames: map[string]string{"#s": attrSession, "#q": attrSeq, "#c": "clientId"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":s": &types.AttributeValueMemberS{Value: sessionID}, ":after": numberValue(0),
+			":c": &types.AttributeValueMemberS{Value: clientID},
+		},
+		ConsistentRead: aws.Bool(true),
+	}
+	for {
+		page, err := s.client.Query(ctx, in)
+		if err != nil {
+			return chat.Message{}, false, unavailable(err, "looking for a client id in session %s", sessionID)
+		}
+		if len(page.Items) > 0 {
+			m, err := fromItem(page.Items[0])
+			return m, err == nil, err
+		}
+		if len(page.LastEvaluatedKey) == 0 {
+			return chat.Message{}, false, nil
+		}
+		in.ExclusiveStartKey = page.LastEvaluatedKey
+	}
 }
 
 // getMessage reads the message at seq, and its write id, with a consistent read.
@@ -200,155 +340,12 @@ func (s *Store) getMessage(ctx context.Context, sessionID string, seq int64) (ch
 	return m, writeID, err == nil, err
 }
 
-// claimGuard returns the guard of clientID, creating it pointing at target when the
-// client id is new to the session.
-func (s *Store) claimGuard(ctx context.Context, sessionID, clientID string, target int64) (guardItem, error) {
-	slot := guardSlot(clientID)
-	for range maxSlotProbes {
-		g := guardItem{SessionID: sessionID, Seq: slot, ClientID: clientID, Target: target}
-		won, err := s.putGuard(ctx, g)
-		if err != nil || won {
-			return g, err
-		}
-		there, found, err := s.getGuard(ctx, sessionID, slot)
-		if err != nil {
-			return guardItem{}, err
-		}
-		if found && there.ClientID == clientID {
-			return there, nil
-		}
-		if found {
-			slot-- // another client id hashed to this slot: probe the next one
-		}
+// hashOf returns the in-memory key of a client id, 0 for none.
+func (c *seqCache) hashOf(clientID string) uint64 {
+	if clientID == "" {
+		return 0
 	}
-	return guardItem{}, chat.Errorf(chat.EInternal, "no free dedupe slot for a client id in session %s", sessionID)
+	return c.hash(clientID)
 }
 
-func (s *Store) putGuard(ctx context.Context, g guardItem) (won bool, err error) {
-	item, err := attributevalue.MarshalMap(g)
-	if err != nil {
-		return false, chat.Wrap(chat.EInternal, err, "encoding dedupe guard")
-	}
-	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                &s.table,
-		Item:                     item,
-		ConditionExpression:      aws.String("attribute_not_exists(#q)"),
-		ExpressionAttributeNames: map[string]string{"#q": attrSeq},
-	})
-	switch {
-	case err == nil:
-		return true, nil
-	case isConditionFailed(err):
-		return false, nil
-	}
-	return false, unavailable(err, "storing dedupe guard of session %s", g.SessionID)
-}
-
-func (s *Store) getGuard(ctx context.Context, sessionID string, slot int64) (guardItem, bool, error) {
-	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: &s.table, Key: key(sessionID, slot), ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return guardItem{}, false, unavailable(err, "reading dedupe guard of session %s", sessionID)
-	}
-	if out.Item == nil {
-		return guardItem{}, false, nil
-	}
-	var g guardItem
-	if err := attributevalue.UnmarshalMap(out.Item, &g); err != nil {
-		return guardItem{}, false, chat.Wrap(chat.EInternal, err, "decoding dedupe guard")
-	}
-	return g, true, nil
-}
-
-// moveGuard points g at target, unless another Append of the same client id moved it
-// first; either way it returns the guard as it now is.
-func (s *Store) moveGuard(ctx context.Context, g guardItem, target int64) (guardItem, error) {
-	_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                &s.table,
-		Key:                      key(g.SessionID, g.Seq),
-		UpdateExpression:         aws.String("SET #t = :new"),
-		ConditionExpression:      aws.String("#t = :old AND #c = :client"),
-		ExpressionAttributeNames: map[string]string{"#t": "msgSeq", "#c": "clientId"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":new":    numberValue(target),
-			":old":    numberValue(g.Target),
-			":client": &types.AttributeValueMemberS{Value: g.ClientID},
-		},
-	})
-	switch {
-	case err == nil:
-		g.Target = target
-		return g, nil
-	case !isConditionFailed(err):
-		return guardItem{}, unavailable(err, "moving dedupe guard of session %s", g.SessionID)
-	}
-	now, found, err := s.getGuard(ctx, g.SessionID, g.Seq)
-	if err != nil {
-		return guardItem{}, err
-	}
-	if !found || now.ClientID != g.ClientID {
-		return guardItem{}, chat.Errorf(chat.EConflict, "dedupe guard of session %s vanished (session purged?)", g.SessionID)
-	}
-	return now, nil
-}
-
-// refreshLast reads the session's last seq with a consistent query into st.
-func (s *Store) refreshLast(ctx context.Context, st *sessionSeq, sessionID string) error {
-	last, err := s.LastSeq(ctx, sessionID)
-	if err != nil {
-		return err
-	}
-	st.last, st.known = last, true
-	return nil
-}
-
-// seqCache remembers, per session, the last seq this replica knows of and a lock that
-// makes this replica's Appends to one session take turns. Entries live while in use and
-// are kept afterwards up to maxCachedSessions.
-type seqCache struct {
-	mu sync.Mutex
-	m  map[string]*sessionSeq
-}
-
-// maxCachedSessions bounds the cache; chats are short, so a forgotten entry only costs
-// one Query on the session's next Append.
-const maxCachedSessions = 10000
-
-type sessionSeq struct {
-	turn  chan struct{} // holds one token during an Append; a channel so waiting heeds ctx
-	last  int64         // highest seq known; a hint, checked by every conditional write
-	known bool
-	users int // Appends holding or waiting for a turn; guarded by seqCache.mu
-}
-
-func newSeqCache() *seqCache { return &seqCache{m: make(map[string]*sessionSeq)} }
-
-func (c *seqCache) acquire(sessionID string) *sessionSeq {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st := c.m[sessionID]
-	if st == nil {
-		st = &sessionSeq{turn: make(chan struct{}, 1)}
-		c.m[sessionID] = st
-	}
-	st.users++
-	return st
-}
-
-func (c *seqCache) release(sessionID string, st *sessionSeq) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st.users--
-	if st.users == 0 && len(c.m) > maxCachedSessions && c.m[sessionID] == st {
-		delete(c.m, sessionID)
-	}
-}
-
-// forget drops what this replica knows of a session's seqs (after DeleteSession), so
-// the next Append reads the last seq again.
-func (c *seqCache) forget(sessionID string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, sessionID)
-}
+func (c *seqCache) hash(clientID string) uint64 { return maphash.String(c.seed, clientID) }

@@ -2,8 +2,6 @@ package dynamostore
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"strconv"
 	"time"
@@ -33,15 +31,6 @@ type messageItem struct {
 	// WriteID is random per Append call: when the SDK retries a PutItem whose first
 	// attempt did land, the retry's condition fails, and WriteID shows the item is ours.
 	WriteID string `dynamodbav:"writeId,omitempty"`
-}
-
-// guardItem records which seq a client id was given (see append.go). It lives in the
-// session's partition at a negative seq derived from the client id.
-type guardItem struct {
-	SessionID string `dynamodbav:"sessionId"`
-	Seq       int64  `dynamodbav:"seq"`
-	ClientID  string `dynamodbav:"clientId"`
-	Target    int64  `dynamodbav:"msgSeq"`
 }
 
 func toItem(m chat.Message, writeID string) (map[string]types.AttributeValue, error) {
@@ -104,14 +93,6 @@ func seqOf(av map[string]types.AttributeValue) (int64, error) {
 		return 0, chat.Wrap(chat.EInternal, err, "item %s %q", attrSeq, n.Value)
 	}
 	return seq, nil
-}
-
-// guardSlot returns the first guard seq tried for a client id: minus 1 minus 62 bits
-// of its SHA-256, so guards never meet messages (seq >= 1) and two client ids of one
-// session share a first slot with odds of about 2^-62 (handled anyway by probing).
-func guardSlot(clientID string) int64 {
-	sum := sha256.Sum256([]byte(clientID))
-	return -1 - int64(binary.BigEndian.Uint64(sum[:8])>>2)
 }
 
 func numberValue(n int64) *types.AttributeValueMemberN {

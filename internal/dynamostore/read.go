@@ -51,7 +51,8 @@ func (s *Store) Messages(ctx context.Context, sessionID string, after int64, lim
 }
 
 // LastSeq returns the session's highest message seq (0 when none): a consistent Query
-// for the one highest key above 0, which leaves out the dedupe guards below it.
+// for the one highest key above 0, which leaves out the dedupe guards that tables
+// written by earlier versions hold below it.
 func (s *Store) LastSeq(ctx context.Context, sessionID string) (int64, error) {
 	out, err := s.client.Query(ctx, &dynamodb.QueryInput{
 		TableName:                 &s.table,
@@ -82,9 +83,10 @@ func sessionAfter(sessionID string, after int64) map[string]types.AttributeValue
 // batchSize is BatchWriteItem's limit of requests per call.
 const batchSize = 25
 
-// DeleteSession deletes every item of the session's partition (messages and dedupe
-// guards) with BatchWriteItem, 25 keys a call, and returns how many messages it
-// deleted. Keys are read page by page with a Query projecting only the key.
+// DeleteSession deletes every item of the session's partition (messages, and the
+// dedupe guards of earlier versions) with BatchWriteItem, 25 keys a call, and returns
+// how many messages it deleted. Keys are read page by page with a Query projecting
+// only the key.
 func (s *Store) DeleteSession(ctx context.Context, sessionID string) (int64, error) {
 	defer s.seqs.forget(sessionID)
 	in := &dynamodb.QueryInput{

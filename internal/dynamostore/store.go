@@ -8,12 +8,13 @@
 //
 // One partition per session: partition key sessionId (S), sort key seq (N). Messages
 // live at seq 1, 2, 3…, with the seed's attribute names (fromEmail, toEmail, chatRoom,
-// createdDatetime, message) plus kind and clientId. Dedupe guards (see append.go) live in
-// the same partition at negative seqs, so every read of messages is a key range
-// `seq > after` (after >= 0) that never sees them, and purging a session is one query
-// over one partition that removes both.
+// createdDatetime, message) plus kind, clientId and writeId; one item per message, no
+// other items (see append.go for how seqs and client ids stay unique with one write).
+// Tables written by earlier versions also hold dedupe guards at negative seqs: every
+// read of messages is a key range `seq > after` (after >= 0) that never sees them, and
+// purging a session is one query over one partition that removes them too.
 //
-// IAM: dynamodb:PutItem, GetItem, UpdateItem, Query, BatchWriteItem and DescribeTable
+// IAM: dynamodb:PutItem, GetItem, Query, BatchWriteItem and DescribeTable
 // (Ping) on the table; CreateTable only for `parley migrate --create-table`.
 package dynamostore
 
@@ -79,6 +80,11 @@ const defaultPageSize = 1000
 // Open builds a client for the table; it does not contact DynamoDB (use Ping to check
 // that the table is reachable, CreateTable to make it).
 func Open(ctx context.Context, opts Options) (*Store, error) {
+	return open(ctx, opts)
+}
+
+// open is Open with changes to the client's options (tests count and disturb requests).
+func open(ctx context.Context, opts Options, tune ...func(*dynamodb.Options)) (*Store, error) {
 	if opts.Table == "" {
 		opts.Table = DefaultTable
 	}
@@ -100,12 +106,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
+		for _, f := range tune {
+			f(o)
+		}
 	})
-	return &Store{client: client, table: opts.Table, log: opts.Logger, seqs: newSeqCache(), pageSize: defaultPageSize}, nil
+	return &Store{client: client, table: opts.Table, log: opts.Logger, seqs: newSeqCache(dedupeWindow), pageSize: defaultPageSize}, nil
 }
 
 // maxIdleConns keeps connections to DynamoDB open for this many concurrent requests
-// (the SDK keeps 10): each Append is a few small sequential requests, and many
+// (the SDK keeps 10): each Append is one or a few small sequential requests, and many
 // sessions append at once, so reconnecting would cost more than the requests.
 const maxIdleConns = 128
 
