@@ -65,6 +65,7 @@ package dynamostore
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"time"
 
@@ -99,6 +100,9 @@ func (s *Store) Append(ctx context.Context, m chat.Message) (chat.Message, bool,
 	return s.appendInTurn(ctx, st, m)
 }
 
+// errStale tells appendInTurn that what st knew no longer holds: start over.
+var errStale = errors.New("dynamodb: session changed under an append")
+
 // maxStaleReloads bounds how often one Append starts over after finding that what it
 // knew of the session no longer holds (the session was purged meanwhile).
 const maxStaleReloads = 3
@@ -114,35 +118,35 @@ func (s *Store) appendInTurn(ctx context.Context, st *sessionSeq, m chat.Message
 				return chat.Message{}, false, err
 			}
 		}
-		if m.ClientID == "" {
-			return s.write(ctx, st, m, h)
+		if seq, hit := st.ids[h]; hit && m.ClientID != "" {
+			prev, _, found, err := s.getMessage(ctx, m.SessionID, seq)
+			switch {
+			case err != nil:
+				return chat.Message{}, false, err
+			case found && prev.ClientID == m.ClientID:
+				return prev, true, nil // a resend
+			case !found: // purged meanwhile: what we knew is stale
+				st.reset()
+				continue
+			}
+			// Two client ids with one hash (odds about n/2^64): settle it exactly.
+			if prev, found, err := s.findClientID(ctx, m.SessionID, m.ClientID); err != nil || found {
+				return prev, found, err
+			}
 		}
-		seq, hit := st.ids[h]
-		if !hit {
-			return s.write(ctx, st, m, h)
-		}
-		prev, _, found, err := s.getMessage(ctx, m.SessionID, seq)
-		switch {
-		case err != nil:
-			return chat.Message{}, false, err
-		case found && prev.ClientID == m.ClientID:
-			return prev, true, nil // a resend
-		case !found: // purged meanwhile: what we knew is stale
+		stored, dup, err := s.write(ctx, st, m, h)
+		if err == errStale {
 			st.reset()
 			continue
 		}
-		// Two client ids with one hash (odds about n/2^64): settle it exactly.
-		if prev, found, err := s.findClientID(ctx, m.SessionID, m.ClientID); err != nil || found {
-			return prev, found, err
-		}
-		return s.write(ctx, st, m, h)
+		return stored, dup, err
 	}
 	return chat.Message{}, false, chat.Errorf(chat.EUnavailable, "dynamodb: session %s keeps changing under an append", m.SessionID)
 }
 
 // write stores m at the session's next free seq, unless the tail it learns of on the
 // way holds m's client id (then that message is returned as the duplicate). h is the
-// hash of m.ClientID (unused when it is "").
+// hash of m.ClientID (unused when it is ""). errStale: st no longer matches the table.
 func (s *Store) write(ctx context.Context, st *sessionSeq, m chat.Message, h uint64) (chat.Message, bool, error) {
 	writeID := newWriteID()
 	if st.shared {
@@ -175,10 +179,8 @@ func (s *Store) write(ctx context.Context, st *sessionSeq, m chat.Message, h uin
 			return tail.there, false, nil
 		case tail.dup:
 			return tail.there, true, nil
-		case !tail.grew: // the seq was taken and is free again: a purge. Start over.
-			if err := s.loadWindow(ctx, st, m.SessionID); err != nil {
-				return chat.Message{}, false, err
-			}
+		case !tail.grew: // the seq was taken and is free again: a purge
+			return chat.Message{}, false, errStale
 		}
 	}
 }

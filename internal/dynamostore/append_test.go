@@ -522,3 +522,21 @@ func TestCacheBounds(t *testing.T) {
 		t.Fatalf("resend in a forgotten session = seq %d dup %v; want 2, dup", got.Seq, dup)
 	}
 }
+
+// TestResendAfterPurgeElsewhere: a replica remembers a client id of a session that
+// another process has purged since; the id's message is gone, so the replica reads
+// the session again and stores the message as new, at seq 1.
+func TestResendAfterPurgeElsewhere(t *testing.T) {
+	a := openTable(t)
+	worker := openOn(t, dynamoEndpoint(t), a.table)
+	sess := chat.NewSessionID()
+	mustAppend(t, a, msg(sess, "x", "before the purge"))
+	if n, err := worker.DeleteSession(context.Background(), sess); err != nil || n != 1 {
+		t.Fatalf("DeleteSession = %d, %v; want 1", n, err)
+	}
+	got, dup := mustAppend(t, a, msg(sess, "x", "after the purge"))
+	if dup || got.Seq != 1 || got.Text != "after the purge" {
+		t.Fatalf("Append after a purge elsewhere = seq %d dup %v %q; want seq 1, new", got.Seq, dup, got.Text)
+	}
+	checkGapless(t, a, sess, 1)
+}
