@@ -53,6 +53,10 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if c.Auth == "email-link" && signIns == nil {
 		return errors.New("PARLEY_AUTH=email-link needs a session store that keeps sign-in links (SQLite or MySQL)")
 	}
+	logins, ok := p.sessions.(chat.LoginStore) // every SQL session store keeps sign-ins
+	if !ok {
+		return errors.New("the session store does not keep sign-ins (SQLite or MySQL needed)")
+	}
 	srv := web.NewServer(web.Deps{
 		Config:   p.webConfig(key),
 		Sessions: p.sessions,
@@ -64,6 +68,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		Logger:   log,
 		Mailer:   p.mailer,
 		SignIns:  signIns,
+		Logins:   logins,
 		Metrics:  p.metrics,
 	})
 	ln, err := net.Listen("tcp", c.Addr)

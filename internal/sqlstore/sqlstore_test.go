@@ -50,6 +50,10 @@ func TestSQLiteMessageStore(t *testing.T) {
 	chattest.RunMessageStore(t, func(t *testing.T) chat.MessageStore { return openTestSQLite(t) })
 }
 
+func TestSQLiteLoginStore(t *testing.T) {
+	chattest.RunLoginStore(t, func(t *testing.T) chat.LoginStore { return openTestSQLite(t) })
+}
+
 // mysqlOnce creates one database for the whole test run and drops it at exit.
 var mysqlOnce struct {
 	sync.Once
@@ -133,4 +137,9 @@ func TestMySQLSessionStore(t *testing.T) {
 func TestMySQLMessageStore(t *testing.T) {
 	testMySQLDSN(t)
 	chattest.RunMessageStore(t, func(t *testing.T) chat.MessageStore { return openTestMySQL(t) })
+}
+
+func TestMySQLLoginStore(t *testing.T) {
+	testMySQLDSN(t)
+	chattest.RunLoginStore(t, func(t *testing.T) chat.LoginStore { return openTestMySQL(t) })
 }

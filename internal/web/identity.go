@@ -1,26 +1,39 @@
 package web
 
 import (
+	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"parley/internal/chat"
 )
 
 // Cookie settings. The cookie is the only proof of identity Parley accepts, on pages
-// and on the WebSocket alike.
+// and on the WebSocket alike. It names a sign-in kept server-side (chat.LoginStore),
+// so signing out ends it at once.
 const (
 	cookieName   = "parley_session"
-	cookieMaxAge = 30 * 24 * time.Hour
-	clockSkew    = time.Minute // issued times this far in the future are still believed
+	cookieMaxAge = chat.LoginTTL
+	// loginTokenBytes is the size of the random token a cookie carries: 256 bits.
+	loginTokenBytes = 32
+	// loginCacheTTL is how long this replica believes a sign-in it read without asking
+	// the store again. Signing out on this replica drops it from the cache at once;
+	// other replicas stop believing it within loginCacheTTL.
+	loginCacheTTL = 10 * time.Second
+	// loginCacheMax bounds the cache; when full it is emptied and refills as people
+	// come back.
+	loginCacheMax = 10000
 )
 
-// identity is who a request comes from, as the signed cookie says.
+// identity is who a request comes from, as the cookie's sign-in says.
 type identity struct {
 	Email    string
 	IssuedAt time.Time
@@ -33,11 +46,15 @@ type identity struct {
 // emailed-link sign-in plugs into: only how the first cookie is issued changes.
 type authenticator interface {
 	identify(r *http.Request) (identity, bool)
-	issue(w http.ResponseWriter, id identity)
-	clear(w http.ResponseWriter)
+	// issue signs the browser in as id (ending the sign-in its cookie named before).
+	issue(w http.ResponseWriter, r *http.Request, id identity) error
+	// revoke signs this browser out: its sign-in ends and the cookie is removed.
+	revoke(w http.ResponseWriter, r *http.Request) error
+	// revokeAll ends every sign-in of email, on every browser.
+	revokeAll(ctx context.Context, email string) (int64, error)
 }
 
-// currentEmail returns the signed-in person's email from the signed cookie.
+// currentEmail returns the signed-in person's email from the cookie.
 func (s *Server) currentEmail(r *http.Request) (string, bool) {
 	id, ok := s.auth.identify(r)
 	return id.Email, ok
@@ -46,113 +63,253 @@ func (s *Server) currentEmail(r *http.Request) (string, bool) {
 // currentIdentity returns the whole identity, for pages that care whether it is verified.
 func (s *Server) currentIdentity(r *http.Request) (identity, bool) { return s.auth.identify(r) }
 
-// signIn sets the cookie for email (already normalized by the caller), unverified:
+// signIn signs the browser in as email (already normalized by the caller), unverified:
 // the person typed it in.
-func (s *Server) signIn(w http.ResponseWriter, r *http.Request, email string) {
-	s.auth.issue(w, identity{Email: email, IssuedAt: time.Now()})
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request, email string) error {
+	return s.auth.issue(w, r, identity{Email: email, IssuedAt: s.now()})
 }
 
-// signInVerified sets the cookie for an email proven by an emailed link.
-func (s *Server) signInVerified(w http.ResponseWriter, r *http.Request, email string) {
-	s.auth.issue(w, identity{Email: email, IssuedAt: time.Now(), Verified: true})
+// signInVerified signs the browser in as an email proven by an emailed link.
+func (s *Server) signInVerified(w http.ResponseWriter, r *http.Request, email string) error {
+	return s.auth.issue(w, r, identity{Email: email, IssuedAt: s.now(), Verified: true})
 }
 
-// signOut removes the cookie.
-func (s *Server) signOut(w http.ResponseWriter, r *http.Request) { s.auth.clear(w) }
+// signOut ends this browser's sign-in and removes the cookie.
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request) error { return s.auth.revoke(w, r) }
 
-// cookieAuth keeps the identity in an HMAC-SHA256-signed cookie:
-// base64(email|issued-unix|verified) "." base64(mac). Nothing is stored server-side,
-// so every replica can check it.
-type cookieAuth struct {
+// loginAuth keeps sign-ins in a chat.LoginStore. The cookie is
+// base64(token) "." base64(HMAC-SHA256(key, token)): the signature lets a forged or
+// garbled cookie be refused without asking the store, and rotating the key still
+// signs everyone out. The store keeps only SHA-256(token).
+type loginAuth struct {
 	key    []byte
 	secure bool
+	store  chat.LoginStore
 	now    func() time.Time
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	cache map[string]cachedLogin // token hash → sign-in, read within loginCacheTTL
+	gen   uint64                 // bumped by every revocation; a read that raced one is not cached
 }
 
-var _ authenticator = (*cookieAuth)(nil)
-
-func newCookieAuth(key []byte, secure bool) *cookieAuth {
-	return &cookieAuth{key: key, secure: secure, now: time.Now}
+// cachedLogin is a sign-in as read from the store at fetched.
+type cachedLogin struct {
+	login   chat.Login
+	fetched time.Time
 }
 
-func (a *cookieAuth) mac(payload string) []byte {
+var _ authenticator = (*loginAuth)(nil)
+
+func newLoginAuth(key []byte, secure bool, store chat.LoginStore, now func() time.Time, log *slog.Logger) *loginAuth {
+	return &loginAuth{key: key, secure: secure, store: store, now: now, log: log, cache: make(map[string]cachedLogin)}
+}
+
+func (a *loginAuth) mac(token string) []byte {
 	m := hmac.New(sha256.New, a.key)
-	m.Write([]byte(payload))
+	m.Write([]byte("login|"))
+	m.Write([]byte(token))
 	return m.Sum(nil)
 }
 
-// encode returns the signed cookie value of id.
-func (a *cookieAuth) encode(id identity) string {
-	verified := "0"
-	if id.Verified {
-		verified = "1"
-	}
-	payload := id.Email + "|" + strconv.FormatInt(id.IssuedAt.Unix(), 10) + "|" + verified
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
-		base64.RawURLEncoding.EncodeToString(a.mac(payload))
+// newToken returns a fresh cookie value and the hash its sign-in is stored under.
+func (a *loginAuth) newToken() (value, hash string) {
+	var b [loginTokenBytes]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	sum := sha256.Sum256(b[:])
+	token := base64.RawURLEncoding.EncodeToString(b[:])
+	return token + "." + base64.RawURLEncoding.EncodeToString(a.mac(token)), hex.EncodeToString(sum[:])
 }
 
-// decode checks the signature and age of a cookie value and returns its identity.
-func (a *cookieAuth) decode(value string) (identity, bool) {
-	p64, m64, ok := strings.Cut(value, ".")
+// tokenHash checks a cookie value's signature and form and returns the hash of its
+// token, or false.
+func (a *loginAuth) tokenHash(value string) (string, bool) {
+	token, m64, ok := strings.Cut(value, ".")
+	if !ok || len(token) != base64.RawURLEncoding.EncodedLen(loginTokenBytes) {
+		return "", false
+	}
+	mac, err := base64.RawURLEncoding.DecodeString(m64)
+	if err != nil || !hmac.Equal(mac, a.mac(token)) {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(token)
+	if err != nil || len(b) != loginTokenBytes {
+		return "", false
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), true
+}
+
+// cookieHash returns the token hash of r's cookie, or false when it has none that
+// this server signed.
+func (a *loginAuth) cookieHash(r *http.Request) (string, bool) {
+	if r == nil {
+		return "", false
+	}
+	c, err := r.Cookie(cookieName)
+	if err != nil {
+		return "", false
+	}
+	return a.tokenHash(c.Value)
+}
+
+func (a *loginAuth) identify(r *http.Request) (identity, bool) {
+	hash, ok := a.cookieHash(r)
 	if !ok {
 		return identity{}, false
 	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
-	mac, err2 := base64.RawURLEncoding.DecodeString(m64)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, a.mac(string(payload))) {
+	l, ok := a.lookup(r.Context(), hash)
+	if !ok {
 		return identity{}, false
 	}
-	return a.parse(string(payload))
+	return identity{Email: l.Email, IssuedAt: l.CreatedAt, Verified: l.Verified}, true
 }
 
-// parse reads a verified payload. The email may itself contain '|', so fields are
-// taken from the right.
-func (a *cookieAuth) parse(payload string) (identity, bool) {
-	rest, verified, ok1 := cutLast(payload, "|")
-	email, issued, ok2 := cutLast(rest, "|")
-	unix, err := strconv.ParseInt(issued, 10, 64)
-	if !ok1 || !ok2 || err != nil || (verified != "0" && verified != "1") {
-		return identity{}, false
-	}
-	at := time.Unix(unix, 0)
+// lookup returns the sign-in under hash, from the cache when it was read within
+// loginCacheTTL and has not expired, else from the store.
+func (a *loginAuth) lookup(ctx context.Context, hash string) (chat.Login, bool) {
 	now := a.now()
-	if at.After(now.Add(clockSkew)) || now.Sub(at) > cookieMaxAge {
-		return identity{}, false
+	a.mu.Lock()
+	c, ok := a.cache[hash]
+	gen := a.gen
+	a.mu.Unlock()
+	if ok && now.Sub(c.fetched) < loginCacheTTL && now.Before(c.login.ExpiresAt) {
+		return c.login, true
 	}
-	if norm, err := chat.NormalizeEmail(email); err != nil || norm != email {
-		return identity{}, false
-	}
-	return identity{Email: email, IssuedAt: at, Verified: verified == "1"}, true
-}
-
-func cutLast(s, sep string) (before, after string, ok bool) {
-	i := strings.LastIndex(s, sep)
-	if i < 0 {
-		return s, "", false
-	}
-	return s[:i], s[i+len(sep):], true
-}
-
-func (a *cookieAuth) identify(r *http.Request) (identity, bool) {
-	c, err := r.Cookie(cookieName)
+	l, err := a.store.Login(ctx, hash, now)
 	if err != nil {
-		return identity{}, false
+		if !chat.IsCode(err, chat.ENotFound) {
+			a.log.Warn("cannot read a sign-in; treating the request as signed out", "code", chat.ErrorCode(err), "err", err)
+		}
+		a.forget(hash)
+		return chat.Login{}, false
 	}
-	return a.decode(c.Value)
+	a.mu.Lock()
+	if a.gen == gen { // no revocation ran meanwhile, so l is not stale
+		if len(a.cache) >= loginCacheMax {
+			clear(a.cache)
+		}
+		a.cache[hash] = cachedLogin{login: l, fetched: now}
+	}
+	a.mu.Unlock()
+	return l, true
 }
 
-func (a *cookieAuth) issue(w http.ResponseWriter, id identity) {
+// forget drops hash from the cache and keeps reads that raced this from caching it.
+func (a *loginAuth) forget(hash string) {
+	a.mu.Lock()
+	delete(a.cache, hash)
+	a.gen++
+	a.mu.Unlock()
+}
+
+func (a *loginAuth) issue(w http.ResponseWriter, r *http.Request, id identity) error {
+	ctx := context.Background()
+	if r != nil {
+		ctx = r.Context()
+		if old, ok := a.cookieHash(r); ok { // the browser's previous sign-in ends
+			if err := a.store.RevokeLogin(ctx, old); err != nil {
+				return err
+			}
+			a.forget(old)
+		}
+	}
+	value, hash := a.newToken()
+	at := id.IssuedAt.UTC().Truncate(time.Microsecond)
+	if err := a.store.CreateLogin(ctx, hash, chat.Login{Email: id.Email, Verified: id.Verified,
+		CreatedAt: at, ExpiresAt: at.Add(cookieMaxAge)}); err != nil {
+		return err
+	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: a.encode(id), Path: "/",
+		Name: cookieName, Value: value, Path: "/",
 		MaxAge: int(cookieMaxAge / time.Second), HttpOnly: true,
 		Secure: a.secure, SameSite: http.SameSiteLaxMode,
 	})
+	return nil
 }
 
-func (a *cookieAuth) clear(w http.ResponseWriter) {
+func (a *loginAuth) revoke(w http.ResponseWriter, r *http.Request) error {
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		Secure: a.secure, SameSite: http.SameSiteLaxMode,
 	})
+	hash, ok := a.cookieHash(r)
+	if !ok {
+		return nil
+	}
+	a.forget(hash)
+	err := a.store.RevokeLogin(r.Context(), hash)
+	a.forget(hash) // a read that began before the store's delete must not be cached either
+	return err
+}
+
+func (a *loginAuth) revokeAll(ctx context.Context, email string) (int64, error) {
+	n, err := a.store.RevokeLogins(ctx, email)
+	a.mu.Lock()
+	for h, c := range a.cache {
+		if c.login.Email == email {
+			delete(a.cache, h)
+		}
+	}
+	a.gen++
+	a.mu.Unlock()
+	return n, err
+}
+
+// memLogins is a chat.LoginStore in this process's memory, for a server built
+// without one (tests and embedding): its sign-ins end with the process and are
+// unknown to other replicas.
+type memLogins struct {
+	mu     sync.Mutex
+	logins map[string]chat.Login
+}
+
+var _ chat.LoginStore = (*memLogins)(nil)
+
+func newMemLogins() *memLogins { return &memLogins{logins: make(map[string]chat.Login)} }
+
+// CreateLogin implements chat.LoginStore.
+func (m *memLogins) CreateLogin(_ context.Context, hash string, l chat.Login) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for h, old := range m.logins {
+		if !l.CreatedAt.Before(old.ExpiresAt.Add(time.Hour)) {
+			delete(m.logins, h)
+		}
+	}
+	m.logins[hash] = l
+	return nil
+}
+
+// Login implements chat.LoginStore.
+func (m *memLogins) Login(_ context.Context, hash string, now time.Time) (chat.Login, error) {
+	m.mu.Lock()
+	l, ok := m.logins[hash]
+	m.mu.Unlock()
+	if !ok || !now.Before(l.ExpiresAt) {
+		return chat.Login{}, chat.Errorf(chat.ENotFound, "Not signed in.")
+	}
+	return l, nil
+}
+
+// RevokeLogin implements chat.LoginStore.
+func (m *memLogins) RevokeLogin(_ context.Context, hash string) error {
+	m.mu.Lock()
+	delete(m.logins, hash)
+	m.mu.Unlock()
+	return nil
+}
+
+// RevokeLogins implements chat.LoginStore.
+func (m *memLogins) RevokeLogins(_ context.Context, email string) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for h, l := range m.logins {
+		if l.Email == email {
+			delete(m.logins, h)
+			n++
+		}
+	}
+	return n, nil
 }

@@ -47,10 +47,39 @@ func (s *Server) admitToRoom(w http.ResponseWriter, r *http.Request, room, email
 // the escaping keeps the function safe for any input.
 func roomPath(room string) string { return "/rooms/" + url.PathEscape(room) }
 
-// handleSignOut serves POST /signout: the cookie is removed and the person goes home.
+// handleSignOut serves POST /signout: this browser's sign-in ends at once (a copy of
+// the cookie is worth nothing from then on), the cookie is removed and the person
+// goes home.
 func (s *Server) handleSignOut() http.Handler {
 	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.signOut(w, r)
+		if err := s.signOut(w, r); err != nil {
+			s.log.Warn("cannot end a sign-in", "code", chat.ErrorCode(err), "err", err)
+			s.renderError(w, r, chat.Errorf(chat.EUnavailable, "We could not sign you out just now. Please try again in a minute."))
+			return
+		}
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	}))
+}
+
+// handleSignOutEverywhere serves POST /signout/everywhere (the history page's "Sign
+// out everywhere"): every sign-in of the person ends, on every browser, and their
+// WebSockets on this replica are closed, so their pages reconnect and find
+// themselves signed out. Other replicas stop believing the sign-ins within
+// loginCacheTTL; their open WebSockets end when they next reconnect.
+func (s *Server) handleSignOutEverywhere() http.Handler {
+	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		email, ok := s.currentEmail(r)
+		if ok {
+			if _, err := s.auth.revokeAll(r.Context(), email); err != nil {
+				s.log.Warn("cannot end sign-ins", "code", chat.ErrorCode(err), "err", err)
+				s.renderError(w, r, chat.Errorf(chat.EUnavailable, "We could not sign you out everywhere just now. Please try again in a minute."))
+				return
+			}
+			s.closeConnsOf(email)
+		}
+		if err := s.signOut(w, r); err != nil {
+			s.log.Warn("cannot end a sign-in", "code", chat.ErrorCode(err), "err", err)
+		}
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 	}))
 }

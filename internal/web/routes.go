@@ -11,6 +11,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /rooms/{room}/ws", s.limitConns(s.handleWS()))
 	mux.Handle("GET /history", s.handleHistory())
 	mux.Handle("POST /signout", s.handleSignOut())
+	mux.Handle("POST /signout/everywhere", s.handleSignOutEverywhere())
 	mux.Handle("GET /signin", s.handleSignInLink())
 	mux.Handle("GET /signin/{token}", s.handleSignInLink())
 	mux.Handle("POST /signin", s.handleSignIn())

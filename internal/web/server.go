@@ -70,7 +70,11 @@ type Deps struct {
 	Logger   *slog.Logger
 	Mailer   chat.Mailer      // sends sign-in emails (email-link sign-in)
 	SignIns  chat.SignInStore // pending sign-in links (email-link sign-in)
-	Metrics  *metrics.Metrics // may be nil
+	// Logins keeps sign-ins server-side, so sign-out ends a cookie at once. Without
+	// one, sign-ins live in this process only (tests; a single replica that may
+	// forget them on restart).
+	Logins  chat.LoginStore
+	Metrics *metrics.Metrics // may be nil
 }
 
 // Server is Parley's http.Handler. It holds no chat state of its own beyond this
@@ -132,7 +136,11 @@ func NewServer(d Deps) *Server {
 			s.admins[n] = true
 		}
 	}
-	s.auth = newCookieAuth(cfg.CookieKey, s.public.Scheme == "https")
+	logins := d.Logins
+	if logins == nil {
+		logins = newMemLogins()
+	}
+	s.auth = newLoginAuth(cfg.CookieKey, s.public.Scheme == "https", logins, func() time.Time { return s.now() }, log)
 	s.setupSecurity(d)
 	s.watch = newPresenceWatch(d.Presence, log, cfg.PresenceCheck)
 	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: s.watch.broker(d.Broker), Logger: log,
@@ -207,6 +215,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	_ = s.watch.Close()
 	return s.hub.Close()
+}
+
+// closeConnsOf closes email's WebSockets on this replica with "going away": their
+// pages reconnect, and find the person signed out.
+func (s *Server) closeConnsOf(email string) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	for c := range s.conns {
+		if c.req.email == email {
+			go c.goAway()
+		}
+	}
 }
 
 // Close shuts the server down, giving WebSockets a few seconds to close.

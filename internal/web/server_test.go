@@ -76,7 +76,7 @@ func (e *wsEnv) start() {
 	bus := membus.New()
 	e.store = store
 	e.srv = NewServer(Deps{Config: e.cfg, Sessions: store, Messages: store, Broker: bus,
-		Presence: membus.NewPresence(), Queue: e.queue, Logger: testLogger(e.t)})
+		Presence: membus.NewPresence(), Queue: e.queue, Logger: testLogger(e.t), Logins: store})
 	e.ts.Config.Handler = e.srv
 }
 
@@ -95,9 +95,10 @@ func (e *wsEnv) stop() {
 	e.srv = nil
 }
 
+// cookie signs email in as an emailed link does and returns the Cookie header value.
 func (e *wsEnv) cookie(email string) string {
-	a := newCookieAuth(e.cfg.CookieKey, false)
-	return cookieName + "=" + a.encode(identity{Email: email, IssuedAt: time.Now(), Verified: true}) // as an emailed link sets it
+	c := issueCookie(e.t, e.srv.auth, identity{Email: email, IssuedAt: time.Now(), Verified: true})
+	return c.Name + "=" + c.Value
 }
 
 func (e *wsEnv) wsURL(room, query string) string {

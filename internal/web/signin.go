@@ -81,7 +81,10 @@ func (s *Server) emailLink() bool { return s.cfg.Auth != AuthTrust }
 // sign-in link is emailed and the "check your email" page shown.
 func (s *Server) admitVerified(w http.ResponseWriter, r *http.Request, room, email string) bool {
 	if !s.emailLink() {
-		s.signIn(w, r, email)
+		if err := s.signIn(w, r, email); err != nil {
+			s.renderError(w, r, err)
+			return false
+		}
 		return true
 	}
 	if id, ok := s.currentIdentity(r); ok && id.Verified && id.Email == email {
@@ -181,7 +184,10 @@ func (s *Server) handleSignIn() http.Handler {
 			s.renderError(w, r, err)
 			return
 		}
-		s.signInVerified(w, r, email)
+		if err := s.signInVerified(w, r, email); err != nil {
+			s.renderError(w, r, err)
+			return
+		}
 		to := "/"
 		if chat.ValidateRoom(room) == nil {
 			to = roomPath(room)
