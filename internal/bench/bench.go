@@ -23,7 +23,7 @@ const (
 	ModeIdle = "idle" // hold N joined, silent connections and measure server memory
 )
 
-// Defaults for zero Options values: the reference run is R=100 for 20 s.
+// Defaults for zero Options values: the reference run of docs/BENCHMARKS.md is R=100 for 20 s.
 const (
 	DefaultURL         = "http://127.0.0.1:8080"
 	DefaultRooms       = 100

@@ -2,7 +2,7 @@ package bench
 
 import "fmt"
 
-// Target is one of the performance issue's goals, checked against a run so that the
+// Target is one of Parley's performance goals (docs/BENCHMARKS.md), checked against a run so that the
 // report says whether it was met and, if not, by how much.
 type Target struct {
 	Name string  `json:"name"`
@@ -12,7 +12,7 @@ type Target struct {
 	Gap  string  `json:"gap,omitempty"` // how far from the goal, when missed
 }
 
-// The issue's targets on the embedded defaults (2 cores, generator on the same cores).
+// Parley's performance targets (docs/BENCHMARKS.md) on the embedded defaults (2 cores, generator on the same cores).
 const (
 	targetR100Deliveries   = 87000
 	targetR100P99          = 20

@@ -33,7 +33,7 @@ const (
 	StatusCompleted  Status = "completed"
 )
 
-// Session is one conversation in a room (the seed's Chat_table row) plus what the
+// Session is one conversation in a room (a row of the sessions table) plus what the
 // end-of-chat job needs to be safe to repeat: the archive record, who was emailed and
 // when, and whether its messages were purged.
 type Session struct {
@@ -47,7 +47,8 @@ type Session struct {
 	EndedBy          string
 	CompletedAt      time.Time // zero until completed
 
-	// ChatHistory is the transcript link given to people (the seed's chatHistory):
+	// ChatHistory is the transcript link given to people (chatHistory in the original
+	// design's table):
 	// a path on Parley, /transcripts/{id}, which checks who asks before serving.
 	ChatHistory string
 
@@ -114,7 +115,7 @@ const (
 // ByeText is the standard leaving message sent by the "Say bye" button.
 const ByeText = "Bye! I am leaving the chat now."
 
-// Message is one stored message of a session (the seed's DynamoDB message item).
+// Message is one stored message of a session (an item of the DynamoDB message table).
 // Seq orders a session's messages: 1, 2, 3… with no gaps, so a gap is always visible.
 type Message struct {
 	SessionID string

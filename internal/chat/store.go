@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// SessionStore keeps chat sessions (the seed's Chat_table). Every state change that two
+// SessionStore keeps chat sessions (the original design's Chat_table). Every state change that two
 // requests could race for (claiming the participant seat, ending, completing) is one
 // conditional update, so exactly one of them wins on every backend, across replicas.
 // Methods return *Error values with the codes named in their docs; any other failure is
@@ -74,7 +74,8 @@ type SessionStore interface {
 	Close() error
 }
 
-// MessageStore keeps the messages of chat sessions (the seed's DynamoDB message table).
+// MessageStore keeps the messages of chat sessions (the original design's DynamoDB
+// message table).
 // Reading one session's messages is a key range read on every backend, never a scan.
 type MessageStore interface {
 	// Append stores m as the next message of m.SessionID and returns it with Seq (and

@@ -1,6 +1,9 @@
 // Package cli is Parley's command line: it reads configuration, wires the backends the
 // configuration selects and runs the subcommands. It is the only package that imports
-// the backend packages.
+// the backend packages (sqlstore, dynamostore, redisbus, asynqqueue, memqueue, membus,
+// fileblob, s3blob, smtpmail, outbox) to choose among them; the one other import is
+// web's of outbox, whose files it lists at /dev/mail in development mode. Everything
+// else sees backends through the interfaces of package chat.
 package cli
 
 import (

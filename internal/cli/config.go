@@ -23,7 +23,7 @@ type Config struct {
 	PublicURL   string   `env:"PARLEY_PUBLIC_URL" flag:"public-url" help:"URL people reach (links in emails, Origin check); default http:// + addr"`
 	Origins     []string `env:"PARLEY_ALLOWED_ORIGINS" flag:"allowed-origins" help:"extra allowed WebSocket Origins, comma-separated"`
 	DataDir     string   `env:"PARLEY_DATA_DIR" flag:"data-dir" help:"folder for the embedded database, outbox, archive and CSV_FILES"`
-	CSVDir      string   `env:"PARLEY_CSV_FILES" flag:"csv-files" help:"local copy of every transcript (the seed's CSV_FILES); default DATA_DIR/CSV_FILES"`
+	CSVDir      string   `env:"PARLEY_CSV_FILES" flag:"csv-files" help:"local copy of every transcript; default DATA_DIR/CSV_FILES"`
 	Auth        string   `env:"PARLEY_AUTH" flag:"auth" help:"identity: email-link (sign in by emailed link) or trust (the typed email is believed)"`
 	AdminEmails []string `env:"PARLEY_ADMIN_EMAILS" flag:"admin-emails" help:"emails allowed to search anyone's history, comma-separated"`
 	Dev         string   `env:"PARLEY_DEV" flag:"dev" help:"development mode (serves /dev/mail): auto, true or false; auto = true when mail goes to the local outbox"`

@@ -58,7 +58,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	return nil
 }
 
-// dynamoTable is the configured DynamoDB table name, "message" as in the seed.
+// dynamoTable is the configured DynamoDB table name, "message" as in the original design.
 func (c Config) dynamoTable() string {
 	if c.DynamoTable == "" {
 		return "message"

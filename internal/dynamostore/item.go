@@ -16,7 +16,7 @@ import (
 // keeps, so createdDatetime sorts as text and reads back equal to what was written.
 const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
 
-// messageItem is one message as stored, with the seed's attribute names. Empty
+// messageItem is one message as stored, with the original design's attribute names. Empty
 // optional attributes are left out rather than stored as empty strings.
 type messageItem struct {
 	SessionID string `dynamodbav:"sessionId"`

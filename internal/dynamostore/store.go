@@ -1,14 +1,14 @@
-// Package dynamostore keeps chat messages in Amazon DynamoDB, the seed's `message`
-// table, so many Parley replicas can share one message store that scales without a
-// database server to run. It implements chat.MessageStore using only single-item
+// Package dynamostore keeps chat messages in Amazon DynamoDB, the original design's
+// `message` table, so many Parley replicas can share one message store that scales
+// without a database server to run. It implements chat.MessageStore using only single-item
 // conditional writes, queries and BatchWriteItem: the operations that DynamoDB and its
 // local stand-in dynalite both offer (no transactions, TTL or PartiQL).
 //
 // # Table layout
 //
 // One partition per session: partition key sessionId (S), sort key seq (N). Messages
-// live at seq 1, 2, 3…, with the seed's attribute names (fromEmail, toEmail, chatRoom,
-// createdDatetime, message) plus kind, clientId and writeId; one item per message, no
+// live at seq 1, 2, 3…, with the original design's attribute names (fromEmail, toEmail,
+// chatRoom, createdDatetime, message) plus kind, clientId and writeId; one item per message, no
 // other items (see append.go for how seqs and client ids stay unique with one write).
 // Tables written by earlier versions also hold dedupe guards at negative seqs: every
 // read of messages is a key range `seq > after` (after >= 0) that never sees them, and
@@ -37,7 +37,7 @@ import (
 
 var _ chat.MessageStore = (*Store)(nil)
 
-// Defaults of Options, as in the seed: a table named "message" in us-east-1.
+// Defaults of Options, as in the original design: a table named "message" in us-east-1.
 const (
 	DefaultTable  = "message"
 	DefaultRegion = "us-east-1"

@@ -1,5 +1,5 @@
 // Package s3blob keeps transcripts in Amazon S3 (or an S3-compatible store such as
-// MinIO), as the seed does, so every replica and worker shares one archive. It
+// MinIO), so every replica and worker shares one archive. It
 // implements chat.Archive.
 //
 // Objects are private. A person downloads a transcript through Parley's
@@ -54,7 +54,7 @@ const (
 // SHA-256, so Stat can answer even where S3's own checksum is not returned.
 const metaSHA256 = "sha256"
 
-// contentType of every transcript: the seed's CSV files.
+// contentType of every transcript: a CSV file.
 const contentType = "text/csv; charset=utf-8"
 
 // Options configure an Archive. Credentials come from the AWS SDK's default chain

@@ -1,5 +1,5 @@
 // Package smtpmail sends Parley's email (the transcript link at the end of a chat)
-// through an SMTP server, as the seed does with Django's SMTP backend. It implements
+// through an SMTP server. It implements
 // chat.Mailer with github.com/wneessen/go-mail (pinned at v0.8.1: v0.8.2 needs a newer
 // Go), which builds every header from typed fields, so no subject or address can inject
 // a header.

@@ -44,7 +44,7 @@ type Options struct {
 	People   chat.PeopleStore // each recipient's time zone for the email; nil: UTC
 
 	PublicURL string // scheme://host[:port] for absolute links in emails
-	CSVDir    string // local copy of each transcript (the seed's CSV_FILES); "" keeps none
+	CSVDir    string // local copy of each transcript (PARLEY_CSV_FILES); "" keeps none
 
 	Logger *slog.Logger
 	Now    func() time.Time // clock; chat.Now when nil
@@ -184,7 +184,7 @@ func (e *Exporter) confirmed(ctx context.Context, obj chat.ArchiveObject) (bool,
 	return got.Size == obj.Size && got.SHA256 == obj.SHA256, nil
 }
 
-// keepCSV writes the local copy of a transcript (the seed's CSV_FILES folder)
+// keepCSV writes the local copy of a transcript (the PARLEY_CSV_FILES folder)
 // atomically, so the folder never holds half a file.
 func (e *Exporter) keepCSV(sessionID string, body []byte) error {
 	if e.o.CSVDir == "" {

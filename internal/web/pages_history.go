@@ -71,7 +71,7 @@ func (s *Server) handleHistory() http.Handler {
 }
 
 // mayViewHistory decides whose chats viewer may list. With sign-in by emailed link, a
-// person sees their own and admins anyone's. With trust sign-in, like the seed, anyone
+// person sees their own and admins anyone's. With trust sign-in, anyone
 // may search any email: the typed-in email is not proven, so restricting would
 // protect nothing.
 func (s *Server) mayViewHistory(viewer, subject string) error {

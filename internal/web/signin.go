@@ -19,7 +19,7 @@ const (
 	// AuthEmailLink (the default) believes an email only once the person has opened
 	// a sign-in link sent to it.
 	AuthEmailLink = "email-link"
-	// AuthTrust believes the typed email: the seed's behaviour, for closed networks
+	// AuthTrust believes the typed email: the original design's behaviour, for closed networks
 	// and benchmarks.
 	AuthTrust = "trust"
 )

@@ -38,7 +38,7 @@ type series struct {
 	Dashed bool
 }
 
-// references are the issue's numbers for other servers (2 cores, generator on the
+// references are the measured numbers of other servers (docs/BENCHMARKS.md) (2 cores, generator on the
 // same cores). They are drawn dashed so they are never mistaken for Parley's.
 var references = []series{
 	{Name: "Centrifugo v6.9 (issue ref, no storage)", Dashed: true,
@@ -53,7 +53,7 @@ var palette = []string{"#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#
 
 func main() {
 	out := flag.String("o", "docs/bench.svg", "SVG file to write")
-	refs := flag.Bool("refs", true, "draw the issue's reference servers")
+	refs := flag.Bool("refs", true, "draw the reference servers (dashed)")
 	flag.Parse()
 	all, err := readSeries(flag.Args())
 	if err == nil && len(all) == 0 {
