@@ -138,7 +138,10 @@ func Usage() string {
 	var b strings.Builder
 	b.WriteString("usage: parley bench [chat|idle] [flags]\n\n")
 	b.WriteString("  chat: R rooms x 2 clients in a closed loop; reports deliveries/s, latency, loss.\n")
-	b.WriteString("  idle: hold N joined connections; reports server memory per connection from /metrics.\n\n")
+	b.WriteString("  idle: hold N joined connections; reports server memory per connection from /metrics.\n")
+	b.WriteString("  parley bench compare -h: Parley beside Centrifugo and the bare hub, interleaved, as ratios.\n")
+	b.WriteString("  parley bench hub --addr 127.0.0.1:8090: serve the bare hub (internal/bench/barehub).\n")
+	b.WriteString("  parley bench plot [-o docs/bench.svg] [label=]result.json...: draw results as SVG.\n\n")
 	o := DefaultOptions()
 	fs := NewFlagSet(&o)
 	fs.SetOutput(&b)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -229,5 +230,47 @@ func TestCompareReport(t *testing.T) {
 	res.Runs = append(res.Runs, chat(ServerParley, 100, 1, 1, 1, 1))
 	if err := res.integrityError(); err == nil {
 		t.Error("a loss at Parley did not fail the comparison")
+	}
+}
+
+// TestPlot draws a comparison's series (one per server, the mean of its runs) and a
+// plain result's beside them.
+func TestPlot(t *testing.T) {
+	dir := t.TempDir()
+	run := func(server string, rooms int, dps, p99 float64) CompareRun {
+		r := &Result{Mode: ModeChat, Rooms: rooms, DeliveriesPerSec: dps}
+		r.Latency.P99 = p99
+		return CompareRun{Server: server, Rooms: rooms, Result: r}
+	}
+	cmp := &CompareResult{Runs: []CompareRun{
+		run(ServerParley, 100, 40000, 20), run(ServerParley, 100, 60000, 30), run(ServerHub, 100, 90000, 10),
+		run(ServerHub, 1000, 70000, 80), {Server: ServerHub, Rooms: 0, Result: &Result{Mode: ModeIdle}},
+	}}
+	if err := writeJSONFile(dir+"/cmp.json", cmp); err != nil {
+		t.Fatal(err)
+	}
+	single := &Result{Mode: ModeChat, Rooms: 10, DeliveriesPerSec: 12345}
+	if err := writeJSONFile(dir+"/r10.json", single); err != nil {
+		t.Fatal(err)
+	}
+	out := dir + "/bench.svg"
+	if err := plotMain([]string{"-o", out, dir + "/cmp.json", "earlier=" + dir + "/r10.json"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	svg, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{">parley<", ">hub<", ">earlier<"} {
+		if !bytes.Contains(svg, []byte(want)) {
+			t.Errorf("the plot lacks %q", want)
+		}
+	}
+	// parley's two R=100 runs are one point, the hub has two, earlier one; two panels.
+	if n := bytes.Count(svg, []byte("<circle")); n != 8 {
+		t.Errorf("%d points drawn, want 8", n)
+	}
+	if err := plotMain([]string{"-o", out}, io.Discard); err == nil {
+		t.Error("a plot of nothing did not fail")
 	}
 }

@@ -12,7 +12,8 @@ import (
 )
 
 // Main runs `parley bench` with the arguments after it: a chat or idle run (Run), or
-// one of the words compare (Compare), hub (the bare hub, as a server of its own).
+// one of the words compare (Compare), hub (the bare hub, as a server of its own) or
+// plot (an SVG of results).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -28,6 +29,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return Compare(ctx, o, stdout, stderr)
 		case "hub":
 			return serveHub(ctx, args[1:], stdout)
+		case "plot":
+			return plotMain(args[1:], stdout)
 		}
 	}
 	o, err := ParseFlags(args)

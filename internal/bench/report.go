@@ -16,7 +16,7 @@ import (
 )
 
 // Result is one run's outcome, printed as a table or, with --json, as this struct.
-// scripts/plotbench reads the JSON, so field names are part of its contract.
+// `parley bench plot` reads the JSON, so field names are part of its contract.
 type Result struct {
 	Mode             string           `json:"mode"`
 	URL              string           `json:"url"`

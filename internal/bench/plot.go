@@ -1,16 +1,18 @@
-// Command plotbench draws docs/bench.svg from `parley bench --json` results: chat
-// deliveries per second and p99 latency against the number of rooms, one line per
-// series, with the reference servers from the performance issue for comparison. It
-// writes plain SVG with no plotting dependency, so the figure can be remade anywhere
-// the Go toolchain is.
+package bench
+
+// `parley bench plot` draws docs/bench.svg from `parley bench --json` and `parley
+// bench compare --json` results: chat deliveries per second and p99 latency against
+// the number of rooms, one line per series. It writes plain SVG with no plotting
+// dependency.
 //
 // Usage:
 //
-//	go run ./scripts/plotbench [-o docs/bench.svg] [-refs=true] [label=]result.json...
+//	parley bench plot [-o docs/bench.svg] [-refs] [label=]result.json...
 //
-// Files without a label go into the series "parley". Each file holds one JSON result
-// (or several, one after another, as appended by repeated runs).
-package main
+// A file of `parley bench --json` results (one or several, one after another) goes
+// into the series "parley", or the label given; a `parley bench compare --json` file
+// gives one series per server, each point the mean of its runs at that room count.
+
 
 import (
 	"encoding/json"
@@ -20,6 +22,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -38,45 +41,51 @@ type series struct {
 	Dashed bool
 }
 
-// references are the measured numbers of other servers (docs/BENCHMARKS.md) (2 cores, generator on the
-// same cores). They are drawn dashed so they are never mistaken for Parley's.
-var references = []series{
-	{Name: "Centrifugo v6.9 (issue ref, no storage)", Dashed: true,
+// plotReferences are numbers for other servers measured on another day on a 2-core
+// machine (docs/BENCHMARKS.md), drawn dashed with -refs. A comparison measured in the
+// same sitting says more: plot a `parley bench compare --json` file instead.
+var plotReferences = []series{
+	{Name: "Centrifugo v6.9, earlier machine (no storage)", Dashed: true,
 		Points: []point{{100, 87000, 14}, {1000, 55000, 115}}},
-	{Name: "bare Go hub (issue ref, no storage)", Dashed: true,
+	{Name: "bare Go hub, earlier machine (no storage)", Dashed: true,
 		Points: []point{{100, 110000, 12}, {1000, 88000, 79}}},
-	{Name: "Django Channels seed (issue ref, midpoints)", Dashed: true,
+	{Name: "Django Channels design, earlier machine (midpoints)", Dashed: true,
 		Points: []point{{100, 1450, 435}, {1000, 1275, 3350}}},
 }
 
-var palette = []string{"#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#57606a"}
+var plotPalette = []string{"#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#57606a"}
 
-func main() {
-	out := flag.String("o", "docs/bench.svg", "SVG file to write")
-	refs := flag.Bool("refs", true, "draw the reference servers (dashed)")
-	flag.Parse()
-	all, err := readSeries(flag.Args())
+// plotMain runs `parley bench plot` with the arguments after it.
+func plotMain(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("parley bench plot", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	out := fs.String("o", "docs/bench.svg", "SVG file to write")
+	refs := fs.Bool("refs", false, "also draw reference servers measured on another day (dashed)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	all, err := readSeries(fs.Args())
 	if err == nil && len(all) == 0 {
-		err = errors.New("no chat results given")
+		err = errors.New("no chat results given: parley bench plot [-o out.svg] [label=]result.json...")
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "plotbench:", err)
-		os.Exit(2)
+		return err
 	}
 	if *refs {
-		all = append(all, references...)
+		all = append(all, plotReferences...)
 	}
 	f, err := os.Create(*out)
-	if err == nil {
-		err = render(f, all)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "plotbench:", err)
-		os.Exit(1)
+		return err
 	}
+	err = render(f, all)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // readSeries reads each [label=]file argument into its series.
@@ -88,17 +97,25 @@ func readSeries(args []string) ([]series, error) {
 		if l, p, ok := strings.Cut(arg, "="); ok {
 			name, path = l, p
 		}
-		pts, err := readPoints(path)
+		pts, perServer, err := readSeriesFile(path)
 		if err != nil {
 			return nil, err
 		}
-		s := byName[name]
-		if s == nil {
-			s = &series{Name: name}
-			byName[name] = s
-			order = append(order, name)
+		add := func(name string, pts []point) {
+			s := byName[name]
+			if s == nil {
+				s = &series{Name: name}
+				byName[name] = s
+				order = append(order, name)
+			}
+			s.Points = append(s.Points, pts...)
 		}
-		s.Points = append(s.Points, pts...)
+		if len(pts) > 0 {
+			add(name, pts)
+		}
+		for _, s := range perServer {
+			add(s.Name, s.Points)
+		}
 	}
 	out := make([]series, 0, len(order))
 	for _, n := range order {
@@ -109,8 +126,8 @@ func readSeries(args []string) ([]series, error) {
 	return out, nil
 }
 
-// result is the part of bench's JSON the plot needs.
-type result struct {
+// plotResult is the part of bench's JSON the plot needs.
+type plotResult struct {
 	Mode             string  `json:"mode"`
 	Rooms            float64 `json:"rooms"`
 	DeliveriesPerSec float64 `json:"deliveries_per_s"`
@@ -119,23 +136,59 @@ type result struct {
 	} `json:"latency_ms"`
 }
 
-func readPoints(path string) ([]point, error) {
+// readSeriesFile reads one file: a comparison gives a series per server (named by the
+// server); bench results give points of one series (ok false: the caller names it).
+func readSeriesFile(path string) (pts []point, perServer []series, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	dec := json.NewDecoder(f)
-	var pts []point
 	for {
-		var r result
+		var r struct {
+			plotResult
+			Runs []struct {
+				Server string      `json:"server"`
+				Rooms  int         `json:"rooms"`
+				Result *plotResult `json:"result"`
+			} `json:"runs"`
+		}
 		if err := dec.Decode(&r); errors.Is(err, io.EOF) {
-			return pts, nil
+			return pts, perServer, nil
 		} else if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if r.Mode == "chat" && r.Rooms > 0 {
 			pts = append(pts, point{r.Rooms, r.DeliveriesPerSec, r.Latency.P99})
+		}
+		// A comparison: the mean of each server's runs at each room count.
+		type key struct {
+			server string
+			rooms  int
+		}
+		sums, counts := map[key]point{}, map[key]float64{}
+		var servers []string
+		for _, run := range r.Runs {
+			if run.Result == nil || run.Rooms == 0 || run.Result.Mode != "chat" {
+				continue
+			}
+			k := key{run.Server, run.Rooms}
+			if !slices.Contains(servers, run.Server) {
+				servers = append(servers, run.Server)
+			}
+			p := sums[k]
+			sums[k] = point{float64(run.Rooms), p.Deliveries + run.Result.DeliveriesPerSec, p.P99 + run.Result.Latency.P99}
+			counts[k]++
+		}
+		for _, name := range servers {
+			s := series{Name: name}
+			for k, p := range sums {
+				if k.server == name {
+					s.Points = append(s.Points, point{p.Rooms, p.Deliveries / counts[k], p.P99 / counts[k]})
+				}
+			}
+			perServer = append(perServer, s)
 		}
 	}
 }
@@ -198,11 +251,11 @@ func render(w io.Writer, all []series) error {
 	height := 400 + 18*float64(len(all))
 	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="960" height="%.0f" viewBox="0 0 960 %.0f" font-family="sans-serif" font-size="12">`+"\n", height, height)
 	fmt.Fprintf(w, `<rect width="960" height="%.0f" fill="white"/>`+"\n", height)
-	fmt.Fprintln(w, `<text x="480" y="22" text-anchor="middle" font-size="15">parley bench chat: R rooms × 2 clients, closed loop</text>`)
+	fmt.Fprintln(w, `<text x="480" y="22" text-anchor="middle" font-size="15">parley bench: R rooms × 2 clients, closed loop</text>`)
 	for _, p := range []*panel{left, right} {
 		drawAxes(w, p)
 		for i, s := range all {
-			drawSeries(w, p, s, palette[i%len(palette)])
+			drawSeries(w, p, s, plotPalette[i%len(plotPalette)])
 		}
 	}
 	for i, s := range all {
@@ -211,7 +264,7 @@ func render(w io.Writer, all []series) error {
 		if s.Dashed {
 			dash = ` stroke-dasharray="6,4"`
 		}
-		fmt.Fprintf(w, `<line x1="80" y1="%.0f" x2="110" y2="%.0f" stroke="%s" stroke-width="2"%s/>`+"\n", y-4, y-4, palette[i%len(palette)], dash)
+		fmt.Fprintf(w, `<line x1="80" y1="%.0f" x2="110" y2="%.0f" stroke="%s" stroke-width="2"%s/>`+"\n", y-4, y-4, plotPalette[i%len(plotPalette)], dash)
 		fmt.Fprintf(w, `<text x="118" y="%.0f">%s</text>`+"\n", y, escape(s.Name))
 	}
 	_, err := fmt.Fprintln(w, "</svg>")
