@@ -209,8 +209,8 @@ func TestCompareReport(t *testing.T) {
 	var out bytes.Buffer
 	res.writeReport(&out)
 	for _, want := range []string{
-		"parley / centrifugo: 1.00× deliveries/s, 1.33× p99 (target ≥ 1.0×: met)",
-		"parley / bare hub: 0.60× deliveries/s, 2.00× p99 (targets ≥ 0.8×: missed; p99 ≤ 1.3×: missed)",
+		"parley / centrifugo: 1.00× deliveries/s, 1.33× p99, 1.25× server CPU per delivery (target ≥ 1.0×: met)",
+		"parley / bare hub: 0.60× deliveries/s, 2.00× p99, 1.82× server CPU per delivery (targets ≥ 0.8×: missed; p99 ≤ 1.3×: missed)",
 		"Parley at 0.60×, 40% short",
 		"parley-mariadb / parley (embedded): 0.50× deliveries/s, 0.71× p99, 1.10× server CPU per delivery",
 		"parley: 0 lost, 0 duplicated (target: met)",

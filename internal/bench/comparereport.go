@@ -160,7 +160,7 @@ func ratioLines(ss []summary, rooms int) []string {
 	var out []string
 	if c := find(ss, ServerCentrifugo); c != nil && c.deliveries > 0 {
 		x := p.deliveries / c.deliveries
-		line := fmt.Sprintf("parley / centrifugo: %.2f× deliveries/s, %.2f× p99", x, p.p99/c.p99)
+		line := fmt.Sprintf("parley / centrifugo: %.2f× deliveries/s, %.2f× p99%s", x, p.p99/c.p99, cpuRatio(p, c))
 		if judged {
 			line += fmt.Sprintf(" (target ≥ %.1f×: %s)", ratioVsCentrifugo, metOr(x >= ratioVsCentrifugo, "missed"))
 		}
@@ -168,7 +168,7 @@ func ratioLines(ss []summary, rooms int) []string {
 	}
 	if h := find(ss, ServerHub); h != nil && h.deliveries > 0 && h.p99 > 0 {
 		x, lat := p.deliveries/h.deliveries, p.p99/h.p99
-		line := fmt.Sprintf("parley / bare hub: %.2f× deliveries/s, %.2f× p99", x, lat)
+		line := fmt.Sprintf("parley / bare hub: %.2f× deliveries/s, %.2f× p99%s", x, lat, cpuRatio(p, h))
 		if judged {
 			line += fmt.Sprintf(" (targets ≥ %.1f×: %s; p99 ≤ %.1f×: %s)", ratioVsHub, metOr(x >= ratioVsHub, "missed"),
 				ratioP99VsHub, metOr(lat <= ratioP99VsHub, "missed"))
@@ -179,11 +179,8 @@ func ratioLines(ss []summary, rooms int) []string {
 	}
 	for _, shape := range []string{ServerMariaDB, ServerReplicas} {
 		if s := find(ss, shape); s != nil && p.deliveries > 0 {
-			line := fmt.Sprintf("%s / parley (embedded): %.2f× deliveries/s, %.2f× p99", shape, s.deliveries/p.deliveries, s.p99/p.p99)
-			if s.cpuPerDelivery > 0 && p.cpuPerDelivery > 0 {
-				line += fmt.Sprintf(", %.2f× server CPU per delivery", s.cpuPerDelivery/p.cpuPerDelivery)
-			}
-			out = append(out, line)
+			out = append(out, fmt.Sprintf("%s / parley (embedded): %.2f× deliveries/s, %.2f× p99%s",
+				shape, s.deliveries/p.deliveries, s.p99/p.p99, cpuRatio(s, p)))
 		}
 	}
 	if p.lost+p.dup > 0 {
@@ -192,6 +189,16 @@ func ratioLines(ss []summary, rooms int) []string {
 		out = append(out, "parley: 0 lost, 0 duplicated (target: met)")
 	}
 	return out
+}
+
+// cpuRatio is ", N× server CPU per delivery" of a against b, or "" when unknown: on a
+// busy machine it varies less than throughput, which depends on the share of the
+// cores each process got.
+func cpuRatio(a, b *summary) string {
+	if a.cpuPerDelivery <= 0 || b.cpuPerDelivery <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %.2f× server CPU per delivery", a.cpuPerDelivery/b.cpuPerDelivery)
 }
 
 func moonshotGap(x float64) string {

@@ -13,7 +13,6 @@ package bench
 // into the series "parley", or the label given; a `parley bench compare --json` file
 // gives one series per server, each point the mean of its runs at that room count.
 
-
 import (
 	"encoding/json"
 	"errors"
