@@ -34,6 +34,16 @@ func ValidateRoom(room string) error {
 	return nil
 }
 
+// NormalizeRoom checks a room name and returns it in the one form Parley stores and
+// compares: trimmed and lower-cased, so "DEMO2" and "demo2" are one room.
+func NormalizeRoom(room string) (string, error) {
+	room = strings.ToLower(strings.TrimSpace(room))
+	if err := ValidateRoom(room); err != nil {
+		return "", err
+	}
+	return room, nil
+}
+
 // NormalizeEmail parses a bare email address with net/mail and returns it in the one
 // form Parley stores and compares: trimmed and lower-cased. Display names, comments,
 // control characters (CR/LF above all) and over-long addresses are refused.

@@ -93,13 +93,19 @@ func (w *Writer) WriteEnd(s *chat.Session) error {
 		return nil
 	}
 	text := "Chat ended by " + s.EndedBy
-	if s.ParticipantEmail == "" {
+	switch {
+	case s.EndedBy == "": // ended by Parley itself (a room merged by an upgrade)
+		text = "Chat ended by Parley"
+	case s.ParticipantEmail == "":
 		text = "Chat ended before anyone joined"
 	}
 	w.row[0], w.row[1] = "", ""
 	w.row[2] = s.EndedAt.UTC().Format(TimeLayout)
 	w.row[3] = SafeCell(s.EndedBy)
-	w.row[4] = SafeCell(s.Peer(s.EndedBy))
+	w.row[4] = ""
+	if s.EndedBy != "" {
+		w.row[4] = SafeCell(s.Peer(s.EndedBy))
+	}
 	w.row[5] = SafeCell(s.Room)
 	w.row[6] = KindEnded
 	w.row[7] = SafeCell(text)
