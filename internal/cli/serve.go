@@ -69,6 +69,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		Mailer:   p.mailer,
 		SignIns:  signIns,
 		Logins:   logins,
+		People:   people(p.sessions),
 		Metrics:  p.metrics,
 	})
 	ln, err := net.Listen("tcp", c.Addr)

@@ -83,12 +83,20 @@ func openParts(ctx context.Context, c Config, log *slog.Logger) (_ *parts, err e
 		Archive:   p.archive,
 		Mailer:    p.mailer,
 		Broker:    p.broker,
+		People:    people(p.sessions),
 		PublicURL: c.PublicURL,
 		CSVDir:    c.CSVDir,
 		Logger:    log,
 		AfterStep: faultHook(c.FaultAfterStep),
 	})
 	return p, err
+}
+
+// people returns the store of people's time zones: every SQL session store keeps
+// them; nil (times in UTC) otherwise.
+func people(sessions chat.SessionStore) chat.PeopleStore {
+	ps, _ := sessions.(chat.PeopleStore)
+	return ps
 }
 
 // faultHook returns the crash-test hook for PARLEY_FAULT_AFTER_STEP ("" means none).

@@ -483,3 +483,28 @@ func TestExportFillsRecipient(t *testing.T) {
 		t.Errorf("end row %q", lines[2])
 	}
 }
+
+// TestExportMailsInRecipientZone: each recipient's email gives the times in the zone
+// stored with them, and says which; a recipient with none gets UTC, said so.
+func TestExportMailsInRecipientZone(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	if err := e.db.SetTimeZone(ctx, host, "America/New_York"); err != nil {
+		t.Fatal(err)
+	}
+	s := e.chatSession(t, "zones", host, participant, 2, true)
+	o := e.options(nil)
+	o.People = e.db
+	if err := e.exporter(t, o).Export(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	mails := e.mails(t)
+	ny, _ := time.LoadLocation("America/New_York")
+	if len(mails) != 2 || !strings.Contains(mails[0].Text, "America/New_York") ||
+		!strings.Contains(mails[0].Text, s.InitiatedAt.In(ny).Format("2 Jan 2006 15:04 MST")) {
+		t.Fatalf("host email not in New York time:\n%s", mails[0].Text)
+	}
+	if !strings.Contains(mails[1].Text, "Times are in UTC") || !strings.Contains(mails[1].Text, "message 1, with") {
+		t.Fatalf("participant email:\n%s", mails[1].Text)
+	}
+}

@@ -19,6 +19,7 @@ type historyPage struct {
 	Subject string // whose chats are listed (normalized), "" when none
 	Error   string
 	Chats   []historyRow
+	Zone    readerZone // the viewer's: every time is shown in it
 }
 
 // historyRow is one chat as its subject sees it.
@@ -41,7 +42,7 @@ type historyRow struct {
 func (s *Server) handleHistory() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		viewer, _ := s.currentEmail(r)
-		page := historyPage{layoutData: layoutData{Viewer: viewer}}
+		page := historyPage{layoutData: layoutData{Viewer: viewer}, Zone: s.zoneOf(r.Context(), viewer)}
 		page.Query = strings.TrimSpace(r.URL.Query().Get("email"))
 		if page.Query == "" {
 			page.Query = viewer
@@ -65,7 +66,7 @@ func (s *Server) handleHistory() http.Handler {
 			return
 		}
 		page.Subject = subject
-		page.Chats = s.historyRows(r.Context(), viewer, subject, sessions)
+		page.Chats = s.historyRows(r.Context(), viewer, subject, sessions, page.Zone.Loc)
 		s.render(w, r, http.StatusOK, "history", page)
 	})
 }
@@ -85,13 +86,17 @@ func (s *Server) mayViewHistory(viewer, subject string) error {
 }
 
 // historyRows describes each session as subject took part in it.
-func (s *Server) historyRows(ctx context.Context, viewer, subject string, sessions []*chat.Session) []historyRow {
+// Times are given in loc, the viewer's zone.
+func (s *Server) historyRows(ctx context.Context, viewer, subject string, sessions []*chat.Session, loc *time.Location) []historyRow {
 	rows := make([]historyRow, 0, len(sessions))
 	for _, sess := range sessions {
 		row := historyRow{
 			Room: sess.Room, Peer: sess.Peer(subject), Role: sess.RoleOf(subject),
-			Started: sess.InitiatedAt, Ended: sess.EndedAt,
+			Started: sess.InitiatedAt.In(loc), Ended: sess.EndedAt,
 			Messages: s.messageCount(ctx, sess),
+		}
+		if !row.Ended.IsZero() {
+			row.Ended = row.Ended.In(loc)
 		}
 		describeStatus(&row, sess, subject)
 		if sess.Status == chat.StatusInProgress && viewer == subject {

@@ -50,6 +50,7 @@ func newPagesEnvAt(t *testing.T, publicURL string) *pagesEnv {
 	s := NewServer(Deps{
 		Config:   Config{PublicURL: publicURL, Auth: AuthTrust}, // the join form signs in; signin_test.go covers links
 		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Queue: queue, Logger: log,
+		People: store,
 	})
 	srv.Config.Handler = s
 	srv.Start()
@@ -78,7 +79,7 @@ func newTestQueue(t *testing.T, store *sqlstore.DB, bus *membus.Bus, dir, public
 		t.Fatal(err)
 	}
 	exporter, err := transcript.NewExporter(transcript.Options{Sessions: store, Messages: store,
-		Archive: archive, Mailer: mailer, Broker: bus, PublicURL: publicURL})
+		Archive: archive, Mailer: mailer, Broker: bus, People: store, PublicURL: publicURL})
 	if err != nil {
 		t.Fatal(err)
 	}

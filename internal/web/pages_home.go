@@ -2,7 +2,6 @@ package web
 
 import (
 	"net/http"
-	"strings"
 
 	"parley/internal/chat"
 )
@@ -21,8 +20,8 @@ type homePage struct {
 func (s *Server) handleHome() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		viewer, _ := s.currentEmail(r)
-		room := strings.TrimSpace(r.URL.Query().Get("room"))
-		if chat.ValidateRoom(room) != nil {
+		room, err := chat.NormalizeRoom(r.URL.Query().Get("room"))
+		if err != nil {
 			room = "" // never echo a name the form would refuse anyway
 		}
 		s.render(w, r, http.StatusOK, "home", homePage{

@@ -15,11 +15,12 @@ import (
 func (s *Server) handleJoin() http.Handler {
 	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-		room := strings.TrimSpace(r.PostFormValue("room"))
+		typedRoom := strings.TrimSpace(r.PostFormValue("room"))
 		typed := r.PostFormValue("email")
 		email, err := chat.NormalizeEmail(typed)
-		if rerr := chat.ValidateRoom(room); rerr != nil {
-			err = rerr // the room is the first field of the form, so its reason comes first
+		room, rerr := chat.NormalizeRoom(typedRoom)
+		if rerr != nil {
+			room, err = typedRoom, rerr // the room is the first field of the form, so its reason comes first
 		}
 		if err != nil {
 			viewer, _ := s.currentEmail(r)

@@ -22,9 +22,13 @@ type roomPage struct {
 // opens at once.
 func (s *Server) handleRoom() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		room := r.PathValue("room")
-		if err := chat.ValidateRoom(room); err != nil {
+		room, err := chat.NormalizeRoom(r.PathValue("room"))
+		if err != nil {
 			s.renderError(w, r, err)
+			return
+		}
+		if room != r.PathValue("room") { // /rooms/DEMO2 is /rooms/demo2
+			http.Redirect(w, r, roomPath(room), http.StatusMovedPermanently)
 			return
 		}
 		email, ok := s.currentEmail(r)

@@ -74,6 +74,7 @@ type Deps struct {
 	// one, sign-ins live in this process only (tests; a single replica that may
 	// forget them on restart).
 	Logins  chat.LoginStore
+	People  chat.PeopleStore // each person's time zone; nil shows every time in UTC
 	Metrics *metrics.Metrics // may be nil
 }
 
@@ -91,6 +92,7 @@ type Server struct {
 	log      *slog.Logger
 	mailer   chat.Mailer
 	signIns  chat.SignInStore
+	people   chat.PeopleStore
 	metrics  *metrics.Metrics
 	limits   limiters
 	proxies  []netip.Prefix
@@ -124,7 +126,7 @@ func NewServer(d Deps) *Server {
 	}
 	s := &Server{
 		cfg: cfg, sessions: d.Sessions, messages: d.Messages, broker: d.Broker,
-		presence: d.Presence, queue: d.Queue, archive: d.Archive, log: log,
+		presence: d.Presence, queue: d.Queue, archive: d.Archive, log: log, people: d.People,
 		admins: make(map[string]bool), conns: make(map[*wsConn]struct{}), recheck: sessionRecheck, storeMax: storeTimeout,
 	}
 	s.public, _ = url.Parse(cfg.PublicURL)

@@ -85,9 +85,11 @@ func (s *Server) admitVerified(w http.ResponseWriter, r *http.Request, room, ema
 			s.renderError(w, r, err)
 			return false
 		}
+		s.rememberZone(r, email)
 		return true
 	}
 	if id, ok := s.currentIdentity(r); ok && id.Verified && id.Email == email {
+		s.rememberZone(r, email)
 		return true
 	}
 	s.sendSignInLink(w, r, room, email)
@@ -188,6 +190,7 @@ func (s *Server) handleSignIn() http.Handler {
 			s.renderError(w, r, err)
 			return
 		}
+		s.rememberZone(r, email)
 		to := "/"
 		if chat.ValidateRoom(room) == nil {
 			to = roomPath(room)

@@ -71,7 +71,8 @@ type wsRequest struct {
 func parseWSRequest(r *http.Request, email string) (wsRequest, error) {
 	// Cloned: the connection outlives the request, and a substring would keep the
 	// request's URL or headers alive for as long as the chat is open.
-	req := wsRequest{email: strings.Clone(email), room: strings.Clone(r.PathValue("room")),
+	// Room names are case-insensitive, stored lower-case (chat.NormalizeRoom).
+	req := wsRequest{email: strings.Clone(email), room: strings.Clone(strings.ToLower(r.PathValue("room"))),
 		session: strings.Clone(r.URL.Query().Get("session"))}
 	if err := chat.ValidateRoom(req.room); err != nil {
 		return req, err
