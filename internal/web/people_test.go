@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"parley/internal/chat"
+	"parley/internal/wire"
 )
 
 // TestRoomNamesIgnoreCase: "DEMO2" and "demo2" are one room; the join form and the
@@ -45,7 +46,7 @@ func TestRoomNamesIgnoreCase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWSClient(t, conn).expect(frameWelcome)
+	w := newWSClient(t, conn).expect(wire.TypeWelcome)
 	if w.Session != a.ID || w.Room != "demo2" || w.Role != "participant" {
 		t.Fatalf("bob's welcome %s, want ann's chat %s in demo2", w.raw, a.ID)
 	}
