@@ -11,6 +11,8 @@ const (
 	EventPresence                        // someone's connection state changed
 	EventEnded                           // the chat was ended
 	EventTranscript                      // the transcript is archived and emailed
+	EventTyping                          // Email is typing: for the other person's connections only
+	EventReceipt                         // Email's receipt cursors advanced (never stored as a message)
 )
 
 // Event is something every connection to a session must hear about. Frame is the
@@ -21,7 +23,7 @@ type Event struct {
 	Type    EventType
 	Session string
 	Seq     int64  // message events only
-	Email   string // presence events: whose state changed
+	Email   string // presence, typing and receipt events: whose state or signal it is
 	Online  bool   // presence events
 	Frame   []byte // the JSON frame to send to clients; shared, never modified
 }

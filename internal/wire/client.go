@@ -8,12 +8,13 @@ import (
 	"parley/internal/chat"
 )
 
-// ClientFrame is any frame a client sends; Type says which fields matter. A v1.1
-// signal that carries a number (received, read) adds its field here.
+// ClientFrame is any frame a client sends; Type says which fields matter: ID and Text
+// for send and bye, Seq for the v1.1 receipts (received, read; 0 when absent).
 type ClientFrame struct {
 	Type string `json:"type"`
 	ID   string `json:"id"`
 	Text string `json:"text"`
+	Seq  int64  `json:"seq"`
 }
 
 // errNotAFrame refuses anything that is not a JSON object with a type.

@@ -36,6 +36,17 @@ type Frame struct {
 	// Degraded, on a presence frame, names what this replica cannot do right now
 	// ("presence"): the online state shown may be stale.
 	Degraded string `json:"degraded"`
+	// Receipts, on a welcome frame, is each person's cursors (v1.1).
+	Receipts map[string]Cursor `json:"receipts"`
+	// Received and Read, on a receipt frame, are By's cursors.
+	Received int64 `json:"received"`
+	Read     int64 `json:"read"`
+}
+
+// Cursor is one person's receipts as a welcome frame carries them.
+type Cursor struct {
+	Received int64 `json:"received"`
+	Read     int64 `json:"read"`
 }
 
 // The encoders' shapes: one struct per frame type, so each has exactly its fields.
@@ -49,6 +60,21 @@ type (
 		Peer    *string `json:"peer"`
 		Status  string  `json:"status"`
 		LastSeq int64   `json:"last_seq"`
+	}
+	// welcomeReceiptsFrame is the v1.1 welcome: receipts added.
+	welcomeReceiptsFrame struct {
+		welcomeFrame
+		Receipts map[string]Cursor `json:"receipts"`
+	}
+	typingFrame struct {
+		Type string `json:"type"`
+		From string `json:"from"`
+	}
+	receiptFrame struct {
+		Type     string `json:"type"`
+		By       string `json:"by"`
+		Received int64  `json:"received"`
+		Read     int64  `json:"read"`
 	}
 	messageFrame struct {
 		Type string `json:"type"`
@@ -101,12 +127,35 @@ func mustEncode(v any) []byte {
 // Welcome encodes the first frame of a connection: the session as entered, the
 // person's role and the last stored seq.
 func Welcome(s *chat.Session, role chat.Role, you string, lastSeq int64) []byte {
+	return mustEncode(welcome(s, role, you, lastSeq))
+}
+
+func welcome(s *chat.Session, role chat.Role, you string, lastSeq int64) welcomeFrame {
 	f := welcomeFrame{Type: TypeWelcome, Session: s.ID, Room: s.Room, Role: string(role),
 		You: you, Status: string(s.Status), LastSeq: lastSeq}
 	if peer := s.Peer(you); peer != "" {
 		f.Peer = &peer
 	}
-	return mustEncode(f)
+	return f
+}
+
+// WelcomeReceipts encodes the v1.1 welcome: Welcome plus "receipts", the cursors of
+// the host and of the participant (once there is one), 0 for a person without any.
+func WelcomeReceipts(s *chat.Session, role chat.Role, you string, lastSeq int64, cursors map[string]chat.Cursor) []byte {
+	r := make(map[string]Cursor, 2)
+	for _, email := range s.Recipients() {
+		c := cursors[email]
+		r[email] = Cursor{Received: c.Received, Read: c.Read}
+	}
+	return mustEncode(welcomeReceiptsFrame{welcome(s, role, you, lastSeq), r})
+}
+
+// Typing encodes the signal that from is typing.
+func Typing(from string) []byte { return mustEncode(typingFrame{Type: TypeTyping, From: from}) }
+
+// Receipt encodes by's cursors after one of them advanced.
+func Receipt(by string, c chat.Cursor) []byte {
+	return mustEncode(receiptFrame{Type: TypeReceipt, By: by, Received: c.Received, Read: c.Read})
 }
 
 // Message encodes a stored message. It is called once per message per session (by

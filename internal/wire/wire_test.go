@@ -17,7 +17,9 @@ func TestDecodeClientFrame(t *testing.T) {
 		want  ClientFrame
 		valid bool
 	}{
-		{"Send", `{"type":"send","id":"c-1","text":"hi"}`, ClientFrame{"send", "c-1", "hi"}, true},
+		{"Send", `{"type":"send","id":"c-1","text":"hi"}`, ClientFrame{Type: "send", ID: "c-1", Text: "hi"}, true},
+		{"Read", `{"type":"read","seq":40}`, ClientFrame{Type: "read", Seq: 40}, true},
+		{"SeqNotANumber", `{"type":"received","seq":"4"}`, ClientFrame{}, false},
 		{"ExtraFieldsIgnored", `{"type":"end","later":1}`, ClientFrame{Type: "end"}, true},
 		{"NoType", `{"id":"c"}`, ClientFrame{}, false},
 		{"NotJSON", `hello`, ClientFrame{}, false},
@@ -57,6 +59,9 @@ func TestEncodeServerFrames(t *testing.T) {
 		{"Transcript", Transcript("/transcripts/s1"), `{"type":"transcript","url":"/transcripts/s1"}`},
 		{"Error", Error(chat.Errorf(chat.ERoomFull, "Room r is full."), ""), `{"type":"error","code":"room_full","message":"Room r is full."}`},
 		{"RateLimitedRetry", ErrorRetry(chat.Errorf(chat.ERateLimited, "Slow down."), "c-3", 1500*time.Millisecond), `{"type":"error","code":"rate_limited","message":"Slow down.","id":"c-3","retry_after_ms":1500}`},
+		{"Typing", Typing("a@x.org"), `{"type":"typing","from":"a@x.org"}`},
+		{"Receipt", Receipt("b@x.org", chat.Cursor{Received: 42, Read: 40}), `{"type":"receipt","by":"b@x.org","received":42,"read":40}`},
+		{"WelcomeReceiptsNoPeer", WelcomeReceipts(sess, chat.RoleHost, "a@x.org", 2, nil), `{"type":"welcome","session":"s1","room":"r","role":"host","you":"a@x.org","peer":null,"status":"inprogress","last_seq":2,"receipts":{"a@x.org":{"received":0,"read":0}}}`},
 		{"PresenceDegraded", PresenceDegraded("b@x.org", false, "presence"), `{"type":"presence","email":"b@x.org","online":false,"degraded":"presence"}`},
 		{"InternalErrorHidesDetail", Error(chat.Wrap(chat.EInternal, errSecret, "boom"), "c-9"), `{"type":"error","code":"internal","message":"Something went wrong on our side. Please try again.","id":"c-9"}`},
 	}
@@ -70,6 +75,14 @@ func TestEncodeServerFrames(t *testing.T) {
 	sess.ParticipantEmail = "b@x.org"
 	if w := string(Welcome(sess, chat.RoleHost, "a@x.org", 3)); !strings.Contains(w, `"peer":"b@x.org"`) {
 		t.Fatal(w)
+	}
+	w := WelcomeReceipts(sess, chat.RoleHost, "a@x.org", 42, map[string]chat.Cursor{"b@x.org": {Received: 42, Read: 40}})
+	var f Frame
+	if err := json.Unmarshal(w, &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Receipts["a@x.org"] != (Cursor{}) || f.Receipts["b@x.org"] != (Cursor{Received: 42, Read: 40}) || f.LastSeq != 42 {
+		t.Fatalf("%s", w)
 	}
 }
 
@@ -104,11 +117,11 @@ func TestDecodeSendFast(t *testing.T) {
 		fast        bool
 		want        ClientFrame
 	}{
-		{"Browser", `{"type":"send","id":"c-1","text":"héllo 😀 <b>"}`, true, ClientFrame{TypeSend, "c-1", "héllo 😀 <b>"}},
-		{"Escapes", `{"type":"send","id":"c-1","text":"a \"b\"\n"}`, false, ClientFrame{TypeSend, "c-1", "a \"b\"\n"}},
-		{"WhiteSpace", `{"type": "send", "id": "c-1", "text": "x"}`, false, ClientFrame{TypeSend, "c-1", "x"}},
-		{"OtherOrder", `{"id":"c-1","type":"send","text":"x"}`, false, ClientFrame{TypeSend, "c-1", "x"}},
-		{"RepeatedKey", `{"type":"send","id":"c-1","text":"x","text":"y"}`, false, ClientFrame{TypeSend, "c-1", "y"}},
+		{"Browser", `{"type":"send","id":"c-1","text":"héllo 😀 <b>"}`, true, ClientFrame{TypeSend, "c-1", "héllo 😀 <b>", 0}},
+		{"Escapes", `{"type":"send","id":"c-1","text":"a \"b\"\n"}`, false, ClientFrame{TypeSend, "c-1", "a \"b\"\n", 0}},
+		{"WhiteSpace", `{"type": "send", "id": "c-1", "text": "x"}`, false, ClientFrame{TypeSend, "c-1", "x", 0}},
+		{"OtherOrder", `{"id":"c-1","type":"send","text":"x"}`, false, ClientFrame{TypeSend, "c-1", "x", 0}},
+		{"RepeatedKey", `{"type":"send","id":"c-1","text":"x","text":"y"}`, false, ClientFrame{TypeSend, "c-1", "y", 0}},
 		{"Bye", `{"type":"bye","id":"c-2"}`, false, ClientFrame{Type: TypeBye, ID: "c-2"}},
 	}
 	for _, tt := range tests {
