@@ -34,6 +34,7 @@ type Config struct {
 	SignInsPerIP    int    `env:"PARLEY_SIGNIN_PER_IP" flag:"signin-per-ip" help:"sign-in emails per client IP per hour (negative: no limit)"`
 	JoinsPerMinute  int    `env:"PARLEY_JOIN_RATE" flag:"join-rate" help:"join form posts per client IP per minute, email-link sign-in only (negative: no limit)"`
 	ConnsPerPerson  int    `env:"PARLEY_CONNS_PER_PERSON" flag:"conns-per-person" help:"open WebSockets per person on one replica (negative: no limit)"`
+	MaxConns        int    `env:"PARLEY_MAX_CONNS" flag:"max-conns" help:"open connections (WebSockets included) one replica keeps; beyond it a new one gets 503 (negative: no limit)"`
 	DebugAddr       string `env:"PARLEY_DEBUG_ADDR" flag:"debug-addr" help:"serve Go's pprof profiles on this loopback address (off when empty)"`
 	LogLevel        string `env:"PARLEY_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
 	LogFormat       string `env:"PARLEY_LOG_FORMAT" flag:"log-format" help:"text or json"`
@@ -44,6 +45,7 @@ type Config struct {
 	RateBurst     int           `env:"PARLEY_RATE_BURST" flag:"rate-burst" help:"message burst per connection"`
 	PingInterval  time.Duration `env:"PARLEY_PING_INTERVAL" flag:"ping-interval" help:"WebSocket ping period"`
 	IdleTimeout   time.Duration `env:"PARLEY_IDLE_TIMEOUT" flag:"idle-timeout" help:"close a WebSocket silent for this long"`
+	BodyTimeout   time.Duration `env:"PARLEY_BODY_TIMEOUT" flag:"body-timeout" help:"longest a request, headers and body, may take to arrive; a slower one is cut (an open WebSocket is exempt)"`
 	SendQueue     int           `env:"PARLEY_SEND_QUEUE" flag:"send-queue" help:"frames queued per connection before a slow client is closed"`
 	PresenceCheck time.Duration `env:"PARLEY_PRESENCE_CHECK" flag:"presence-check" help:"how often peers' presence is re-read, so a peer whose replica died is shown offline"`
 	PresenceTTL   time.Duration `env:"PARLEY_PRESENCE_TTL" flag:"presence-ttl" help:"how long a dead replica's presence records count (Redis fan-out)"`
@@ -71,6 +73,11 @@ type Config struct {
 	// crash tests use it. Never set it in production.
 	FaultAfterStep string `env:"PARLEY_FAULT_AFTER_STEP" flag:"" help:""`
 }
+
+// DefaultBodyTimeout is how long a request, headers and body, may take to arrive. Every
+// form Parley takes is a few hundred bytes, so a body still arriving after 30 s is a
+// client holding the connection, not a slow network.
+const DefaultBodyTimeout = 30 * time.Second
 
 // defaults returns the configuration used when nothing is set.
 func defaults() Config {
@@ -101,6 +108,8 @@ func defaults() Config {
 		SignInsPerIP:    20,
 		JoinsPerMinute:  30,
 		ConnsPerPerson:  10,
+		MaxConns:        DefaultMaxConns,
+		BodyTimeout:     DefaultBodyTimeout,
 	}
 }
 
@@ -240,6 +249,12 @@ func (c *Config) finish() error {
 	}
 	if c.MaxText < 1 || c.ReadLimit < 512 || c.RatePerSec <= 0 || c.RateBurst < 1 || c.SendQueue < 1 {
 		errs = append(errs, errors.New("limits must be positive (max message chars, frame limit ≥ 512, rate, burst, send queue)"))
+	}
+	if c.MaxConns == 0 {
+		errs = append(errs, errors.New("PARLEY_MAX_CONNS 0: want a positive number of connections, or -1 for no limit"))
+	}
+	if c.BodyTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("PARLEY_BODY_TIMEOUT %s: want a positive duration such as 30s", c.BodyTimeout))
 	}
 	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " :{}*?[]") {
 		errs = append(errs, fmt.Errorf("PARLEY_REDIS_PREFIX %q: want a plain name such as parley", c.RedisPrefix))

@@ -25,6 +25,9 @@ func TestLoadConfig(t *testing.T) {
 			if c.Addr != "127.0.0.1:8080" || c.PublicURL != "http://127.0.0.1:8080" || c.DataDir != "./parley-data" || c.PurgeSchedule != "59 23 * * *" || c.TZ != "UTC" {
 				t.Fatalf("defaults: %+v", c)
 			}
+			if c.BodyTimeout != 30*time.Second || c.MaxConns != 16384 {
+				t.Fatalf("body timeout %v, max conns %d; want 30s and 16384", c.BodyTimeout, c.MaxConns)
+			}
 		}, ""},
 		{"EnvThenFlagWins", map[string]string{"PARLEY_ADDR": "127.0.0.1:9000", "PARLEY_MAX_MESSAGE_CHARS": "100"}, []string{"--addr", "127.0.0.1:9001"}, func(t *testing.T, c Config) {
 			if c.Addr != "127.0.0.1:9001" || c.MaxText != 100 || c.PublicURL != "http://127.0.0.1:9001" {
@@ -41,6 +44,8 @@ func TestLoadConfig(t *testing.T) {
 		{"ErrBadTZ", map[string]string{"PARLEY_TZ": "Mars/Olympus"}, nil, nil, "PARLEY_TZ"},
 		{"ErrBadPublicURL", map[string]string{"PARLEY_PUBLIC_URL": "chat.example.org"}, nil, nil, "PARLEY_PUBLIC_URL"},
 		{"ErrBadAdmin", map[string]string{"PARLEY_ADMIN_EMAILS": "not-an-email"}, nil, nil, "PARLEY_ADMIN_EMAILS"},
+		{"ErrZeroMaxConns", map[string]string{"PARLEY_MAX_CONNS": "0"}, nil, nil, "PARLEY_MAX_CONNS"},
+		{"ErrBadBodyTimeout", map[string]string{"PARLEY_BODY_TIMEOUT": "-1s"}, nil, nil, "PARLEY_BODY_TIMEOUT"},
 		{"ErrUnknownFlag", nil, []string{"--no-such-flag"}, nil, "no-such-flag"},
 	}
 	for _, tc := range tests {

@@ -83,7 +83,8 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		}
 		defer stop()
 	}
-	return serveUntilDone(ctx, log, ln, withMetrics(srv, p.registry), srv)
+	ln = limitConns(ln, c.MaxConns, p.metrics)
+	return serveUntilDone(ctx, log, ln, c.BodyTimeout, withMetrics(srv, p.registry), srv)
 }
 
 // webConfig is the web server's part of the configuration.
@@ -179,10 +180,15 @@ func withMetrics(h http.Handler, reg *prometheus.Registry) http.Handler {
 }
 
 // serveUntilDone serves HTTP on ln until ctx ends or serving fails, then shuts down.
-func serveUntilDone(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler, srv *web.Server) error {
+// A request whose headers and body have not arrived within bodyTimeout is cut: the
+// connection's read deadline fails the read and net/http closes it. A WebSocket is
+// exempt once open, since net/http clears the deadlines of a connection it hands
+// over (hijacks); the WebSocket's pings and idle timeout take over from there.
+func serveUntilDone(ctx context.Context, log *slog.Logger, ln net.Listener, bodyTimeout time.Duration, h http.Handler, srv *web.Server) error {
 	hs := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, bodyTimeout),
+		ReadTimeout:       bodyTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)

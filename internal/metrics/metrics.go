@@ -37,12 +37,14 @@ const (
 	ReasonConnLimited   = "conn_limited"   // too many WebSockets per person
 	ReasonBadSignIn     = "bad_signin"     // a sign-in link that is malformed, used or expired
 	ReasonCrossSite     = "cross_site"     // a state-changing request from another site
+	ReasonServerFull    = "server_full"    // a connection beyond PARLEY_MAX_CONNS (503)
 )
 
 var knownReasons = []string{
 	ReasonRateLimited, ReasonRoomFull, ReasonTooLong, ReasonEmpty, ReasonInvalidFrame,
 	ReasonChatEnded, ReasonNotAllowed, ReasonUnauthorized, ReasonBadOrigin, ReasonOther,
 	ReasonSignInLimited, ReasonJoinLimited, ReasonConnLimited, ReasonBadSignIn, ReasonCrossSite,
+	ReasonServerFull,
 }
 
 // Metrics holds Parley's collectors. Build it once with New and pass it to the
