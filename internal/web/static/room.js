@@ -54,7 +54,12 @@
     count: document.getElementById('count'),
     send: document.getElementById('send'),
     bye: document.getElementById('bye'),
-    end: document.getElementById('end')
+    end: document.getElementById('end'),
+    typing: document.getElementById('typing'),
+    pill: document.getElementById('new-pill'),
+    notify: document.getElementById('notify'),
+    startChat: document.getElementById('start-chat'),
+    startChatText: document.getElementById('start-chat-text')
   };
 
   var state = {
@@ -75,6 +80,23 @@
     gapRetries: 0,
     endNoticeShown: false,
     endedReconnects: 0   // reconnects after the end, waiting for the transcript
+  };
+
+  // Live signals (docs/protocol.md, v1.1): typing, receipts, unread count. signals is
+  // true once a welcome carried "receipts", i.e. the server knows these frames.
+  var live = {
+    signals: false,
+    peerCursor: { received: 0, read: 0 }, // the other person's receipts
+    sentReceived: 0,  // our cursors as the server has them
+    sentRead: 0,
+    receiptTimer: 0,
+    typingSentAt: 0,
+    typingTimer: 0,
+    peerOnline: null, // last presence told, null before the first
+    lastDay: '',      // the day of the last confirmed message, for separators
+    welcomeLastSeq: 0,
+    theirSeqs: [],    // seqs of the other person's messages, in order
+    baseTitle: document.title
   };
 
   // Messages typed here and not yet acknowledged, by client id, in send order.
@@ -245,6 +267,7 @@
       state.session = f.session;
       state.lastSeq = 0;
       Array.prototype.forEach.call(el.list.querySelectorAll('li:not([data-seq=""])'), function (li) { li.remove(); });
+      resetSignals();
       reconnectNow();
       return;
     }
@@ -265,6 +288,7 @@
       hideBanner();
     }
     if (f.transcript) { onTranscript({ url: f.transcript }); }
+    signalsWelcome(f);
     flushPending();
     if (state.endRequested && !state.ended) { transmit({ type: 'end' }); }
   }
@@ -292,8 +316,11 @@
     li.dataset.seq = String(f.seq);
     setItemTime(li, f.at);
     setItemState(li, 'sent', f.from === YOU ? '✓' : '');
+    addDaySeparator(f.at);
+    var wasNearBottom = nearBottom();
     addItem(li, firstPending());
     state.lastSeq = f.seq;
+    signalsMessage(f, li, wasNearBottom);
   }
 
   function confirmOwn(id, st) {
@@ -308,6 +335,7 @@
 
   function onPresence(f) {
     if (!f.email || f.email === YOU) { return; }
+    presenceNotice(f);
     if (!state.peer) { showPeer(f.email); }
     if (f.email === state.peer) { showPresence(!!f.online); }
   }
@@ -321,6 +349,8 @@
     state.endRequested = false;
     setInputEnabled(false);
     el.text.placeholder = 'This chat has ended.';
+    hideTyping();
+    showStartChat('This chat has ended.');
     pending.forEach(function (_, id) { confirmOwn(id, 'failed'); });
     if (!state.transcript) {
       var text = by ? 'Chat ended by ' + (by === YOU ? 'you' : by) + ' — the transcript is on its way by email.'
@@ -362,6 +392,9 @@
       case 'chat_ended':
         markEnded(null);
         return;
+      case 'no_chat':
+        noChat();
+        return;
       case 'rate_limited':
         if (!state.welcomed) { showBanner('warn', f.message || text); return; } // too many tabs: the server says so
         showBanner('warn', text);
@@ -380,8 +413,231 @@
 
   var handlers = {
     welcome: onWelcome, message: onMessage, ack: onAck, presence: onPresence,
-    ended: onEnded, transcript: onTranscript, error: onError
+    ended: onEnded, transcript: onTranscript, error: onError,
+    typing: onTyping, receipt: onReceipt
   };
+
+  // ---- live signals: typing, receipts, unread, notices, days ----
+
+  function resetSignals() {
+    live.lastDay = '';
+    live.theirSeqs = [];
+    live.peerCursor = { received: 0, read: 0 };
+    live.sentReceived = 0;
+    live.sentRead = 0;
+    updateTitle();
+  }
+
+  function signalsWelcome(f) {
+    live.signals = !!f.receipts && typeof f.receipts === 'object';
+    live.welcomeLastSeq = typeof f.last_seq === 'number' ? f.last_seq : 0;
+    if (!live.signals) { return; }
+    var mine = f.receipts[YOU];
+    if (mine) {
+      live.sentReceived = Math.max(live.sentReceived, mine.received || 0);
+      live.sentRead = Math.max(live.sentRead, mine.read || 0);
+    }
+    if (f.peer && f.receipts[f.peer]) { applyPeerCursor(f.receipts[f.peer]); }
+    scheduleReceipts(0);
+  }
+
+  // sendTyping tells the other person that this one is typing, at most every 2 s.
+  function sendTyping() {
+    if (!live.signals || state.ended || el.text.value.trim() === '') { return; }
+    var now = Date.now();
+    if (now - live.typingSentAt < 2000) { return; }
+    if (transmit({ type: 'typing' })) { live.typingSentAt = now; }
+  }
+
+  function onTyping(f) {
+    if (!f.from || f.from === YOU || state.ended) { return; }
+    el.typing.textContent = f.from + ' is typing…';
+    el.typing.hidden = false;
+    if (live.typingTimer) { window.clearTimeout(live.typingTimer); }
+    live.typingTimer = window.setTimeout(hideTyping, 4000);
+  }
+
+  function hideTyping() {
+    if (live.typingTimer) { window.clearTimeout(live.typingTimer); live.typingTimer = 0; }
+    el.typing.hidden = true;
+    el.typing.textContent = '';
+  }
+
+  function onReceipt(f) {
+    if (!f.by) { return; }
+    if (f.by === YOU) { // another tab of ours moved our cursors
+      live.sentReceived = Math.max(live.sentReceived, f.received || 0);
+      live.sentRead = Math.max(live.sentRead, f.read || 0);
+      updateTitle();
+      return;
+    }
+    applyPeerCursor(f);
+  }
+
+  // applyPeerCursor moves the other person's cursors forward and redraws the ticks of
+  // our messages: ✓ stored, ✓✓ in their browser, ✓✓ highlighted once read.
+  function applyPeerCursor(c) {
+    var rec = Math.max(live.peerCursor.received, c.received || 0, c.read || 0);
+    var read = Math.max(live.peerCursor.read, c.read || 0);
+    if (rec === live.peerCursor.received && read === live.peerCursor.read) { return; }
+    live.peerCursor = { received: rec, read: read };
+    Array.prototype.forEach.call(el.list.querySelectorAll('li.msg.mine'), ownTick);
+  }
+
+  function ownTick(li) {
+    var seq = parseInt(li.dataset.seq, 10);
+    if (!(seq > 0)) { return; }
+    if (seq <= live.peerCursor.read) {
+      setItemState(li, 'read', '✓✓');
+      li.querySelector('.tick').title = 'read';
+    } else if (seq <= live.peerCursor.received) {
+      setItemState(li, 'delivered', '✓✓');
+      li.querySelector('.tick').title = 'delivered';
+    }
+  }
+
+  function signalsMessage(f, li, wasNearBottom) {
+    if (f.from === YOU) {
+      ownTick(li);
+    } else {
+      live.theirSeqs.push(f.seq);
+      if (el.typing.textContent.indexOf(f.from + ' ') === 0) { hideTyping(); }
+      if (!wasNearBottom) { el.pill.hidden = false; }
+      notifyMessage(f);
+    }
+    updateTitle();
+    scheduleReceipts(150);
+  }
+
+  // scheduleReceipts sends our cursors soon: received up to the last message shown,
+  // read up to the last message on screen while the tab is visible.
+  function scheduleReceipts(delay) {
+    if (!live.signals || live.receiptTimer) { return; }
+    live.receiptTimer = window.setTimeout(sendReceipts, delay);
+  }
+
+  function sendReceipts() {
+    live.receiptTimer = 0;
+    if (!live.signals) { return; }
+    if (state.lastSeq > live.sentReceived && transmit({ type: 'received', seq: state.lastSeq })) {
+      live.sentReceived = state.lastSeq;
+    }
+    var read = readUpTo();
+    if (read > live.sentRead && transmit({ type: 'read', seq: read })) {
+      live.sentRead = read;
+      live.sentReceived = Math.max(live.sentReceived, read);
+    }
+    updateTitle();
+  }
+
+  // readUpTo is the highest seq of a message that is on screen now, 0 when the tab is
+  // hidden: messages are shown in seq order, so everything before it was passed.
+  function readUpTo() {
+    if (document.visibilityState !== 'visible') { return 0; }
+    var box = el.scroller.getBoundingClientRect();
+    var items = el.list.children;
+    for (var i = items.length - 1; i >= 0; i--) {
+      var li = items[i];
+      var seq = parseInt(li.dataset.seq, 10);
+      if (!(seq > 0)) { continue; }
+      var r = li.getBoundingClientRect();
+      if (r.top < box.bottom && r.bottom > box.top) { return seq; }
+      if (r.bottom <= box.top) { return 0; } // scrolled above everything still unread
+    }
+    return 0;
+  }
+
+  function unreadCount() {
+    var n = 0;
+    for (var i = live.theirSeqs.length - 1; i >= 0 && live.theirSeqs[i] > live.sentRead; i--) { n++; }
+    return n;
+  }
+
+  function updateTitle() {
+    var n = unreadCount();
+    var t = (n > 0 ? '(' + n + ') ' : '') + live.baseTitle;
+    if (document.title !== t) { document.title = t; }
+  }
+
+  function onScroll() {
+    if (nearBottom()) { hidePill(); }
+    scheduleReceipts(200);
+  }
+
+  function hidePill() { el.pill.hidden = true; }
+
+  // ---- desktop notifications, once the person allows them ----
+
+  function notificationsSupported() { return typeof window.Notification === 'function'; }
+
+  function setupNotifications() {
+    if (!notificationsSupported() || Notification.permission !== 'default') { return; }
+    el.notify.hidden = false;
+    el.notify.addEventListener('click', function () {
+      Promise.resolve(Notification.requestPermission()).then(function () {
+        el.notify.hidden = Notification.permission === 'default';
+      });
+    });
+  }
+
+  function notifyMessage(f) {
+    if (f.seq <= live.welcomeLastSeq || document.visibilityState === 'visible') { return; }
+    if (!notificationsSupported() || Notification.permission !== 'granted') { return; }
+    try {
+      var n = new Notification(f.from, { body: f.text, tag: 'parley-' + ROOM });
+      n.onclick = function () { window.focus(); n.close(); };
+    } catch (e) { /* some browsers allow notifications only from a service worker */ }
+  }
+
+  // ---- notices in the timeline ----
+
+  function presenceNotice(f) {
+    var online = !!f.online;
+    var before = live.peerOnline;
+    if (f.degraded) { return; } // a guess, not news
+    live.peerOnline = online;
+    if (before === online || state.ended) { return; }
+    if (before === null && !(online && !state.peer)) { return; } // the state on connecting
+    addNotice(f.email + (online ? ' joined' : ' left'));
+  }
+
+  function dayLabel(d) {
+    var today = new Date();
+    var yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (d.toDateString() === today.toDateString()) { return 'Today'; }
+    if (d.toDateString() === yesterday.toDateString()) { return 'Yesterday'; }
+    return d.toLocaleDateString([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+  }
+
+  // addDaySeparator puts the day, in the reader's own zone, before the first message
+  // of each day.
+  function addDaySeparator(iso) {
+    var d = formatTime(iso);
+    var key = d.toDateString();
+    if (key === live.lastDay) { return; }
+    live.lastDay = key;
+    var li = document.createElement('li');
+    li.className = 'day';
+    li.dataset.seq = '0';
+    li.dataset.day = key;
+    li.textContent = dayLabel(d);
+    el.list.insertBefore(li, firstPending());
+  }
+
+  // ---- no chat here, or the chat has ended: offer a new one ----
+
+  function showStartChat(text) {
+    el.startChatText.textContent = text;
+    el.startChat.hidden = false;
+  }
+
+  function noChat() {
+    stop('ended', 'No chat');
+    el.presence.hidden = true;
+    el.peer.textContent = '—';
+    el.empty.textContent = 'You have no chat in room “' + ROOM + '” yet.';
+    showStartChat('Start one, then send the other person the room name.');
+  }
 
   // ---- the socket ----
 
@@ -569,6 +825,7 @@
     }
   });
   el.text.addEventListener('input', updateCount);
+  el.text.addEventListener('input', sendTyping);
   el.bye.addEventListener('click', sayBye);
   el.end.addEventListener('click', endChat);
 
@@ -582,6 +839,10 @@
   }
   window.addEventListener('online', wake);
   document.addEventListener('visibilitychange', function () { if (!document.hidden) { wake(); } });
+  document.addEventListener('visibilitychange', function () { scheduleReceipts(0); });
+  el.scroller.addEventListener('scroll', onScroll, { passive: true });
+  el.pill.addEventListener('click', function () { scrollToBottom(); hidePill(); });
+  setupNotifications();
 
   showPeer(null);
   connect();
