@@ -78,7 +78,7 @@ const logInsertRows = 32
 var sqliteInsertN = sqliteInsert + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", logInsertRows-1)
 
 // queueRow adds r's message to the rows the batch will insert into the log.
-func (w *writer) queueRow(ctx context.Context, st stmts, r *request) error {
+func (w *sqliteWriter) queueRow(ctx context.Context, st sqliteStmts, r *request) error {
 	w.rows = append(w.rows, r)
 	if len(w.rows) == logInsertRows {
 		return w.flushRows(ctx, st)
@@ -88,7 +88,7 @@ func (w *writer) queueRow(ctx context.Context, st stmts, r *request) error {
 
 // flushRows inserts the queued rows. Anything that reads message rows in the batch
 // (a dedupe check, loading a chat's ids, a delete) flushes first, so it sees them.
-func (w *writer) flushRows(ctx context.Context, st stmts) error {
+func (w *sqliteWriter) flushRows(ctx context.Context, st sqliteStmts) error {
 	rows := w.rows
 	defer func() {
 		clear(w.rows)
@@ -115,7 +115,7 @@ func (w *writer) flushRows(ctx context.Context, st stmts) error {
 }
 
 // appendRowArgs appends the log row of m, with the next log id, to args.
-func (w *writer) appendRowArgs(args []any, m *chat.Message) []any {
+func (w *sqliteWriter) appendRowArgs(args []any, m *chat.Message) []any {
 	id := w.log.nextID
 	w.log.nextID++
 	return append(args, logPart(m.SessionID), id, m.SessionID, m.Seq, m.ClientID, m.From, m.To, m.Room,
@@ -194,11 +194,8 @@ func (l *messageLog) resize(moved int64, took time.Duration) {
 
 // mergeIfDue moves the fullest part into messages once it holds mergeAt rows, or
 // (idle) every part that holds any.
-func (w *writer) mergeIfDue(idle bool) {
+func (w *sqliteWriter) mergeIfDue(idle bool) {
 	l := &w.log
-	if w.d.dialect != dialectSQLite {
-		return
-	}
 	for l.total > 0 {
 		part := l.fullest()
 		if !idle && l.rows[part] < l.mergeAt {
@@ -207,7 +204,7 @@ func (w *writer) mergeIfDue(idle bool) {
 		start := time.Now()
 		moved, err := w.merge(part)
 		took := time.Since(start)
-		w.metrics.Load().StoreMerged(took)
+		w.loop.metrics.Load().StoreMerged(took)
 		if err != nil {
 			// The rows stay in the log, where every read still finds them; the next
 			// move tries again.
@@ -215,7 +212,7 @@ func (w *writer) mergeIfDue(idle bool) {
 			return
 		}
 		l.resize(moved, took)
-		if !idle || len(w.wake) > 0 {
+		if !idle || w.loop.waiting() {
 			return // one move under load; appends waiting come first
 		}
 	}
@@ -223,7 +220,7 @@ func (w *writer) mergeIfDue(idle bool) {
 
 // merge moves every row of one log part into messages, in one transaction, and
 // returns how many it moved.
-func (w *writer) merge(part int64) (int64, error) {
+func (w *sqliteWriter) merge(part int64) (int64, error) {
 	ctx := context.Background()
 	tx, err := w.begin(ctx)
 	if err != nil {

@@ -29,7 +29,7 @@ func countRows(t *testing.T, db *DB, table, session string) int {
 func TestMessageLogMerge(t *testing.T) {
 	ctx := context.Background()
 	db, path := openToReopen(t)
-	db.w.log.mergeAt, db.w.log.fixed = 5, true
+	sqliteW(db).log.mergeAt, sqliteW(db).log.fixed = 5, true
 	a, b := chat.NewSessionID(), chat.NewSessionID()
 	for i := 1; i <= 23; i++ {
 		for _, s := range []string{a, b} {
@@ -45,9 +45,9 @@ func TestMessageLogMerge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if db.w.merges.Load() == 0 || countRows(t, db, "messages", a) == 0 || countRows(t, db, "message_log", a) == 0 {
+	if sqliteW(db).merges.Load() == 0 || countRows(t, db, "messages", a) == 0 || countRows(t, db, "message_log", a) == 0 {
 		t.Fatalf("want a's messages in both tables; merges %d, messages %d, log %d",
-			db.w.merges.Load(), countRows(t, db, "messages", a), countRows(t, db, "message_log", a))
+			sqliteW(db).merges.Load(), countRows(t, db, "messages", a), countRows(t, db, "message_log", a))
 	}
 	checkContiguous(t, db, a, na)
 	for after := int64(0); after < int64(na); after += 4 {

@@ -16,7 +16,7 @@ import (
 func TestSQLiteDedupeSurvivesHashCollisions(t *testing.T) {
 	ctx := context.Background()
 	db := openTestSQLite(t)
-	db.w.cache.hashf = func(maphash.Seed, string) uint64 { return 7 }
+	sqliteW(db).cache.hashf = func(maphash.Seed, string) uint64 { return 7 }
 	session := chat.NewSessionID()
 	for i := 1; i <= 20; i++ {
 		m, dup, err := db.Append(ctx, testMessage(session, fmt.Sprintf("id-%d", i)))
@@ -68,7 +68,7 @@ func TestSQLiteDedupeAfterRestart(t *testing.T) {
 func TestSQLiteDedupeInsideBigBatches(t *testing.T) {
 	ctx := context.Background()
 	db := openTestSQLite(t)
-	db.w.cache.hashf = func(maphash.Seed, string) uint64 { return 7 }
+	sqliteW(db).cache.hashf = func(maphash.Seed, string) uint64 { return 7 }
 	session := chat.NewSessionID()
 	const ids = 150
 	seqs := make([][2]int64, ids)
@@ -98,3 +98,6 @@ func TestSQLiteDedupeInsideBigBatches(t *testing.T) {
 		t.Fatalf("no batch carried more than one message (%d in %d)", db.w.batched.Load(), db.w.batches.Load())
 	}
 }
+
+// sqliteW returns the SQLite side of db's writer.
+func sqliteW(db *DB) *sqliteWriter { return db.w.dialect.(*sqliteWriter) }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"parley/internal/chat"
 )
@@ -139,19 +140,124 @@ func padArgs(args []any, width, padded int) []any {
 	return args
 }
 
+// mysqlWriter is the MySQL side of the writer: several replicas append to the same
+// sessions, so nothing about a session survives a batch; see the top of this file.
+type mysqlWriter struct {
+	d        *DB
+	prepared mysqlFixedStmts // on the pool; bound to each batch's transaction
+	mysql    mysqlStmts      // the variable-length statements, likewise
+
+	seen     map[msgKey]*request     // the batch's first request of each client id
+	seqs     map[string]int64        // session → last seq, as read under lock and counted up
+	ended    map[string]bool         // session → ended, as this transaction saw it
+	loaded   map[string]int64        // last_seq as read under lock this batch
+	sessions []string                // distinct sessions of the batch, sorted
+	stored   map[msgKey]chat.Message // on a rerun, stored messages of the batch's client ids
+	rows     []*request              // this batch's messages not yet inserted (insertRows)
+	args     []any                   // reused statement arguments
+
+	// rereadStored is set while a batch reruns because an insert met a client id
+	// stored before.
+	rereadStored bool
+}
+
+// mysqlFixedStmts are the writer's fixed-length statements.
+type mysqlFixedStmts struct {
+	byClient, delete *sql.Stmt
+	// seqDelete drops the message_seqs row of a session left empty.
+	seqDelete *sql.Stmt
+}
+
+// list returns every statement with its SQL.
+func (st *mysqlFixedStmts) list() stmtList {
+	return stmtList{
+		{&st.byClient, `SELECT ` + messageCols + ` FROM messages WHERE session_id = ? AND client_id = ?`},
+		{&st.delete, `DELETE FROM messages WHERE session_id = ?`},
+		{&st.seqDelete, `DELETE FROM message_seqs WHERE session_id = ?`},
+	}
+}
+
+// bind returns the statements bound to tx.
+func (st *mysqlFixedStmts) bind(ctx context.Context, tx *sql.Tx) mysqlFixedStmts {
+	var out mysqlFixedStmts
+	st.list().bindTo(ctx, tx, out.list())
+	return out
+}
+
+func newMySQLWriter(ctx context.Context, d *DB) (*mysqlWriter, error) {
+	w := &mysqlWriter{
+		d: d, seen: make(map[msgKey]*request), seqs: make(map[string]int64), ended: make(map[string]bool),
+		loaded: make(map[string]int64), stored: make(map[msgKey]chat.Message),
+	}
+	if err := w.prepared.list().prepare(ctx, d.db); err != nil {
+		w.prepared.list().close()
+		return nil, dbErr(err, "prepare message statements")
+	}
+	return w, nil
+}
+
+func (w *mysqlWriter) close() {
+	w.prepared.list().close()
+	w.mysql.close()
+}
+
+// retryable: a deadlock or lock-wait timeout reruns the whole batch.
+func (w *mysqlWriter) retryable(err error) bool { return isRetryable(err) }
+
+// MySQL keeps nothing between batches, so it has nothing to forget or tidy.
+func (w *mysqlWriter) rolledBack([]*request)    {}
+func (w *mysqlWriter) idleEvery() time.Duration { return 0 }
+func (w *mysqlWriter) committed()               {}
+func (w *mysqlWriter) idle()                    {}
+
+// commitBatch writes the batch; when it met a client id stored before
+// (errStoredBefore), it reruns once reading the stored ids first, and that rerun does
+// not count as a failure: the common batch does not pay for reading ids first.
+func (w *mysqlWriter) commitBatch(batch []*request, first bool) error {
+	if first {
+		w.rereadStored = false
+	}
+	defer clear(w.seen) // holds requests whose callers reuse them once answered
+	err := w.commitOnce(batch)
+	if errors.Is(err, errStoredBefore) && !w.rereadStored {
+		w.rereadStored = true
+		err = w.commitOnce(batch)
+	}
+	return err
+}
+
+// commitOnce runs the batch in one transaction, with a deadline against a stalled
+// server or network.
+func (w *mysqlWriter) commitOnce(batch []*request) error {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	tx, err := w.d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	st := w.prepared.bind(ctx, tx)
+	clear(w.seen)
+	clear(w.ended)
+	if err := w.commitMySQL(ctx, tx, st, batch); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 // commitMySQL runs the batch in tx; see the top of this file.
-func (w *writer) commitMySQL(ctx context.Context, tx *sql.Tx, st stmts) error {
+func (w *mysqlWriter) commitMySQL(ctx context.Context, tx *sql.Tx, st mysqlFixedStmts, batch []*request) error {
 	w.rows = w.rows[:0]
-	if err := w.lockSeqs(ctx, tx); err != nil {
+	if err := w.lockSeqs(ctx, tx, batch); err != nil {
 		return err
 	}
 	if err := w.readStatus(ctx, tx); err != nil {
 		return err
 	}
-	if err := w.readStored(ctx, tx); err != nil {
+	if err := w.readStored(ctx, tx, batch); err != nil {
 		return err
 	}
-	for _, r := range w.batch {
+	for _, r := range batch {
 		if err := w.applyMySQL(ctx, tx, st, r); err != nil {
 			return err
 		}
@@ -164,7 +270,7 @@ func (w *writer) commitMySQL(ctx context.Context, tx *sql.Tx, st stmts) error {
 
 // applyMySQL answers r from the batch or the stored rows, or numbers it and queues its
 // row for insertRows.
-func (w *writer) applyMySQL(ctx context.Context, tx *sql.Tx, st stmts, r *request) error {
+func (w *mysqlWriter) applyMySQL(ctx context.Context, tx *sql.Tx, st mysqlFixedStmts, r *request) error {
 	r.dup, r.deleted, r.won, r.err = false, 0, false, nil
 	s := r.in.SessionID
 	if r.op == opDelete {
@@ -185,7 +291,7 @@ func (w *writer) applyMySQL(ctx context.Context, tx *sql.Tx, st stmts, r *reques
 		return nil
 	}
 	if w.ended[s] {
-		return w.refuseAfterEnd(ctx, st, r)
+		return refuseAfterEnd(st.byClient.QueryRowContext(ctx, s, r.in.ClientID), r)
 	}
 	w.seen[k] = r
 	if m, ok := w.stored[k]; ok {
@@ -201,11 +307,11 @@ func (w *writer) applyMySQL(ctx context.Context, tx *sql.Tx, st stmts, r *reques
 // lockSeqs creates and locks the message_seqs row of every session of the batch, in
 // sorted order, and loads last_seq under the lock. No seq state survives from earlier
 // batches: another replica may have appended since.
-func (w *writer) lockSeqs(ctx context.Context, tx *sql.Tx) error {
+func (w *mysqlWriter) lockSeqs(ctx context.Context, tx *sql.Tx, batch []*request) error {
 	clear(w.seqs)
 	clear(w.loaded)
 	w.sessions = w.sessions[:0]
-	for _, r := range w.batch {
+	for _, r := range batch {
 		w.sessions = append(w.sessions, r.in.SessionID)
 	}
 	slices.Sort(w.sessions)
@@ -232,7 +338,7 @@ func (w *writer) lockSeqs(ctx context.Context, tx *sql.Tx) error {
 // row here (sessions kept in another database) is not ended: the caller's own check
 // is all there is then. The shared lock orders the batch and End: a message committed
 // before the end is in the transcript, one after it is refused.
-func (w *writer) readStatus(ctx context.Context, tx *sql.Tx) error {
+func (w *mysqlWriter) readStatus(ctx context.Context, tx *sql.Tx) error {
 	// w.args still lists the sessions (lockSeqs).
 	return w.queryPadded(ctx, tx, myStatus, func(rows *sql.Rows) error {
 		var s, status string
@@ -246,7 +352,7 @@ func (w *writer) readStatus(ctx context.Context, tx *sql.Tx) error {
 
 // execPadded runs kind k on w.args (groups of width values), padded to its size class.
 // w.args keeps its unpadded values.
-func (w *writer) execPadded(ctx context.Context, tx *sql.Tx, k mysqlKind, width int) error {
+func (w *mysqlWriter) execPadded(ctx context.Context, tx *sql.Tx, k mysqlKind, width int) error {
 	n := len(w.args)
 	st, padded, err := w.mysql.stmt(ctx, w.d.db, tx, k, n/width)
 	if err != nil {
@@ -259,7 +365,7 @@ func (w *writer) execPadded(ctx context.Context, tx *sql.Tx, k mysqlKind, width 
 
 // queryPadded runs query kind k on w.args, padded to its size class, and calls scan
 // for each row. w.args keeps its unpadded values.
-func (w *writer) queryPadded(ctx context.Context, tx *sql.Tx, k mysqlKind, scan func(*sql.Rows) error) error {
+func (w *mysqlWriter) queryPadded(ctx context.Context, tx *sql.Tx, k mysqlKind, scan func(*sql.Rows) error) error {
 	n := len(w.args)
 	st, padded, err := w.mysql.stmt(ctx, w.d.db, tx, k, n)
 	if err != nil {
@@ -281,14 +387,14 @@ func (w *writer) queryPadded(ctx context.Context, tx *sql.Tx, k mysqlKind, scan 
 
 // readStored, on a rerun after errStoredBefore, loads the stored messages of the
 // batch's client ids, under the seq locks, into w.stored.
-func (w *writer) readStored(ctx context.Context, tx *sql.Tx) error {
+func (w *mysqlWriter) readStored(ctx context.Context, tx *sql.Tx, batch []*request) error {
 	clear(w.stored)
 	if !w.rereadStored {
 		return nil
 	}
 	w.args = w.args[:0]
-	keys := make(map[msgKey]bool, len(w.batch))
-	for _, r := range w.batch {
+	keys := make(map[msgKey]bool, len(batch))
+	for _, r := range batch {
 		k := msgKey{r.in.SessionID, r.in.ClientID}
 		if r.op == opAppend && !keys[k] {
 			keys[k] = true
@@ -319,7 +425,7 @@ func (w *writer) readStored(ctx context.Context, tx *sql.Tx) error {
 // insertRows inserts the queued rows, maxInsertRows per statement. Fewer affected rows
 // than rows means a client id was stored before: errStoredBefore on a first run; on a
 // rerun, which read every stored id, the insert hit a seq already taken instead.
-func (w *writer) insertRows(ctx context.Context, tx *sql.Tx) error {
+func (w *mysqlWriter) insertRows(ctx context.Context, tx *sql.Tx) error {
 	defer func() {
 		clear(w.rows)
 		w.rows = w.rows[:0]
@@ -357,7 +463,7 @@ func (w *writer) insertRows(ctx context.Context, tx *sql.Tx) error {
 
 // saveSeqs writes back, in one upsert, the last seq of each session the batch
 // changed; a session left empty (deleted, or refused everything) loses its row.
-func (w *writer) saveSeqs(ctx context.Context, tx *sql.Tx, st stmts) error {
+func (w *mysqlWriter) saveSeqs(ctx context.Context, tx *sql.Tx, st mysqlFixedStmts) error {
 	w.args = w.args[:0]
 	for _, s := range w.sessions {
 		switch last := w.seqs[s]; {
@@ -373,4 +479,23 @@ func (w *writer) saveSeqs(ctx context.Context, tx *sql.Tx, st stmts) error {
 		return nil
 	}
 	return w.execPadded(ctx, tx, mySeqSave, 2)
+}
+
+// deleteSession deletes the session's messages; later appends start again at seq 1.
+func (w *mysqlWriter) deleteSession(ctx context.Context, st mysqlFixedStmts, r *request) error {
+	s := r.in.SessionID
+	res, err := st.delete.ExecContext(ctx, s)
+	if err != nil {
+		return err
+	}
+	if r.deleted, err = res.RowsAffected(); err != nil {
+		return err
+	}
+	w.seqs[s] = 0
+	for k := range w.seen {
+		if k.session == s {
+			delete(w.seen, k)
+		}
+	}
+	return nil
 }

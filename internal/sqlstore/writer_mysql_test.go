@@ -125,7 +125,7 @@ func TestMySQLOneBatchOfEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { w.prepared.close(); w.mysql.close() }()
+	defer w.dialect.close()
 	type want struct {
 		seq   int64
 		dup   bool
