@@ -41,7 +41,24 @@ func (s *Server) admitToRoom(w http.ResponseWriter, r *http.Request, room, email
 	if !s.admitVerified(w, r, room, email) {
 		return
 	}
+	if err := s.startChat(r, room, email); err != nil {
+		s.renderError(w, r, err)
+		return
+	}
 	http.Redirect(w, r, roomPath(room), http.StatusSeeOther)
+}
+
+// startChat is what a join means: enter the room's chat in progress, or start a new
+// one when the room has none (the person's earlier chat there has ended). Connecting
+// to a room's WebSocket never starts a chat; it shows the person's latest one. A full
+// room is not an error here: the room page says so, with a way out.
+func (s *Server) startChat(r *http.Request, room, email string) error {
+	_, _, err := s.sessions.Enter(r.Context(), room, email, chat.Now())
+	if err != nil && !chat.IsCode(err, chat.ERoomFull) {
+		s.log.Warn("cannot enter a chat on joining", "room", room, "code", chat.ErrorCode(err), "err", err)
+		return err
+	}
+	return nil
 }
 
 // roomPath is the URL path of a room's page. Valid room names need no escaping, but

@@ -194,6 +194,10 @@ func (s *Server) handleSignIn() http.Handler {
 		to := "/"
 		if chat.ValidateRoom(room) == nil {
 			to = roomPath(room)
+			if err := s.startChat(r, room, email); err != nil { // the link came from a join
+				s.renderError(w, r, err)
+				return
+			}
 		}
 		http.Redirect(w, r, to, http.StatusSeeOther)
 	}))
