@@ -313,8 +313,9 @@ func (e *serverEnv) startServer(ctx context.Context, server string, idle bool) (
 		env := append(e.parleyEnv(dataDir, idle), "PARLEY_MYSQL_DSN="+e.mysqlDSN, "PARLEY_MYSQL_MESSAGES=true")
 		p, err = e.start(ctx, server, addr, []string{e.o.Parley, "serve", "--addr", addr}, env)
 	case ServerReplicas:
-		env := append(e.parleyEnv(dataDir, idle), "PARLEY_MYSQL_DSN="+e.mysqlDSN, "PARLEY_MYSQL_MESSAGES=true",
-			"PARLEY_REDIS_URL="+e.o.RedisURL, "PARLEY_REDIS_PREFIX=parley-bench-"+e.id+":")
+		shared := []string{"PARLEY_MYSQL_DSN=" + e.mysqlDSN, "PARLEY_MYSQL_MESSAGES=true",
+			"PARLEY_REDIS_URL=" + e.o.RedisURL, "PARLEY_REDIS_PREFIX=parley-bench-" + e.id}
+		env := append(e.parleyEnv(dataDir, idle), shared...)
 		if p, err = e.start(ctx, server+"-1", addr, []string{e.o.Parley, "serve", "--addr", addr}, env); err != nil {
 			break
 		}
@@ -326,7 +327,7 @@ func (e *serverEnv) startServer(ctx context.Context, server string, idle bool) (
 		if dataDir2, err = os.MkdirTemp(e.dir, server+"-"); err != nil {
 			break
 		}
-		env2 := append(e.parleyEnv(dataDir2, idle), env[len(env)-4:]...)
+		env2 := append(e.parleyEnv(dataDir2, idle), shared...)
 		p, err = e.start(ctx, server+"-2", addr2, []string{e.o.Parley, "serve", "--addr", addr2}, env2)
 		bo.PeerURL = "http://" + addr2
 	default:
