@@ -10,7 +10,9 @@
 #
 # Everything listens on 127.0.0.1. MariaDB (3306) and Redis (6379) are usually already running
 # (this kind of machine starts them); the others run on fixed non-default ports:
-#   dynalite (DynamoDB) 4567, MinIO (S3) 9100 (+ console 9101), Mailpit SMTP 1026 / HTTP 8026.
+#   dynalite (DynamoDB) 4567, MinIO (S3) 9100 (+ console 9101), Mailpit SMTP 1026 / HTTP 8026,
+#   and a Redis Cluster of three masters (7101-7103) with one replica each (7104-7106; each
+#   node also uses its port + 10000 for the cluster bus), for the sharded pub/sub tests.
 # Go-built tools live in a cache folder outside the repo (never in it); run data and logs in .stack/.
 # Users: `make stack` is the user "manual" (until `make stack-down`); each `make test` is
 # "test" with its shell's PID, and counts only while that process lives. So `make test` beside
@@ -45,6 +47,9 @@ MINIO_PORT=${PARLEY_STACK_MINIO_PORT:-9100}
 MINIO_CONSOLE_PORT=${PARLEY_STACK_MINIO_CONSOLE_PORT:-9101}
 SMTP_PORT=${PARLEY_STACK_SMTP_PORT:-1026}
 MAILPIT_PORT=${PARLEY_STACK_MAILPIT_PORT:-8026}
+# The cluster's first port; the six nodes take it and the next five (each ≤ 55535).
+CLUSTER_PORT=${PARLEY_STACK_REDIS_CLUSTER_PORT:-7101}
+CLUSTER_NODES=6
 
 # Local-only credentials and names (MinIO wants a password of 8+ characters).
 MINIO_USER=parley-minio
@@ -210,6 +215,61 @@ ensure_redis() {
   wait_until Redis "$LOG_DIR/redis.log" "$STARTED_PID" tcp_open "$HOST" "$REDIS_PORT"
 }
 
+# cluster_ports: the ports of the Redis Cluster's nodes, masters first.
+cluster_ports() { seq "$CLUSTER_PORT" $((CLUSTER_PORT + CLUSTER_NODES - 1)); }
+
+# cluster_ok PORT: the node answers and sees the whole cluster serving every slot.
+cluster_ok() {
+  local info; info=$(redis-cli -h "$HOST" -p "$1" cluster info 2>/dev/null) || return 1
+  grep -q '^cluster_state:ok' <<<"$info" && grep -q "^cluster_known_nodes:$CLUSTER_NODES" <<<"$info"
+}
+
+# cluster_ready: every node sees the cluster as ok.
+cluster_ready() {
+  local p
+  for p in $(cluster_ports); do cluster_ok "$p" || return 1; done
+}
+
+# ensure_redis_cluster: three masters and three replicas in cluster mode, in memory only;
+# created from scratch when none of its nodes runs.
+ensure_redis_cluster() {
+  cluster_ready && return 0
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+  local p up=0 addrs=()
+  for p in $(cluster_ports); do
+    tcp_open "$HOST" "$p" && up=$((up + 1))
+    addrs+=("$HOST:$p")
+  done
+  if [ "$up" -ne 0 ]; then
+    # Nodes that survived a crash rejoin by themselves; give them the readiness timeout.
+    [ "$up" -eq "$CLUSTER_NODES" ] || die "the Redis Cluster on ports $CLUSTER_PORT+ is partly up ($up of $CLUSTER_NODES nodes); stop them (make stack-down) and retry"
+    wait_until "Redis Cluster" "$LOG_DIR/redis-cluster-$CLUSTER_PORT.log" "" cluster_ready
+    return 0
+  fi
+  rm -rf "$RUN_DIR/redis-cluster"
+  mkdir -p "$RUN_DIR/redis-cluster"
+  for p in $(cluster_ports); do
+    start_bg "redis-cluster-$p" redis-server --bind "$HOST" --port "$p" --cluster-enabled yes \
+      --cluster-config-file "$RUN_DIR/redis-cluster/nodes-$p.conf" --cluster-node-timeout 2000 \
+      --save "" --appendonly no --dir "$RUN_DIR/redis-cluster" --daemonize no
+  done
+  for p in $(cluster_ports); do
+    wait_until "Redis Cluster node $p" "$LOG_DIR/redis-cluster-$p.log" "" tcp_open "$HOST" "$p"
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$LOG_DIR/redis-cluster-create.log" 2>&1 \
+    || { tail_log "$LOG_DIR/redis-cluster-create.log"; die "redis-cli --cluster create failed"; }
+  wait_until "Redis Cluster" "$LOG_DIR/redis-cluster-create.log" "" cluster_ready
+  log "Redis Cluster ready on $HOST:$CLUSTER_PORT-$((CLUSTER_PORT + CLUSTER_NODES - 1))"
+}
+
+# cluster_url: go-redis's cluster URL form, every node a seed (after a failover any of
+# them may be a master).
+cluster_url() {
+  local p url="redis://$HOST:$CLUSTER_PORT" sep='?'
+  for p in $(cluster_ports | tail -n +2); do url+="${sep}addr=$HOST:$p"; sep='&'; done
+  printf '%s\n' "$url"
+}
+
 # dynalite_current: node_modules matches the committed package-lock.json.
 dynalite_current() {
   [ -f "$ROOT/test/node_modules/dynalite/cli.js" ] &&
@@ -333,6 +393,7 @@ export PARLEY_SMTP_URL='smtp://$HOST:$SMTP_PORT?tls=none'
 export PARLEY_MAIL_FROM='Parley <parley@localhost>'
 export PARLEY_TEST_MYSQL_DSN='$mysql/?parseTime=true&loc=UTC'
 export PARLEY_TEST_REDIS_URL='redis://$HOST:$REDIS_PORT/1'
+export PARLEY_TEST_REDIS_CLUSTER_URL='$(cluster_url)'
 export PARLEY_TEST_DYNAMODB_ENDPOINT='$dynamo'
 export PARLEY_TEST_S3_ENDPOINT='$s3'
 export PARLEY_TEST_S3_ACCESS_KEY='$MINIO_USER'
@@ -359,13 +420,14 @@ cmd_up() {
   ensure_chromium
   ensure_mariadb
   ensure_redis
+  ensure_redis_cluster
   ensure_dynalite
   ensure_mailpit
   ensure_minio
   await_pending
   create_resources
   write_env
-  log "up in $((SECONDS - t0))s: MariaDB :$MYSQL_PORT, Redis :$REDIS_PORT, dynalite :$DYNAMO_PORT, MinIO :$MINIO_PORT, Mailpit SMTP :$SMTP_PORT HTTP :$MAILPIT_PORT"
+  log "up in $((SECONDS - t0))s: MariaDB :$MYSQL_PORT, Redis :$REDIS_PORT, Redis Cluster :$CLUSTER_PORT+, dynalite :$DYNAMO_PORT, MinIO :$MINIO_PORT, Mailpit SMTP :$SMTP_PORT HTTP :$MAILPIT_PORT"
 }
 
 # alive PID START: PID runs (not a zombie awaiting its reaper) and is still the process we started.
@@ -441,9 +503,10 @@ cmd_down() {
 
 cmd_status() {
   local rc=0
-  check() { if "${@:2}"; then printf '%-9s up\n' "$1"; else printf '%-9s DOWN\n' "$1"; rc=1; fi; }
+  check() { if "${@:2}"; then printf '%-13s up\n' "$1"; else printf '%-13s DOWN\n' "$1"; rc=1; fi; }
   check mariadb tcp_open "$HOST" "$MYSQL_PORT"
   check redis tcp_open "$HOST" "$REDIS_PORT"
+  check redis-cluster cluster_ready
   check dynalite tcp_open "$HOST" "$DYNAMO_PORT"
   check minio http_ok "http://$HOST:$MINIO_PORT/minio/health/live"
   check mailpit http_ok "http://$HOST:$MAILPIT_PORT/api/v1/messages"

@@ -9,11 +9,12 @@ package asynqqueue
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"parley/internal/chat"
+	"parley/internal/redisconn"
 )
 
 // DefaultQueue is the asynq queue Parley's tasks go to when none is configured.
@@ -42,7 +43,7 @@ func (o Options) withDefaults() Options {
 // Queue is the chat.Queue of a process that enqueues exports (`parley serve`, the
 // sweeper, the CLI).
 type Queue struct {
-	rdb       *redis.Client
+	rdb       *redisconn.Client
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	opts      Options
@@ -50,33 +51,28 @@ type Queue struct {
 
 var _ chat.Queue = (*Queue)(nil)
 
-// NewClient connects to the Redis at redisURL (redis://…) and checks that it answers.
-func NewClient(redisURL string, opts Options) (*Queue, error) {
-	rdb, err := newRedis(redisURL, "parley-queue")
+// NewClient connects to the Redis server or cluster of target and checks that it
+// answers. On a cluster, asynq runs on go-redis's cluster client (what
+// asynq.RedisClusterClientOpt builds); asynq's keys carry the queue name as their
+// hash tag, so one queue lives on one shard.
+func NewClient(target redisconn.Target, opts Options) (*Queue, error) {
+	rdb, err := newRedis(target, "parley-queue")
 	if err != nil {
 		return nil, err
 	}
 	return &Queue{
 		rdb:       rdb,
-		client:    asynq.NewClientFromRedisClient(rdb),
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		client:    asynq.NewClientFromRedisClient(rdb.Cmd),
+		inspector: asynq.NewInspectorFromRedisClient(rdb.Cmd),
 		opts:      opts.withDefaults(),
 	}, nil
 }
 
 // newRedis opens and pings a go-redis client named name (visible in CLIENT LIST).
-func newRedis(redisURL, name string) (*redis.Client, error) {
-	ropts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return nil, chat.Wrap(chat.EInvalid, err, "redis URL is not valid")
-	}
-	ropts.ClientName = name
-	rdb := redis.NewClient(ropts)
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		_ = rdb.Close()
-		return nil, chat.Wrap(chat.EUnavailable, err, "redis cannot be reached")
-	}
-	return rdb, nil
+func newRedis(target redisconn.Target, name string) (*redisconn.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return redisconn.Open(ctx, target, name)
 }
 
 // NewExportTask is the export task of a session: its payload is the session id.
@@ -140,10 +136,7 @@ func (q *Queue) reviveArchived(ctx context.Context, sessionID string) error {
 
 // Ping reports whether the queue's Redis answers (for /readyz).
 func (q *Queue) Ping(ctx context.Context) error {
-	if err := q.rdb.Ping(ctx).Err(); err != nil {
-		return chat.Wrap(chat.EUnavailable, err, "redis cannot be reached")
-	}
-	return nil
+	return q.rdb.Ping(ctx)
 }
 
 // Close releases the Redis connection (the asynq client and inspector share it).

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"parley/internal/chat"
+	"parley/internal/redisconn"
 	"parley/internal/testenv"
 )
 
@@ -88,7 +89,7 @@ func newTestEnv(t *testing.T) *testEnv {
 
 func (env *testEnv) client(t *testing.T, maxRetry int) *Queue {
 	t.Helper()
-	q, err := NewClient(env.url, Options{Queue: env.queue, MaxRetry: maxRetry})
+	q, err := NewClient(redisconn.Target{URL: env.url}, Options{Queue: env.queue, MaxRetry: maxRetry})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -99,7 +100,7 @@ func (env *testEnv) client(t *testing.T, maxRetry int) *Queue {
 // worker builds a worker with fast test timings; start runs it until cleanup.
 func (env *testEnv) worker(t *testing.T, jobs chat.Jobs, schedule string, maxRetry int) *Worker {
 	t.Helper()
-	w, err := NewWorker(env.url, jobs, WorkerOptions{
+	w, err := NewWorker(redisconn.Target{URL: env.url}, jobs, WorkerOptions{
 		Queue: env.queue, MaxRetry: maxRetry, Concurrency: 1, PurgeSchedule: schedule,
 		RetryDelay:               func(int, error) time.Duration { return 10 * time.Millisecond },
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
@@ -338,7 +339,7 @@ func TestPurgePerDay(t *testing.T) {
 
 func TestNewWorkerRejectsBadSchedule(t *testing.T) {
 	env := newTestEnv(t)
-	_, err := NewWorker(env.url, newRecordingJobs(), WorkerOptions{Queue: env.queue, PurgeSchedule: "every night"})
+	_, err := NewWorker(redisconn.Target{URL: env.url}, newRecordingJobs(), WorkerOptions{Queue: env.queue, PurgeSchedule: "every night"})
 	if !chat.IsCode(err, chat.EInvalid) {
 		t.Fatalf("NewWorker with a bad schedule = %v, want EInvalid", err)
 	}

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"parley/internal/chat"
+	"parley/internal/redisconn"
 )
 
 // TaskPurgeTick is what the Scheduler enqueues on the purge schedule. asynq's
@@ -57,7 +57,7 @@ type WorkerOptions struct {
 
 // Worker runs export and purge tasks and the purge schedule.
 type Worker struct {
-	rdb       *redis.Client
+	rdb       *redisconn.Client
 	client    *asynq.Client
 	server    *asynq.Server
 	scheduler *asynq.Scheduler
@@ -75,16 +75,16 @@ type Worker struct {
 
 // NewWorker connects to Redis and prepares the server and the scheduler; Run starts
 // them. An invalid schedule is an EInvalid error here, not at Run.
-func NewWorker(redisURL string, jobs chat.Jobs, opts WorkerOptions) (*Worker, error) {
+func NewWorker(target redisconn.Target, jobs chat.Jobs, opts WorkerOptions) (*Worker, error) {
 	opts = opts.withDefaults()
-	rdb, err := newRedis(redisURL, "parley-worker")
+	rdb, err := newRedis(target, "parley-worker")
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), jobs: jobs, opts: opts,
+	w := &Worker{rdb: rdb, client: asynq.NewClientFromRedisClient(rdb.Cmd), jobs: jobs, opts: opts,
 		log: opts.Logger.With("component", "asynqqueue"), now: time.Now}
-	w.server = asynq.NewServerFromRedisClient(rdb, w.serverConfig())
-	w.scheduler = asynq.NewSchedulerFromRedisClient(rdb, &asynq.SchedulerOpts{
+	w.server = asynq.NewServerFromRedisClient(rdb.Cmd, w.serverConfig())
+	w.scheduler = asynq.NewSchedulerFromRedisClient(rdb.Cmd, &asynq.SchedulerOpts{
 		Location:        opts.Location,
 		Logger:          asynqLogger{w.log.With("part", "scheduler")},
 		PostEnqueueFunc: w.tickEnqueued,
@@ -193,10 +193,7 @@ func (w *Worker) Close() error {
 
 // Ping reports whether Redis answers.
 func (w *Worker) Ping(ctx context.Context) error {
-	if err := w.rdb.Ping(ctx).Err(); err != nil {
-		return chat.Wrap(chat.EUnavailable, err, "redis cannot be reached")
-	}
-	return nil
+	return w.rdb.Ping(ctx)
 }
 
 // HandleExport runs the export job of the session named by the payload. A permanent

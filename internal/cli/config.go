@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/redisconn"
 )
 
 // Config is every setting of Parley, read from PARLEY_* environment variables and then
@@ -61,6 +62,7 @@ type Config struct {
 	S3PublicEndpoint string        `env:"PARLEY_S3_PUBLIC_ENDPOINT" flag:"s3-public-endpoint" help:"S3 endpoint browsers reach, used to sign download links"`
 	S3PathStyle      bool          `env:"PARLEY_S3_PATH_STYLE" flag:"s3-path-style" help:"path-style S3 addressing"`
 	RedisURL         string        `env:"PARLEY_REDIS_URL" flag:"redis-url" secret:"true" help:"Redis for fan-out between replicas and the job queue"`
+	RedisClusterURL  string        `env:"PARLEY_REDIS_CLUSTER_URL" flag:"redis-cluster-url" secret:"true" help:"a Redis Cluster instead, redis://host1:p1?addr=host2:p2&addr=host3:p3 (sharded pub/sub)"`
 	RedisPrefix      string        `env:"PARLEY_REDIS_PREFIX" flag:"redis-prefix" help:"names Parley's channels, keys and job queue in Redis, so deployments can share one Redis"`
 	SMTPURL          string        `env:"PARLEY_SMTP_URL" flag:"smtp-url" secret:"true" help:"SMTP server, e.g. smtp://user:pass@host:587?tls=starttls"`
 	MailFrom         string        `env:"PARLEY_MAIL_FROM" flag:"mail-from" help:"sender address of Parley's emails"`
@@ -256,6 +258,9 @@ func (c *Config) finish() error {
 	if c.BodyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("PARLEY_BODY_TIMEOUT %s: want a positive duration such as 30s", c.BodyTimeout))
 	}
+	if c.RedisURL != "" && c.RedisClusterURL != "" {
+		errs = append(errs, errors.New("set PARLEY_REDIS_URL or PARLEY_REDIS_CLUSTER_URL, not both"))
+	}
 	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " :{}*?[]") {
 		errs = append(errs, fmt.Errorf("PARLEY_REDIS_PREFIX %q: want a plain name such as parley", c.RedisPrefix))
 	}
@@ -263,6 +268,25 @@ func (c *Config) finish() error {
 		errs = append(errs, fmt.Errorf("PARLEY_TZ %q: %v", c.TZ, err))
 	}
 	return errors.Join(errs...)
+}
+
+// usesRedis reports whether replicas share Redis (one server or a cluster).
+func (c *Config) usesRedis() bool { return c.RedisURL != "" || c.RedisClusterURL != "" }
+
+// redisTarget is where Redis is.
+func (c *Config) redisTarget() redisconn.Target {
+	if c.RedisClusterURL != "" {
+		return redisconn.Target{URL: c.RedisClusterURL, Cluster: true}
+	}
+	return redisconn.Target{URL: c.RedisURL}
+}
+
+// redisName names the Redis setting and its masked URL, for logs and errors.
+func (c *Config) redisName() string {
+	if c.RedisClusterURL != "" {
+		return "PARLEY_REDIS_CLUSTER_URL " + maskURL(c.RedisClusterURL)
+	}
+	return "PARLEY_REDIS_URL " + maskURL(c.RedisURL)
 }
 
 // DevMode reports whether development conveniences (/dev/mail) are on.

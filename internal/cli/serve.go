@@ -129,7 +129,7 @@ func (c Config) webLimits() web.Limits {
 // the in-process queue, which also runs the jobs and the nightly purge, plus the
 // sweeper that re-enqueues unfinished exports; with Redis, `parley worker` runs them.
 func (p *parts) openServeQueue(ctx context.Context) (chat.Queue, error) {
-	if p.cfg.RedisURL != "" {
+	if p.cfg.usesRedis() {
 		return p.openAsynqClient(ctx)
 	}
 	q, err := p.openMemQueue(ctx)

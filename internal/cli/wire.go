@@ -170,7 +170,7 @@ func (p *parts) openMessageStore(ctx context.Context, sessions chat.SessionStore
 		return sessions.(*sqlstore.DB), nil
 	}
 	p.log.Info("backend", "part", "messages", "uses", "sqlite", "path", p.cfg.sqlitePath())
-	if p.cfg.RedisURL != "" {
+	if p.cfg.usesRedis() {
 		p.log.Warn("messages are kept in this replica's own SQLite file: every person of a room must reach this same replica; " +
 			"set PARLEY_MYSQL_MESSAGES=true or a DynamoDB table if rooms may be split across replicas (docs/DEPLOY.md)")
 	}
@@ -178,7 +178,7 @@ func (p *parts) openMessageStore(ctx context.Context, sessions chat.SessionStore
 }
 
 func (p *parts) openFanOut(ctx context.Context) error {
-	if p.cfg.RedisURL != "" {
+	if p.cfg.usesRedis() {
 		return p.openRedisFanOut(ctx)
 	}
 	bus := membus.New()

@@ -33,14 +33,15 @@ func (p *parts) openDynamo(ctx context.Context) (chat.MessageStore, error) {
 }
 
 func (p *parts) openRedisFanOut(ctx context.Context) error {
-	bus, err := redisbus.New(ctx, redisbus.Options{URL: p.cfg.RedisURL, Prefix: p.cfg.RedisPrefix + ":", Logger: p.log,
+	t := p.cfg.redisTarget()
+	bus, err := redisbus.New(ctx, redisbus.Options{URL: t.URL, Cluster: t.Cluster, Prefix: p.cfg.RedisPrefix + ":", Logger: p.log,
 		PresenceTTL: p.cfg.PresenceTTL})
 	if err != nil {
-		return fmt.Errorf("Redis (PARLEY_REDIS_URL %s): %w", maskURL(p.cfg.RedisURL), err)
+		return fmt.Errorf("Redis (%s): %w", p.cfg.redisName(), err)
 	}
 	p.onClose(bus.Close)
 	p.broker, p.presence = bus, bus
-	p.log.Info("backend", "part", "fan-out", "uses", "redis", "url", maskURL(p.cfg.RedisURL), "replica", bus.ReplicaID())
+	p.log.Info("backend", "part", "fan-out", "uses", "redis", "cluster", t.Cluster, "url", maskURL(t.URL), "replica", bus.ReplicaID())
 	return nil
 }
 
@@ -81,9 +82,9 @@ func (p *parts) openSMTP(_ context.Context) error {
 }
 
 func (p *parts) openAsynqClient(_ context.Context) (chat.Queue, error) {
-	q, err := asynqqueue.NewClient(p.cfg.RedisURL, asynqqueue.Options{Queue: p.cfg.RedisPrefix})
+	q, err := asynqqueue.NewClient(p.cfg.redisTarget(), asynqqueue.Options{Queue: p.cfg.RedisPrefix})
 	if err != nil {
-		return nil, fmt.Errorf("Redis job queue (%s): %w", maskURL(p.cfg.RedisURL), err)
+		return nil, fmt.Errorf("Redis job queue (%s): %w", p.cfg.redisName(), err)
 	}
 	p.onClose(q.Close)
 	p.log.Info("backend", "part", "jobs", "uses", "asynq (run by parley worker)")
@@ -118,8 +119,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.RedisURL == "" {
-		return errors.New("parley worker needs PARLEY_REDIS_URL; without Redis, parley serve runs the jobs itself")
+	if !c.usesRedis() {
+		return errors.New("parley worker needs PARLEY_REDIS_URL or PARLEY_REDIS_CLUSTER_URL; without Redis, parley serve runs the jobs itself")
 	}
 	log := newLogger(c, env.stderr)
 	log.Info("parley worker starting", "version", Version, "purge_schedule", c.PurgeSchedule, "tz", c.TZ)
@@ -135,7 +136,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if err := p.startSweeper(ctx, q); err != nil {
 		return err
 	}
-	w, err := asynqqueue.NewWorker(c.RedisURL, p.exporter, asynqqueue.WorkerOptions{
+	w, err := asynqqueue.NewWorker(c.redisTarget(), p.exporter, asynqqueue.WorkerOptions{
 		Queue: c.RedisPrefix, PurgeSchedule: c.PurgeSchedule, Location: c.location(), Logger: log,
 	})
 	if err != nil {

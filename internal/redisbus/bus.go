@@ -2,10 +2,19 @@
 // counts each person's connections across replicas, so that several `parley serve`
 // processes behind a load balancer behave like one.
 //
+// Each chat has its own channel, and a replica subscribes only to the chats it has
+// connections for. On one Redis server the bus uses classic pub/sub (PUBLISH,
+// SUBSCRIBE); on a Redis Cluster it uses sharded pub/sub (SPUBLISH, SSUBSCRIBE), so a
+// message travels only within the shard that owns the chat's slot instead of being
+// broadcast to every node. The chat's id is the hash tag of its channel and presence
+// keys, so they live on one shard. A replica keeps one subscriber connection per node
+// it needs, holding the channels of the chats whose slots that node serves.
+//
 // Fan-out is at most once, as Redis pub/sub is: a replica whose subscriber connection
-// drops misses what was published meanwhile. The bus notices the drop, waits until
-// go-redis has resubscribed, and then calls the OnReconnect callbacks so the hub can
-// catch up from the message store by seq.
+// drops misses what was published meanwhile. The bus notices the drop, subscribes the
+// connection's channels again on the node that now owns them (after a failover, the
+// promoted replica), and then calls the OnReconnect callbacks so the hub can catch up
+// from the message store by seq.
 package redisbus
 
 import (
@@ -14,14 +23,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"parley/internal/chat"
+	"parley/internal/redisconn"
 )
 
 // Defaults for the zero values of Options.
@@ -32,8 +39,10 @@ const (
 
 // Options configure a Bus. Only URL is required.
 type Options struct {
-	// URL is the Redis server, e.g. redis://127.0.0.1:6379/0.
-	URL string
+	// URL is the Redis server, e.g. redis://127.0.0.1:6379/0, or with Cluster set a
+	// Redis Cluster in go-redis's form redis://host1:p1?addr=host2:p2&addr=host3:p3.
+	URL     string
+	Cluster bool
 	// Prefix goes in front of every channel and key, so that several deployments
 	// (or test runs) can share one Redis.
 	Prefix string
@@ -45,31 +54,36 @@ type Options struct {
 	// PresenceTTL is how long this replica's presence records outlive its last
 	// heartbeat: after a crash, its connections stop counting within PresenceTTL.
 	PresenceTTL time.Duration
-	// HealthInterval is how often the subscriber connection is pinged; a connection
+	// HealthInterval is how often each subscriber connection is pinged; a connection
 	// silent for three intervals is treated as dead and replaced.
 	HealthInterval time.Duration
 }
 
 // Bus is the Redis-backed chat.Broker and chat.Presence of one replica.
 type Bus struct {
-	cmd     *redis.Client // commands: PUBLISH, presence scripts, PING
-	sub     *redis.Client // owns the one subscriber connection
-	ps      *redis.PubSub
+	rc      *redisconn.Client // commands: (S)PUBLISH, presence scripts, PING
+	sharded bool              // SPUBLISH/SSUBSCRIBE (a cluster) rather than PUBLISH/SUBSCRIBE
 	prefix  string
 	replica string
 	log     *slog.Logger
 	ttl     time.Duration
 	health  time.Duration
 
-	subConn atomic.Pointer[net.Conn] // the subscriber's socket, closed when it goes silent
-	lost    atomic.Bool              // the subscriber connection is down or resubscribing
-	dials   atomic.Uint64            // subscriber connections dialed; each after the first is a reconnect
-
+	// ctl serialises subscription changes: Subscribe, unsubscribe and the moving of
+	// channels off lost connections. It is held across network writes, never while
+	// waiting for Redis to answer.
+	ctl sync.Mutex
+	// mu guards the maps below; dispatch holds it only to look a channel up.
 	mu          sync.Mutex
 	channels    map[string]*channelSubs // by Redis channel name
+	nodes       map[string]*node        // live subscriber connections by node address
 	waiters     map[string]chan struct{}
 	reconnectFn []func()
 	nextID      uint64
+
+	losses atomic.Uint64 // subscriber connections lost so far
+	healed atomic.Uint64 // losses whose channels are subscribed again
+	rehome chan struct{} // wakes rehomeLoop
 
 	presence *presence
 
@@ -84,32 +98,33 @@ var (
 	_ chat.Presence = (*Bus)(nil)
 )
 
-// New connects to Redis, opens the subscriber connection and starts the receive loop,
-// the health pings and the presence heartbeat.
+// New connects to Redis (on one server, also opening the subscriber connection) and
+// starts the presence heartbeat and the loop that resubscribes after a lost connection.
 func New(ctx context.Context, opts Options) (*Bus, error) {
-	ropts, err := redis.ParseURL(opts.URL)
-	if err != nil {
-		return nil, chat.Wrap(chat.EInvalid, err, "redis URL is not valid")
-	}
 	b := newBus(opts)
-	cmdOpts := *ropts
-	cmdOpts.ClientName = "parley-" + b.replica
-	b.cmd = redis.NewClient(&cmdOpts)
-	b.sub = redis.NewClient(b.subscriberOptions(ropts))
-	if err := b.cmd.Ping(ctx).Err(); err != nil {
-		_ = b.closeClients()
-		return nil, chat.Wrap(chat.EUnavailable, err, "redis cannot be reached")
+	rc, err := redisconn.Open(ctx, redisconn.Target{URL: opts.URL, Cluster: opts.Cluster}, "parley-"+b.replica)
+	if err != nil {
+		return nil, err
 	}
-	b.ps = b.sub.Subscribe(ctx)
-	if err := b.ps.Ping(ctx, "start"); err != nil {
-		_ = b.ps.Close()
-		_ = b.closeClients()
-		return nil, chat.Wrap(chat.EUnavailable, err, "redis subscriber connection failed")
+	b.rc, b.sharded = rc, opts.Cluster
+	if !b.sharded {
+		// One server: its subscriber connection opens now, so a replica that cannot
+		// subscribe fails at start, not at its first chat.
+		b.ctl.Lock()
+		_, err := b.nodeFor(ctx, "")
+		b.ctl.Unlock()
+		if err != nil {
+			_ = rc.Close()
+			return nil, err
+		}
 	}
 	b.presence = newPresence(b)
-	b.wg.Add(3)
-	go b.receiveLoop()
-	go b.healthLoop()
+	if b.sharded {
+		b.wg.Add(1)
+		go b.topologyLoop()
+	}
+	b.wg.Add(2)
+	go b.rehomeLoop()
 	go b.presence.heartbeatLoop(b.ctx, &b.wg)
 	return b, nil
 }
@@ -123,7 +138,9 @@ func newBus(opts Options) *Bus {
 		ttl:      opts.PresenceTTL,
 		health:   opts.HealthInterval,
 		channels: make(map[string]*channelSubs),
+		nodes:    make(map[string]*node),
 		waiters:  make(map[string]chan struct{}),
+		rehome:   make(chan struct{}, 1),
 	}
 	if b.replica == "" {
 		b.replica = randomID()
@@ -142,46 +159,24 @@ func newBus(opts Options) *Bus {
 	return b
 }
 
-// subscriberOptions names the subscriber connection (so operators and tests can find
-// it in CLIENT LIST) and remembers its socket, so the health loop can drop a
-// connection that went silent without an error (a half-open TCP connection).
-func (b *Bus) subscriberOptions(ropts *redis.Options) *redis.Options {
-	o := *ropts
-	o.ClientName = "parley-sub-" + b.replica
-	dial := o.Dialer
-	if dial == nil {
-		dial = redis.NewDialer(&o)
-	}
-	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err == nil {
-			b.subConn.Store(&c)
-			if b.dials.Add(1) > 1 {
-				b.lost.Store(true) // go-redis is reconnecting; see receiveLoop
-			}
-		}
-		return c, err
-	}
-	return &o
-}
-
 // ReplicaID returns the name this replica uses in presence records.
 func (b *Bus) ReplicaID() string { return b.replica }
 
-// Ping reports whether Redis answers and the subscriber connection is up, so /readyz
-// takes a replica that cannot hear other replicas out of rotation.
+// Ping reports whether Redis (every master of a cluster) answers and every subscriber
+// connection is up, so /readyz takes a replica that cannot hear other replicas out of
+// rotation.
 func (b *Bus) Ping(ctx context.Context) error {
-	if err := b.cmd.Ping(ctx).Err(); err != nil {
-		return chat.Wrap(chat.EUnavailable, err, "redis cannot be reached")
+	if err := b.rc.Ping(ctx); err != nil {
+		return err
 	}
-	if b.lost.Load() {
+	if b.losses.Load() != b.healed.Load() {
 		return chat.Errorf(chat.EUnavailable, "redis subscriber connection is down")
 	}
 	return nil
 }
 
-// Close removes this replica's presence records, then closes the subscriber and the
-// clients. Calling it twice is harmless.
+// Close removes this replica's presence records, then closes the subscriber
+// connections and the client. Calling it twice is harmless.
 func (b *Bus) Close() error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
@@ -190,9 +185,9 @@ func (b *Bus) Close() error {
 	defer cancel()
 	b.cancel()
 	perr := b.presence.removeAll(ctx)
-	err := b.ps.Close()
+	b.closeNodes()
 	b.wg.Wait()
-	return errors.Join(perr, err, b.closeClients())
+	return errors.Join(perr, b.rc.Close())
 }
 
 // crash stops everything without removing presence records, as a killed process
@@ -202,17 +197,27 @@ func (b *Bus) crash() {
 		return
 	}
 	b.cancel()
-	_ = b.ps.Close()
+	b.closeNodes()
 	b.wg.Wait()
-	_ = b.closeClients()
+	_ = b.rc.Close()
 }
 
-func (b *Bus) closeClients() error {
-	return errors.Join(b.cmd.Close(), b.sub.Close())
+// closeNodes closes every subscriber connection.
+func (b *Bus) closeNodes() {
+	b.mu.Lock()
+	nodes := make([]*node, 0, len(b.nodes))
+	for _, n := range b.nodes {
+		nodes = append(nodes, n)
+	}
+	b.mu.Unlock()
+	for _, n := range nodes {
+		n.close()
+	}
 }
 
-// channel is the Redis channel of a session.
-func (b *Bus) channel(sessionID string) string { return b.prefix + "session:" + sessionID }
+// channel is the Redis channel of a session. The session id is its hash tag, as in
+// the session's presence keys, so that in a cluster they all live on one shard.
+func (b *Bus) channel(sessionID string) string { return b.prefix + "{" + sessionID + "}:events" }
 
 // randomID returns 16 hex digits, enough to tell processes and test runs apart.
 func randomID() string {

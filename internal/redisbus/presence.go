@@ -82,7 +82,7 @@ func (b *Bus) Disconnected(ctx context.Context, sessionID, email string) (bool, 
 
 // Online reports whether email has an unexpired claim from any replica.
 func (b *Bus) Online(ctx context.Context, sessionID, email string) (bool, error) {
-	n, err := onlineScript.Run(ctx, b.cmd, []string{b.presenceKey(presenceKey{sessionID, email})}).Int64()
+	n, err := onlineScript.Run(ctx, b.rc.Cmd, []string{b.presenceKey(presenceKey{sessionID, email})}).Int64()
 	if err != nil {
 		return false, chat.Wrap(chat.EUnavailable, err, "redis presence lookup failed")
 	}
@@ -90,7 +90,7 @@ func (b *Bus) Online(ctx context.Context, sessionID, email string) (bool, error)
 }
 
 func (b *Bus) presenceKey(k presenceKey) string {
-	return b.prefix + "presence:" + k.session + ":" + k.email
+	return b.prefix + "{" + k.session + "}:presence:" + k.email
 }
 
 // change adds delta to the local count of k and writes the resulting claim.
@@ -112,7 +112,7 @@ func (p *presence) change(ctx context.Context, k presenceKey, delta int) (before
 // write runs presenceScript for k with local count n.
 func (p *presence) write(ctx context.Context, k presenceKey, n int) (before, after int64, err error) {
 	args := []any{p.b.replica, n, p.b.ttl.Milliseconds()}
-	res, err := presenceScript.Run(ctx, p.b.cmd, []string{p.b.presenceKey(k)}, args...).Int64Slice()
+	res, err := presenceScript.Run(ctx, p.b.rc.Cmd, []string{p.b.presenceKey(k)}, args...).Int64Slice()
 	if err != nil || len(res) != 2 {
 		return 0, 0, chat.Wrap(chat.EUnavailable, err, "redis presence update failed")
 	}

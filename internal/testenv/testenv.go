@@ -28,6 +28,7 @@ import (
 const (
 	EnvMySQLDSN       = "PARLEY_TEST_MYSQL_DSN"
 	EnvRedisURL       = "PARLEY_TEST_REDIS_URL"
+	EnvRedisCluster   = "PARLEY_TEST_REDIS_CLUSTER_URL"
 	EnvDynamoEndpoint = "PARLEY_TEST_DYNAMODB_ENDPOINT"
 	EnvS3Endpoint     = "PARLEY_TEST_S3_ENDPOINT"
 	EnvS3AccessKey    = "PARLEY_TEST_S3_ACCESS_KEY"
@@ -83,6 +84,15 @@ func RedisURL(t testing.TB) string {
 	t.Helper()
 	raw := need(t, EnvRedisURL, "Redis")
 	reachable(t, "Redis", EnvRedisURL, "tcp", hostPort(t, "Redis", EnvRedisURL, raw, "6379"))
+	return raw
+}
+
+// RedisClusterURL returns the test Redis Cluster in go-redis's cluster URL form
+// (redis://host1:p1?addr=host2:p2&...). Tests share it: use a unique key prefix.
+func RedisClusterURL(t testing.TB) string {
+	t.Helper()
+	raw := need(t, EnvRedisCluster, "Redis Cluster")
+	reachable(t, "Redis Cluster", EnvRedisCluster, "tcp", hostPort(t, "Redis Cluster", EnvRedisCluster, raw, "6379"))
 	return raw
 }
 
