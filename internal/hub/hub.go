@@ -13,6 +13,7 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/metrics"
+	"parley/internal/wire"
 )
 
 // Defaults for zero Options values.
@@ -45,6 +46,18 @@ type Options struct {
 	MaxBuffered int
 	// Metrics counts the message frames delivered to connections; may be nil.
 	Metrics *metrics.Metrics
+	// Presence, when set, is watched for peers whose replica vanished without a
+	// goodbye, every PresenceCheck (DefaultPresenceCheck; negative: never).
+	Presence      chat.Presence
+	PresenceCheck time.Duration
+	// PublishTimeout bounds one broker publish (DefaultPublishTimeout), PublishQueue
+	// the events waiting to be published (DefaultPublishQueue); see Publish.
+	PublishTimeout time.Duration
+	PublishQueue   int
+	// HealthCheck is how often the broker is pinged (DefaultHealthCheck); while it
+	// does not answer, sessions with local connections are read from the store at
+	// that pace, so nothing stored waits for the broker to come back.
+	HealthCheck time.Duration
 }
 
 // Hub maps this replica's sessions to their connections. It subscribes to the broker
@@ -54,6 +67,10 @@ type Hub struct {
 	log    *slog.Logger
 	ctx    context.Context // lives until Close; subscriptions and gap fills use it
 	cancel context.CancelFunc
+
+	watch   *presenceWatch
+	pub     *publisher
+	healthy *brokerHealth
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -75,10 +92,21 @@ func New(o Options) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if o.PresenceCheck == 0 {
+		o.PresenceCheck = DefaultPresenceCheck
+	}
+	if o.Encode == nil {
+		o.Encode = wire.Message
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{opts: o, log: log, ctx: ctx, cancel: cancel, sessions: make(map[string]*session)}
-	if o.Broker != nil {
-		o.Broker.OnReconnect(h.catchUp)
+	h.watch = newPresenceWatch(o.Presence, log, o.PresenceCheck)
+	raw := o.Broker
+	h.opts.Broker = h.watch.broker(raw)
+	h.pub = newPublisher(raw, log, o.Metrics, o.PublishTimeout, o.PublishQueue)
+	h.healthy = newBrokerHealth(h, raw, o.HealthCheck)
+	if raw != nil {
+		raw.OnReconnect(h.catchUp)
 	}
 	return h
 }
@@ -87,6 +115,7 @@ func New(o Options) *Hub {
 type Join struct {
 	Session string
 	Email   string // the person; they are not sent their own presence changes
+	Peer    string // the other person, when known, whose presence is watched
 	After   int64  // replay stored messages with seq > After
 	To      Sender // live frames go here once the replay is done
 	// Replay writes one replayed frame straight to the connection. It may block: the
@@ -126,6 +155,7 @@ func (h *Hub) Join(ctx context.Context, j Join) (*Member, error) {
 		h.release(s)
 		return nil, err
 	}
+	h.watch.joined(j.Session, j.Email, j.Peer)
 	return &Member{h: h, s: s, c: c}, nil
 }
 
@@ -151,9 +181,27 @@ func (m *Member) Deliver(seq int64, frame []byte) {
 	m.s.onEvent(chat.Event{Type: chat.EventMessage, Session: m.s.id, Seq: seq, Frame: frame})
 }
 
+// Announce hands an event this replica has just produced (presence, ended) to the
+// session's local connections at once, before it is published for the other
+// replicas: nothing local waits for the broker. The broker's copy is then dropped:
+// a session ends once, and a presence event that repeats the state last told is not
+// told again.
+func (m *Member) Announce(ev chat.Event) {
+	m.s.lock()
+	defer m.s.unlock()
+	if ev.Type == chat.EventEnded && !m.s.firstEnd() {
+		return
+	}
+	if ev.Type == chat.EventPresence && !m.s.newPresence(ev) {
+		return
+	}
+	m.s.broadcast(ev)
+}
+
 // Leave removes the connection; the last one to leave a session ends its subscription.
 func (m *Member) Leave() {
 	m.once.Do(func() {
+		m.h.watch.left(m.s.id, m.c.email)
 		m.s.remove(m.c)
 		m.h.release(m.s)
 	})
@@ -225,8 +273,19 @@ func (h *Hub) Sessions() int {
 	return len(h.sessions)
 }
 
-// Close cancels every subscription. Connections are closed by their owners.
+// PresenceObserved reports what this replica last saw of email's presence in a
+// session with local connections, and whether it saw anything (tests, diagnostics).
+func (h *Hub) PresenceObserved(session, email string) (online, seen bool) {
+	return h.watch.Observed(session, email)
+}
+
+// Close cancels every subscription, stops the presence watch and the broker health
+// checks, and publishes what is queued (each publish still bounded by its timeout).
+// Connections are closed by their owners.
 func (h *Hub) Close() error {
+	_ = h.watch.Close()
+	h.healthy.close()
+	h.pub.close()
 	h.mu.Lock()
 	h.closed = true
 	all := h.sessions

@@ -32,18 +32,34 @@ type FrameWriter interface {
 // runs only while frames are waiting and exits when the queue is empty, so an idle
 // connection holds no writer goroutine. Frames are written in order, as many as are
 // waiting in one batch.
+//
+// Two kinds of frames share the queue. Frames the server sends on its own (messages,
+// presence: Send) are bounded by limit, and a connection that lets limit of them pile
+// up is closed. Frames that answer the client's own frames (acks, refusals: Reply) never
+// close it: once replyLimit of them wait unwritten, Reply waits for the writer, and
+// the caller (the connection's reader) stops reading the client, so TCP slows the
+// client down instead.
 type SendQueue struct {
 	w    FrameWriter
 	fail func(err error)
 
-	mu      sync.Mutex
-	ring    [][]byte // grows by doubling up to limit; dropped past idleRing when drained
-	head, n int
-	limit   int
-	writing bool
-	held    bool // Hold: frames wait for Release instead of starting the writer
-	closed  bool
-	wg      sync.WaitGroup
+	mu         sync.Mutex
+	room       sync.Cond // signalled when replies are written or the queue closes
+	ring       []queued  // grows by doubling; dropped past idleRing when drained
+	head, n    int
+	replies    int // replies among the n waiting frames
+	limit      int
+	replyLimit int
+	writing    bool
+	held       bool // Hold: frames wait for Release instead of starting the writer
+	closed     bool
+	wg         sync.WaitGroup
+}
+
+// queued is one waiting frame; reply marks an answer to the client (Reply).
+type queued struct {
+	frame []byte
+	reply bool
 }
 
 var _ Sender = (*SendQueue)(nil)
@@ -55,37 +71,71 @@ func NewSendQueue(limit int, w FrameWriter, fail func(err error)) *SendQueue {
 	if limit < 1 {
 		limit = 1
 	}
-	return &SendQueue{w: w, fail: fail, limit: limit}
+	q := &SendQueue{w: w, fail: fail, limit: limit, replyLimit: max(1, limit/4)}
+	q.room.L = &q.mu
+	return q
 }
 
-// Send queues frame without blocking. A full queue closes the queue and reports ErrSlow.
+// Send queues a frame the server sends on its own, without blocking. When limit such
+// frames wait already, the queue closes and reports ErrSlow.
 func (q *SendQueue) Send(frame []byte) bool {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return false
 	}
-	if q.n == q.limit {
+	if q.n-q.replies >= q.limit {
 		q.closed = true
 		q.mu.Unlock()
+		q.room.Broadcast()
 		q.fail(ErrSlow)
 		return false
 	}
-	if q.n == len(q.ring) {
-		q.grow()
-	}
-	q.ring[(q.head+q.n)%len(q.ring)] = frame
-	q.n++
-	q.startWriter()
+	q.push(queued{frame: frame})
 	q.mu.Unlock()
 	return true
 }
 
+// Reply queues a frame that answers the client (an ack, a refusal). It never closes
+// the queue for being full: while replyLimit replies wait unwritten it blocks until
+// the writer has written some (a write is bounded by the FrameWriter's deadline, and
+// a failed one closes the queue). It reports false once the queue is closed. Only the
+// connection's reader calls it, so a client that does not read its replies is not
+// read either. Under Hold it does not wait (Hold waited already).
+func (q *SendQueue) Reply(frame []byte) bool {
+	q.mu.Lock()
+	for !q.closed && !q.held && q.replies >= q.replyLimit {
+		q.room.Wait()
+	}
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	q.replies++
+	q.push(queued{frame: frame, reply: true})
+	q.mu.Unlock()
+	return true
+}
+
+// push appends f and starts the writer. q.mu must be held.
+func (q *SendQueue) push(f queued) {
+	if q.n == len(q.ring) {
+		q.grow()
+	}
+	q.ring[(q.head+q.n)%len(q.ring)] = f
+	q.n++
+	q.startWriter()
+}
+
 // Hold makes frames sent from now on wait until Release, so that frames produced
 // together (an ack and the message it acknowledges) are written together. Hold only
-// around work that takes microseconds: it delays every frame of the connection.
+// around work that takes microseconds: it delays every frame of the connection. Like
+// Reply, it first waits while replyLimit replies wait unwritten; only the reader calls it.
 func (q *SendQueue) Hold() {
 	q.mu.Lock()
+	for !q.closed && q.replies >= q.replyLimit {
+		q.room.Wait()
+	}
 	q.held = true
 	q.mu.Unlock()
 }
@@ -111,10 +161,11 @@ func (q *SendQueue) startWriter() {
 	go q.run()
 }
 
-// grow doubles the ring (to at most limit), keeping the frames in order.
+// grow doubles the ring, keeping the frames in order. Send and Reply bound what it
+// holds to about limit+replyLimit.
 func (q *SendQueue) grow() {
-	size := min(max(2*len(q.ring), 4), q.limit)
-	ring := make([][]byte, size)
+	size := max(2*len(q.ring), 4)
+	ring := make([]queued, size)
 	for i := 0; i < q.n; i++ {
 		ring[i] = q.ring[(q.head+i)%len(q.ring)]
 	}
@@ -126,7 +177,7 @@ func (q *SendQueue) grow() {
 const idleRing = 4
 
 // shrink drops a ring grown by a burst once the queue is empty, so a connection that
-// once fell behind does not keep up to limit slots (6 KB at 256) while it idles.
+// once fell behind does not keep up to limit slots (8 KB at 256) while it idles.
 func (q *SendQueue) shrink() {
 	if len(q.ring) > idleRing {
 		q.ring, q.head = nil, 0
@@ -158,14 +209,21 @@ func (q *SendQueue) batch() bool {
 		}
 		return false
 	}
+	replies := q.replies
 	for q.n > 0 {
-		frame := q.ring[q.head]
-		q.ring[q.head] = nil
+		f := q.ring[q.head]
+		q.ring[q.head] = queued{}
 		q.head = (q.head + 1) % len(q.ring)
 		q.n--
-		if q.w.Add(frame) {
+		if f.reply {
+			q.replies--
+		}
+		if q.w.Add(f.frame) {
 			break
 		}
+	}
+	if replies >= q.replyLimit {
+		q.room.Broadcast() // the reader may be waiting for room to reply
 	}
 	return true
 }
@@ -175,8 +233,9 @@ func (q *SendQueue) batch() bool {
 func (q *SendQueue) failWrite(err error) {
 	q.mu.Lock()
 	already := q.closed
-	q.closed, q.writing, q.n = true, false, 0
+	q.closed, q.writing, q.n, q.replies = true, false, 0, 0
 	q.mu.Unlock()
+	q.room.Broadcast()
 	if !already {
 		q.fail(err)
 	}
@@ -194,9 +253,10 @@ func (q *SendQueue) Len() int {
 func (q *SendQueue) Close() {
 	q.mu.Lock()
 	q.closed = true
-	q.n = 0
+	q.n, q.replies = 0, 0
 	q.ring, q.head = nil, 0
 	q.mu.Unlock()
+	q.room.Broadcast()
 }
 
 // Wait waits for the writer goroutine to exit. Call it after Close.

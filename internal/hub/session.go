@@ -33,7 +33,33 @@ type session struct {
 	filling bool
 	refill  bool
 	stopped bool
-	clients map[*client]struct{}
+	endSent bool // the ended frame went out to the local connections
+	// presence is the last presence state told here per person: the same state
+	// again (a locally announced event's broker copy, a watch finding) is dropped.
+	presence map[string]bool
+	clients  map[*client]struct{}
+}
+
+// newPresence reports whether ev tells the local connections something new, and
+// records it. s.mu must be held.
+func (s *session) newPresence(ev chat.Event) bool {
+	if was, ok := s.presence[ev.Email]; ok && was == ev.Online {
+		return false
+	}
+	if s.presence == nil {
+		s.presence = make(map[string]bool, 2)
+	}
+	s.presence[ev.Email] = ev.Online
+	return true
+}
+
+// firstEnd marks the session ended and reports whether its ended frame is yet to go
+// out here. s.mu must be held.
+func (s *session) firstEnd() bool {
+	s.ended.Store(true)
+	first := !s.endSent
+	s.endSent = true
+	return first
 }
 
 func newSession(h *Hub, id string) *session {
@@ -92,8 +118,11 @@ func (s *session) onEvent(ev chat.Event) {
 	s.lock()
 	defer s.unlock()
 	if ev.Type != chat.EventMessage {
-		if ev.Type == chat.EventEnded {
-			s.ended.Store(true)
+		if ev.Type == chat.EventEnded && !s.firstEnd() {
+			return // announced here already
+		}
+		if ev.Type == chat.EventPresence && !s.newPresence(ev) {
+			return
 		}
 		s.broadcast(ev)
 		return

@@ -68,6 +68,10 @@ func (b *Bus) Publish(ctx context.Context, ev chat.Event) error {
 	return nil
 }
 
+// PublishNeverBlocks marks Publish as never waiting on anything outside the process
+// (hub.InstantBroker), so the hub publishes directly instead of through its queue.
+func (b *Bus) PublishNeverBlocks() {}
+
 // OnReconnect does nothing: an in-process bus is never disconnected.
 func (b *Bus) OnReconnect(fn func()) {}
 

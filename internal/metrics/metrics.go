@@ -61,6 +61,9 @@ type Metrics struct {
 	commitSeconds prometheus.Histogram
 	mergeSeconds  prometheus.Histogram
 	refusals      map[string]prometheus.Counter // read-only after New
+	publishes     *prometheus.CounterVec        // broker publishes that did not happen, by outcome
+	throttled     prometheus.Counter
+	brokerDown    prometheus.Gauge
 }
 
 // New builds the collectors and registers them, with the process and Go runtime
@@ -87,6 +90,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_store_log_merge_seconds", Help: "Time of one move of the SQLite message log into the messages table (appends wait meanwhile).",
 			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 14)}), // 100 µs … 0.8 s
 		refusals: make(map[string]prometheus.Counter, len(knownReasons)),
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_broker_publish_lost_total", Help: "Events not published to the broker, by outcome (failed: error or timeout; dropped: the publish queue was full). Other replicas catch up on messages from the store."}, []string{"outcome"}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_frames_throttled_total", Help: "Client frames that waited for the per-connection rate limit (the client was slowed, not refused)."}),
+		brokerDown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_broker_down", Help: "1 while this replica's broker does not answer its health check (messages are then read from the store)."}),
 	}
 	m.rooms = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_rooms", Help: "Chat sessions with at least one connection on this replica."}, m.roomsNow)
@@ -97,7 +106,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.rooms, m.stored, m.delivered, m.drops,
-			m.batchSize, m.commitSeconds, m.mergeSeconds, refusals,
+			m.batchSize, m.commitSeconds, m.mergeSeconds, refusals, m.publishes, m.throttled, m.brokerDown,
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 			collectors.NewGoCollector())
 	}
@@ -172,6 +181,38 @@ func (m *Metrics) Delivered(n int) {
 func (m *Metrics) SendQueueDropped() {
 	if m != nil {
 		m.drops.Inc()
+	}
+}
+
+// PublishFailed counts a broker publish that failed or timed out.
+func (m *Metrics) PublishFailed() {
+	if m != nil {
+		m.publishes.WithLabelValues("failed").Inc()
+	}
+}
+
+// PublishDropped counts an event dropped because the publish queue was full.
+func (m *Metrics) PublishDropped() {
+	if m != nil {
+		m.publishes.WithLabelValues("dropped").Inc()
+	}
+}
+
+// Throttled counts a client frame that waited for the rate limit.
+func (m *Metrics) Throttled() {
+	if m != nil {
+		m.throttled.Inc()
+	}
+}
+
+// BrokerDown records whether the broker fails its health check.
+func (m *Metrics) BrokerDown(down bool) {
+	if m != nil {
+		v := 0.0
+		if down {
+			v = 1
+		}
+		m.brokerDown.Set(v)
 	}
 }
 

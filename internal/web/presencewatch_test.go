@@ -30,10 +30,8 @@ func TestPresenceWatchTellsAVanishedPeer(t *testing.T) {
 	host.expect(wire.TypeWelcome)
 	host.presence("guest@x.org", true)
 	waitFor(t, "the watch to see the guest online", func() bool {
-		e.srv.watch.mu.Lock()
-		defer e.srv.watch.mu.Unlock()
-		s := e.srv.watch.sessions[sess.ID]
-		return s != nil && s.online["guest@x.org"]
+		online, seen := e.srv.hub.PresenceObserved(sess.ID, "guest@x.org")
+		return seen && online
 	})
 	// The claim is gone with no event published: only the check can notice.
 	if _, err := e.srv.presence.Disconnected(ctx, sess.ID, "guest@x.org"); err != nil {

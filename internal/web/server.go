@@ -18,6 +18,7 @@ import (
 	"parley/internal/chat"
 	"parley/internal/hub"
 	"parley/internal/metrics"
+	"parley/internal/room"
 	"parley/internal/wire"
 )
 
@@ -97,12 +98,10 @@ type Server struct {
 	limits   limiters
 	proxies  []netip.Prefix
 	now      func() time.Time // the clock of sign-in links and limits
-	recheck  time.Duration    // how long a connection trusts its copy of the session row (sessionRecheck)
-	storeMax time.Duration    // how long one client frame's store calls may take (storeTimeout)
 
 	auth    authenticator
 	hub     *hub.Hub
-	watch   *presenceWatch
+	rooms   *room.Rooms
 	admins  map[string]bool
 	public  *url.URL
 	handler http.Handler
@@ -127,7 +126,7 @@ func NewServer(d Deps) *Server {
 	s := &Server{
 		cfg: cfg, sessions: d.Sessions, messages: d.Messages, broker: d.Broker,
 		presence: d.Presence, queue: d.Queue, archive: d.Archive, log: log, people: d.People,
-		admins: make(map[string]bool), conns: make(map[*wsConn]struct{}), recheck: sessionRecheck, storeMax: storeTimeout,
+		admins: make(map[string]bool), conns: make(map[*wsConn]struct{}),
 	}
 	s.public, _ = url.Parse(cfg.PublicURL)
 	if s.public == nil {
@@ -144,9 +143,11 @@ func NewServer(d Deps) *Server {
 	}
 	s.auth = newLoginAuth(cfg.CookieKey, s.public.Scheme == "https", logins, func() time.Time { return s.now() }, log)
 	s.setupSecurity(d)
-	s.watch = newPresenceWatch(d.Presence, log, cfg.PresenceCheck)
-	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: s.watch.broker(d.Broker), Logger: log,
-		Encode: wire.Message, Metrics: d.Metrics})
+	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: d.Broker, Logger: log,
+		Encode: wire.Message, Metrics: d.Metrics, Presence: d.Presence, PresenceCheck: cfg.PresenceCheck})
+	s.rooms = room.New(room.Options{Sessions: d.Sessions, Messages: d.Messages, Presence: d.Presence,
+		Queue: d.Queue, Hub: s.hub, Logger: log, Metrics: d.Metrics, MaxText: cfg.MaxText,
+		RatePerSec: cfg.RatePerSec, RateBurst: cfg.RateBurst, Window: max(1, cfg.SendQueue/2)})
 	d.Metrics.CountRoomsWith(s.hub.Sessions)
 	s.handler = s.secureHeaders(s.routes())
 	return s
@@ -180,7 +181,7 @@ func withDefaults(cfg Config) Config {
 		cfg.SendQueue = DefaultSendQueue
 	}
 	if cfg.PresenceCheck == 0 {
-		cfg.PresenceCheck = DefaultPresenceCheck
+		cfg.PresenceCheck = hub.DefaultPresenceCheck
 	}
 	if len(cfg.CookieKey) == 0 {
 		cfg.CookieKey = make([]byte, 32)
@@ -215,7 +216,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	_ = s.watch.Close()
 	return s.hub.Close()
 }
 

@@ -2,8 +2,6 @@ package web
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"path"
@@ -14,18 +12,16 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/time/rate"
 
 	"parley/internal/chat"
 	"parley/internal/hub"
 	"parley/internal/metrics"
-	"parley/internal/wire"
+	"parley/internal/room"
 )
 
 // WebSocket limits that are not configuration.
 const (
 	writeTimeout = 10 * time.Second // a write slower than this means the client is gone
-	storeTimeout = 10 * time.Second // the store calls on behalf of one frame
 	closeGrace   = time.Second      // how long a closed client gets to complete the close handshake
 )
 
@@ -118,28 +114,25 @@ func (s *Server) originAllowed(r *http.Request) bool {
 }
 
 // wsConn is one open WebSocket: the reader runs on a goroutine of its own, the writer
-// is the send queue's (started only while frames wait), pings come from a timer.
+// is the send queue's (started only while frames wait), pings come from a timer. It is
+// the chat layer's room.Transport; everything the frames mean is room.Client's.
 type wsConn struct {
-	s       *Server
-	conn    *frameConn
-	req     wsRequest
-	ctx     context.Context // cancelled when the connection ends
-	cancel  context.CancelFunc
-	queue   *hub.SendQueue
-	limiter *rate.Limiter
-	ping    atomic.Pointer[time.Timer]
-	stall   *time.Timer // watchStore's; made on the first frame, used by the reader only
-
-	sess   *chat.Session // as entered; re-read while it has no participant, and after sessionRecheck
-	readAt time.Time     // when sess was last read
-	role   chat.Role
-	member *hub.Member
+	s      *Server
+	conn   *frameConn
+	req    wsRequest
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+	queue  *hub.SendQueue
+	ping   atomic.Pointer[time.Timer]
+	client *room.Client
 	// release gives back the person's connection slot (limitConns) once the
 	// connection has ended.
 	release func()
 
 	closeOnce sync.Once
 }
+
+var _ room.Transport = (*wsConn)(nil)
 
 // serveWS enters the chat on the handler's goroutine, then hands the connection to a
 // goroutine of its own and returns. The handler's goroutine has a stack grown deep by
@@ -149,8 +142,7 @@ type wsConn struct {
 // connection: docs/BENCHMARKS.md). release is called once the connection has ended.
 func (s *Server) serveWS(conn *frameConn, req wsRequest, release func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &wsConn{s: s, conn: conn, req: req, ctx: ctx, cancel: cancel, release: release,
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.RatePerSec), s.cfg.RateBurst)}
+	c := &wsConn{s: s, conn: conn, req: req, ctx: ctx, cancel: cancel, release: release}
 	c.queue = hub.NewSendQueue(s.cfg.SendQueue, conn, c.sendFailed)
 	if !s.track(c) {
 		c.close(ws.StatusGoingAway, "server shutting down")
@@ -159,14 +151,13 @@ func (s *Server) serveWS(conn *frameConn, req wsRequest, release func()) {
 		return
 	}
 	s.metrics.ConnOpened()
-	member, err := c.enter()
+	client, err := s.rooms.Enter(ctx, c, room.Request{Email: req.email, Room: req.room,
+		After: req.after, Session: req.session})
 	if err != nil {
 		c.end()
 		return
 	}
-	c.member = member
-	c.announce()
-	s.watch.joined(c.sess.ID, c.req.email, c.sess.Peer(c.req.email))
+	c.client = client
 	c.ping.Store(time.AfterFunc(s.cfg.PingInterval, c.keepAlive))
 	go c.run()
 }
@@ -174,9 +165,7 @@ func (s *Server) serveWS(conn *frameConn, req wsRequest, release func()) {
 // run is the connection's own goroutine: the read loop, then leaving the chat.
 func (c *wsConn) run() {
 	defer c.end()
-	defer c.member.Leave()
-	defer c.goOffline()
-	defer c.s.watch.left(c.sess.ID, c.req.email)
+	defer c.client.Leave()
 	c.readLoop()
 }
 
@@ -206,147 +195,4 @@ func (s *Server) untrack(c *wsConn) {
 	s.connMu.Unlock()
 	s.metrics.ConnClosed()
 	s.connWG.Done()
-}
-
-// enter finds the session, sends the welcome frame, and joins the hub, which replays
-// the stored messages after req.after and then switches to live frames.
-func (c *wsConn) enter() (*hub.Member, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, storeTimeout)
-	defer cancel()
-	sess, role, err := c.findSession(ctx)
-	if err != nil {
-		c.refuse(err)
-		return nil, err
-	}
-	c.sess, c.role = sess, role
-	if c.req.session != "" && c.req.session != sess.ID {
-		c.req.after = 0 // that after counted another session's messages
-	}
-	last, err := c.s.messages.LastSeq(ctx, sess.ID)
-	if err != nil {
-		c.refuse(err)
-		return nil, err
-	}
-	if err := c.write(wire.Welcome(sess, role, c.req.email, last)); err != nil {
-		return nil, err
-	}
-	member, err := c.s.hub.Join(c.ctx, hub.Join{Session: sess.ID, Email: c.req.email,
-		After: min(c.req.after, last), To: c.queue, Replay: c.replayWrite, Window: max(1, c.s.cfg.SendQueue/2)})
-	if err != nil {
-		c.refuse(err)
-		return nil, err
-	}
-	return member, nil
-}
-
-// findSession reattaches to the session named in the request when the person is in
-// it (even if it has ended, so a reconnect after the end shows the ended chat), and
-// otherwise enters the room's chat in progress.
-func (c *wsConn) findSession(ctx context.Context) (*chat.Session, chat.Role, error) {
-	if c.req.session != "" {
-		sess, err := c.s.sessions.Session(ctx, c.req.session)
-		if err == nil && sess.Room == c.req.room && sess.RoleOf(c.req.email) != chat.RoleNone {
-			return sess, sess.RoleOf(c.req.email), nil
-		}
-		if err != nil && !chat.IsCode(err, chat.ENotFound) {
-			return nil, chat.RoleNone, err
-		}
-	}
-	return c.s.sessions.Enter(ctx, c.req.room, c.req.email, chat.Now())
-}
-
-// refuse tells the client why it cannot chat and closes the connection: 4003 for a
-// full room, 1013 (try again later) when a backend is down, 1011 otherwise.
-func (c *wsConn) refuse(err error) {
-	switch {
-	case errors.Is(err, hub.ErrSlow): // fell too far behind during its replay
-		c.s.metrics.SendQueueDropped()
-		c.abort("too slow")
-		return
-	case errors.Is(err, errClientGone):
-		c.close(ws.StatusGoingAway, "")
-		return
-	}
-	c.s.logError(nil, err)
-	c.countRefusal(err)
-	_ = c.write(wire.Error(err, ""))
-	switch chat.ErrorCode(err) {
-	case chat.ERoomFull:
-		c.close(StatusRoomFull, "room full")
-	case chat.EUnavailable:
-		c.close(statusTryAgainLater, "try again later")
-	default:
-		c.close(ws.StatusInternalServerError, "internal error")
-	}
-}
-
-// announce tells the client whether the peer is online, tells the peer that this
-// person is (if this is their first connection), and repeats the end of the chat to a
-// client that attached to an ended session.
-func (c *wsConn) announce() {
-	ctx, cancel := context.WithTimeout(c.ctx, storeTimeout)
-	defer cancel()
-	// Read the session again: a participant who entered after this connection's Enter
-	// but announced before it joined the hub would otherwise go unmentioned.
-	if fresh, err := c.s.sessions.Session(ctx, c.sess.ID); err == nil {
-		c.sess, c.readAt = fresh, time.Now()
-	}
-	if peer := c.sess.Peer(c.req.email); peer != "" {
-		online, err := c.s.presence.Online(ctx, c.sess.ID, peer)
-		if err != nil {
-			c.s.log.Warn("cannot read presence", "session", c.sess.ID, "err", err)
-		}
-		c.queue.Send(wire.Presence(peer, online))
-	}
-	first, err := c.s.presence.Connected(ctx, c.sess.ID, c.req.email)
-	if err != nil {
-		c.s.log.Warn("cannot record presence", "session", c.sess.ID, "err", err)
-	}
-	if first {
-		c.publish(ctx, chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.email,
-			Online: true, Frame: wire.Presence(c.req.email, true)})
-	}
-	if c.sess.Ended() {
-		c.member.MarkEnded()
-		c.queue.Send(wire.Ended(c.sess.EndedBy))
-		if c.sess.Status == chat.StatusCompleted && c.sess.ChatHistory != "" {
-			c.queue.Send(wire.Transcript(c.sess.ChatHistory))
-		}
-	}
-}
-
-// goOffline records the closed connection and tells the peer if it was the last.
-func (c *wsConn) goOffline() {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	last, err := c.s.presence.Disconnected(ctx, c.sess.ID, c.req.email)
-	if err != nil {
-		c.s.log.Warn("cannot record presence", "session", c.sess.ID, "err", err)
-	}
-	if last {
-		c.publish(ctx, chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.email,
-			Online: false, Frame: wire.Presence(c.req.email, false)})
-	}
-}
-
-// publish sends ev to every connection of the session; a failure is logged, since the
-// stored messages are the truth and connections catch up from them.
-func (c *wsConn) publish(ctx context.Context, ev chat.Event) {
-	if err := c.s.broker.Publish(ctx, ev); err != nil {
-		c.s.log.Warn("cannot publish an event", "session", ev.Session, "type", int(ev.Type), "err", err)
-	}
-}
-
-// write sends one frame now, outside the send queue: the welcome, the replay, a refusal.
-func (c *wsConn) write(frame []byte) error { return c.conn.writeText(frame) }
-
-// errClientGone marks a failed write during the replay: the client left, nothing to log.
-var errClientGone = errors.New("the client went away")
-
-// replayWrite writes one replayed frame.
-func (c *wsConn) replayWrite(frame []byte) error {
-	if err := c.write(frame); err != nil {
-		return fmt.Errorf("%w: %w", errClientGone, err)
-	}
-	return nil
 }

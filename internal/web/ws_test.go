@@ -297,8 +297,8 @@ func TestWSRateLimited(t *testing.T) {
 	for i := range 3 {
 		host.send(fmt.Sprintf("r-%d", i), "x")
 	}
-	if f := host.skipTo(wire.TypeError); f.Code != "rate_limited" || f.ID != "r-2" {
-		t.Fatalf("got %s", f.raw)
+	if f := host.skipTo(wire.TypeError); f.Code != "rate_limited" || f.ID != "r-2" || f.RetryAfterMS < 900_000 {
+		t.Fatalf("got %s, want rate_limited with retry_after_ms of about 1000 s", f.raw)
 	}
 }
 
@@ -356,7 +356,8 @@ func (e *wsEnv) openConns() int {
 }
 
 func TestWSIdleConnectionClosed(t *testing.T) {
-	e := newWSEnv(t, Config{PingInterval: 20 * time.Millisecond, IdleTimeout: 100 * time.Millisecond})
+	// An idle timeout of 0.5 s: shorter ones close even reading clients on a loaded machine.
+	e := newWSEnv(t, Config{PingInterval: 50 * time.Millisecond, IdleTimeout: 500 * time.Millisecond})
 	live := e.dial("idle", "host@x.org", "") // reads, so it answers pings
 	live.expect(wire.TypeWelcome)
 	silent, _, err := e.dialRaw("idle", "", http.Header{"Cookie": {e.cookie("guest@x.org")}})
@@ -373,7 +374,7 @@ func TestWSIdleConnectionClosed(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Well past IdleTimeout, the live connection is still open: it answers pings.
-	for end := time.After(300 * time.Millisecond); ; {
+	for end := time.After(800 * time.Millisecond); ; {
 		select {
 		case f, ok := <-live.frames:
 			if !ok || f.Type != wire.TypePresence {

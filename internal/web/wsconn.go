@@ -17,13 +17,8 @@ import (
 	"parley/internal/wire"
 )
 
-// WebSocket close codes Parley uses besides gobwas/ws's (wire's close codes).
-const (
-	// StatusRoomFull closes the connection of a third person entering a chat of two.
-	StatusRoomFull ws.StatusCode = wire.CloseRoomFull
-	// statusTryAgainLater (1013) tells the client a backend is down; reconnect later.
-	statusTryAgainLater ws.StatusCode = wire.CloseTryAgainLater
-)
+// StatusRoomFull closes the connection of a third person entering a chat of two.
+const StatusRoomFull ws.StatusCode = wire.CloseRoomFull
 
 // Buffer sizes of a WebSocket. Chat frames are a few hundred bytes: one read of
 // wsReadBuffer takes a whole frame (header and payload) in one system call, and a

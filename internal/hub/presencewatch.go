@@ -1,4 +1,4 @@
-package web
+package hub
 
 import (
 	"context"
@@ -13,6 +13,11 @@ import (
 // DefaultPresenceCheck is how often a replica asks Presence whether the peers of its
 // local connections are still online.
 const DefaultPresenceCheck = 5 * time.Second
+
+// PresenceTimeout bounds one Presence call, here and in the chat layer: presence is
+// shown, never stored, so a slow presence backend (Redis hung) costs a stale "online"
+// dot for a moment, never a stalled connection.
+const PresenceTimeout = 1500 * time.Millisecond
 
 // presenceWatch tells people that their peer went offline when nobody said goodbye:
 // a replica that dies (SIGKILL, lost host) publishes no presence event, and its
@@ -126,6 +131,17 @@ func (w *presenceWatch) left(session, email string) {
 	w.forget(session, s)
 }
 
+// Observed reports what the watch last saw of email's presence in the session, and
+// whether it has seen anything (for tests and diagnostics).
+func (w *presenceWatch) Observed(session, email string) (online, seen bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s := w.sessions[session]; s != nil {
+		online, seen = s.online[email]
+	}
+	return online, seen
+}
+
 // observe records a presence event from the broker.
 func (w *presenceWatch) observe(ev chat.Event) {
 	w.mu.Lock()
@@ -171,7 +187,7 @@ func (w *presenceWatch) check() {
 
 // checkOne reads one person's presence and delivers a change.
 func (w *presenceWatch) checkOne(session, email string, gen uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), PresenceTimeout)
 	online, err := w.presence.Online(ctx, session, email)
 	cancel()
 	if err != nil {

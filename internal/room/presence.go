@@ -1,0 +1,99 @@
+package room
+
+import (
+	"context"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/hub"
+	"parley/internal/wire"
+)
+
+// Degraded names, in a presence frame's "degraded", what this replica cannot do.
+const degradedPresence = "presence" // the presence backend did not answer: "online" is a guess
+
+// announce tells the client whether the peer is online, tells the peer that this
+// person is (if this is their first connection), and repeats the end of the chat to a
+// client that attached to an ended session. Presence calls are bounded by
+// hub.PresenceTimeout: a presence backend that hangs costs a guessed dot, not the chat.
+func (c *Client) announce() {
+	ctx, cancel := context.WithTimeout(c.ctx, c.r.o.StoreTimeout)
+	// Read the session again: a participant who entered after this connection's Enter
+	// but announced before it joined the hub would otherwise go unmentioned.
+	if fresh, err := c.r.o.Sessions.Session(ctx, c.sess.ID); err == nil {
+		c.sess, c.readAt = fresh, time.Now()
+	}
+	cancel()
+	if c.r.o.Presence != nil {
+		c.announcePresence()
+	}
+	if c.sess.Ended() {
+		c.member.MarkEnded()
+		c.t.Send(wire.Ended(c.sess.EndedBy))
+		if c.sess.Status == chat.StatusCompleted && c.sess.ChatHistory != "" {
+			c.t.Send(wire.Transcript(c.sess.ChatHistory))
+		}
+	}
+}
+
+func (c *Client) announcePresence() {
+	ctx, cancel := context.WithTimeout(c.ctx, hub.PresenceTimeout)
+	defer cancel()
+	if peer := c.sess.Peer(c.req.Email); peer != "" {
+		online, err := c.r.o.Presence.Online(ctx, c.sess.ID, peer)
+		if err != nil {
+			c.r.log.Warn("presence is degraded: cannot read it", "session", c.sess.ID, "err", err)
+			c.t.Send(wire.PresenceDegraded(peer, false, degradedPresence))
+		} else {
+			c.t.Send(wire.Presence(peer, online))
+		}
+	}
+	first, err := c.r.o.Presence.Connected(ctx, c.sess.ID, c.req.Email)
+	if err != nil {
+		c.r.log.Warn("presence is degraded: cannot record a connection", "session", c.sess.ID, "err", err)
+		first = true // tell the peer anyway: the connection is real
+	} else {
+		c.connected = true
+	}
+	if first {
+		c.tellPeer(true)
+	}
+}
+
+// tellPeer tells everyone in the chat, here at once and elsewhere through the
+// broker, that this person came online or went offline.
+func (c *Client) tellPeer(online bool) {
+	ev := chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.Email,
+		Online: online, Frame: wire.Presence(c.req.Email, online)}
+	c.member.Announce(ev)
+	c.r.o.Hub.Publish(ev)
+}
+
+// Leave takes the closed connection out of the chat: out of Presence, telling the
+// peer if it was the person's last connection, and out of the hub.
+func (c *Client) Leave() {
+	if c.stall != nil {
+		c.stall.Stop()
+	}
+	if c.wait != nil {
+		c.wait.Stop()
+	}
+	defer c.member.Leave()
+	if c.r.o.Presence == nil {
+		return
+	}
+	last := true
+	if c.connected {
+		ctx, cancel := context.WithTimeout(context.Background(), hub.PresenceTimeout)
+		var err error
+		last, err = c.r.o.Presence.Disconnected(ctx, c.sess.ID, c.req.Email)
+		cancel()
+		if err != nil {
+			c.r.log.Warn("presence is degraded: cannot record a disconnection", "session", c.sess.ID, "err", err)
+			return // the claim expires on its own, and the peer's watch notices
+		}
+	}
+	if last {
+		c.tellPeer(false)
+	}
+}

@@ -1,0 +1,121 @@
+// Package room is Parley's chat layer: what happens between two people once a
+// connection is open — entering a room's chat, the welcome and the replay, sending,
+// the goodbye, ending, presence — with no knowledge of WebSockets or HTTP. A
+// connection reaches it through Transport (queue a frame, reply, write now, close),
+// the way centrifuge's Client talks to its Transport, so every rule here is tested
+// without a socket, and package web only upgrades, reads frames and writes them.
+//
+// A message flows one way: the transport's reader hands a frame to Client.HandleFrame
+// → the limiter → the store → the ack → this replica's connections (the hub) → the
+// broker's publish queue for the other replicas. The ack waits for the store only.
+package room
+
+import (
+	"log/slog"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/hub"
+	"parley/internal/metrics"
+)
+
+// Transport is one connection as the chat layer sees it. Send and Reply must not
+// block for long; Write may (it paces the replay); Close must not block at all.
+type Transport interface {
+	// Send queues a frame the server sends on its own (a message, presence, ended).
+	// It returns false when the connection is closed or could not keep up (and is
+	// being closed).
+	Send(frame []byte) bool
+	// Reply queues a frame answering the client's own frame (an ack, a refusal). It
+	// never closes the connection for being full: it may wait until the client has
+	// read earlier replies. False once the connection is closed.
+	Reply(frame []byte) bool
+	// Hold makes frames queued until Release go out together (an ack and its message).
+	Hold()
+	Release()
+	// Write writes a frame now, outside the queue: the welcome and the replay.
+	Write(frame []byte) error
+	// Close closes the connection with a WebSocket close code (package wire) and
+	// stops the chat calls made on its behalf.
+	Close(code int, reason string)
+}
+
+// Defaults for zero Options values.
+const (
+	DefaultStoreTimeout = 10 * time.Second
+	DefaultRecheck      = 5 * time.Second
+	// DefaultThrottleMax is how long a client may stay over its rate before frames
+	// are refused with rate_limited instead of slowed (see limiter).
+	DefaultThrottleMax = time.Minute
+	// endTimeout bounds asking for the transcript export when a chat ends: the
+	// session row is the durable record, and the sweeper asks again.
+	endTimeout = 2 * time.Second
+)
+
+// Options are what the chat layer needs; Rooms holds them for every connection.
+type Options struct {
+	Sessions chat.SessionStore
+	Messages chat.MessageStore
+	Presence chat.Presence // may be nil: nobody is shown online
+	Queue    chat.Queue    // may be nil: no transcript export is asked for
+	Hub      *hub.Hub
+	Logger   *slog.Logger
+	Metrics  *metrics.Metrics // may be nil
+
+	MaxText    int     // the longest message, in characters (chat.DefaultMaxText)
+	RatePerSec float64 // messages per second per connection, and the burst
+	RateBurst  int
+	// ThrottleMax: a client continuously over its rate this long gets refusals.
+	ThrottleMax time.Duration
+	// StoreTimeout bounds the store calls of one frame; a store that takes longer
+	// closes the connection with 1013 (try again later).
+	StoreTimeout time.Duration
+	// Recheck is how long a connection trusts its copy of the session row (sessionRecheck).
+	Recheck time.Duration
+	// Window is how many frames a connection's queue can take at once (hub.Join.Window).
+	Window int
+}
+
+// Rooms is the chat layer of one replica.
+type Rooms struct {
+	o   Options
+	log *slog.Logger
+}
+
+// New returns the chat layer, filling defaults for zero Options.
+func New(o Options) *Rooms {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxText <= 0 {
+		o.MaxText = chat.DefaultMaxText
+	}
+	if o.RatePerSec <= 0 {
+		o.RatePerSec = 20
+	}
+	if o.RateBurst <= 0 {
+		o.RateBurst = 40
+	}
+	if o.ThrottleMax <= 0 {
+		o.ThrottleMax = DefaultThrottleMax
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = DefaultStoreTimeout
+	}
+	if o.Recheck <= 0 {
+		o.Recheck = DefaultRecheck
+	}
+	if o.Window <= 0 {
+		o.Window = 16
+	}
+	return &Rooms{o: o, log: o.Logger}
+}
+
+// Request is what a connection asks for: who (from the cookie), which room, where to
+// resume, and which session to reattach to.
+type Request struct {
+	Email   string
+	Room    string
+	After   int64  // replay messages with seq > After
+	Session string // reattach to this session, if the person is in it ("" for none)
+}

@@ -1,0 +1,275 @@
+package room
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/hub"
+	"parley/internal/membus"
+	"parley/internal/sqlstore"
+	"parley/internal/wire"
+)
+
+// transport is a connection without a socket: it records every frame the chat layer
+// sends, replies or writes, in order, and how it was closed.
+type transport struct {
+	mu     sync.Mutex
+	frames []wire.Frame
+	replay int // frames written outside the queue (welcome, replay)
+	closed int // close code, 0 while open
+	added  chan struct{}
+}
+
+func newTransport() *transport { return &transport{added: make(chan struct{}, 1)} }
+
+func (t *transport) add(frame []byte) bool {
+	var f wire.Frame
+	if err := json.Unmarshal(frame, &f); err != nil {
+		panic(err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed != 0 {
+		return false
+	}
+	t.frames = append(t.frames, f)
+	select {
+	case t.added <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (t *transport) Send(frame []byte) bool  { return t.add(frame) }
+func (t *transport) Reply(frame []byte) bool { return t.add(frame) }
+func (t *transport) Hold()                   {}
+func (t *transport) Release()                {}
+func (t *transport) Write(frame []byte) error {
+	if !t.add(frame) {
+		return errors.New("closed")
+	}
+	t.mu.Lock()
+	t.replay++
+	t.mu.Unlock()
+	return nil
+}
+func (t *transport) Close(code int, reason string) {
+	t.mu.Lock()
+	if t.closed == 0 {
+		t.closed = code
+	}
+	t.mu.Unlock()
+}
+
+// wait waits until some frame satisfies ok and returns it.
+func (t *transport) wait(tb testing.TB, what string, ok func(wire.Frame) bool) wire.Frame {
+	tb.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		t.mu.Lock()
+		for _, f := range t.frames {
+			if ok(f) {
+				t.mu.Unlock()
+				return f
+			}
+		}
+		t.mu.Unlock()
+		select {
+		case <-t.added:
+		case <-time.After(5 * time.Millisecond):
+		case <-deadline:
+			tb.Fatalf("timed out waiting for %s; have %+v", what, t.all())
+		}
+	}
+}
+
+func (t *transport) all() []wire.Frame {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]wire.Frame(nil), t.frames...)
+}
+
+func (t *transport) count(typ string) int {
+	n := 0
+	for _, f := range t.all() {
+		if f.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+func (t *transport) closeCode() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+// env is the chat layer on SQLite and the in-process bus, without a server.
+type env struct {
+	store *sqlstore.DB
+	hub   *hub.Hub
+	rooms *Rooms
+	o     Options
+}
+
+func newEnv(t testing.TB, o Options, ho hub.Options) *env {
+	t.Helper()
+	store, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "parley.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := membus.New()
+	if ho.Broker == nil {
+		ho.Broker = bus
+	}
+	if ho.Presence == nil && o.Presence == nil {
+		p := membus.NewPresence()
+		ho.Presence, o.Presence = p, p
+	}
+	ho.Messages = store
+	h := hub.New(ho)
+	if o.Messages == nil {
+		o.Messages = store
+	}
+	o.Sessions, o.Hub = store, h
+	e := &env{store: store, hub: h, rooms: New(o), o: o}
+	t.Cleanup(func() { h.Close(); bus.Close(); store.Close() })
+	return e
+}
+
+// enter connects email to room and waits for the welcome.
+func (e *env) enter(tb testing.TB, room, email string) (*Client, *transport, context.CancelFunc) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t := newTransport()
+	c, err := e.rooms.Enter(ctx, t, Request{Email: email, Room: room})
+	if err != nil {
+		cancel()
+		tb.Fatalf("%s entering %s: %v", email, room, err)
+	}
+	tb.Cleanup(func() { cancel(); c.Leave() })
+	return c, t, cancel
+}
+
+func sendFrame(id, text string) []byte {
+	return fmt.Appendf(nil, `{"type":"send","id":%q,"text":%q}`, id, text)
+}
+
+func isType(typ string) func(wire.Frame) bool {
+	return func(f wire.Frame) bool { return f.Type == typ }
+}
+
+func TestSendAcksAndDeliversToBoth(t *testing.T) {
+	e := newEnv(t, Options{}, hub.Options{})
+	host, ht, _ := e.enter(t, "r1", "host@x.org")
+	_, gt, _ := e.enter(t, "r1", "guest@x.org")
+	host.HandleFrame(sendFrame("c-1", "hello"))
+	ack := ht.wait(t, "the ack", isType(wire.TypeAck))
+	if ack.ID != "c-1" || ack.Seq != 1 {
+		t.Fatalf("ack %+v", ack)
+	}
+	for _, tr := range []*transport{ht, gt} {
+		m := tr.wait(t, "the message", isType(wire.TypeMessage))
+		if m.Text != "hello" || m.From != "host@x.org" || m.To != "guest@x.org" || m.Seq != 1 {
+			t.Fatalf("message %+v", m)
+		}
+	}
+	host.HandleFrame(sendFrame("c-1", "hello")) // a resend: same ack, nothing new
+	waitCount(t, ht, wire.TypeAck, 2)
+	if n := gt.count(wire.TypeMessage); n != 1 {
+		t.Fatalf("guest got %d messages after a resend, want 1", n)
+	}
+}
+
+func TestThirdPersonRefusedRoomFull(t *testing.T) {
+	e := newEnv(t, Options{}, hub.Options{})
+	e.enter(t, "full", "host@x.org")
+	e.enter(t, "full", "guest@x.org")
+	tr := newTransport()
+	if _, err := e.rooms.Enter(context.Background(), tr, Request{Email: "third@x.org", Room: "full"}); !chat.IsCode(err, chat.ERoomFull) {
+		t.Fatalf("Enter: %v, want room_full", err)
+	}
+	if f := tr.wait(t, "the refusal", isType(wire.TypeError)); f.Code != "room_full" {
+		t.Fatalf("refusal %+v", f)
+	}
+	if code := tr.closeCode(); code != wire.CloseRoomFull {
+		t.Fatalf("closed with %d, want 4003", code)
+	}
+}
+
+// TestEndedEventLost: a chat ended without its ended event reaching this replica (a
+// broker outage) still refuses sends once the client re-reads the row.
+func TestEndedEventLost(t *testing.T) {
+	e := newEnv(t, Options{Recheck: 20 * time.Millisecond}, hub.Options{})
+	host, ht, _ := e.enter(t, "lost-end", "host@x.org")
+	e.enter(t, "lost-end", "guest@x.org")
+	if won, err := e.store.End(context.Background(), host.Session().ID, "guest@x.org", chat.Now()); err != nil || !won {
+		t.Fatalf("End: %v %v", won, err)
+	}
+	time.Sleep(40 * time.Millisecond) // let the client's copy of the row go stale
+	host.HandleFrame(sendFrame("c-2", "after the end"))
+	if f := ht.wait(t, "the refusal", isType(wire.TypeError)); f.Code != "chat_ended" || f.ID != "c-2" {
+		t.Fatalf("send after an unannounced end: %+v", f)
+	}
+}
+
+// stalledAppends is a message store whose Append hangs until its context ends.
+type stalledAppends struct {
+	chat.MessageStore
+	returned chan error
+}
+
+func (s stalledAppends) Append(ctx context.Context, m chat.Message) (chat.Message, bool, error) {
+	<-ctx.Done()
+	s.returned <- ctx.Err()
+	return chat.Message{}, false, chat.Wrap(chat.EUnavailable, ctx.Err(), "the store stalled")
+}
+
+// TestStalledStoreCloses: a frame whose store call hangs past StoreTimeout closes the
+// connection with 1013 (try again later), and the call is cancelled with it.
+func TestStalledStoreCloses(t *testing.T) {
+	e := newEnv(t, Options{StoreTimeout: 50 * time.Millisecond}, hub.Options{})
+	returned := make(chan error, 1)
+	e.rooms.o.Messages = stalledAppends{MessageStore: e.store, returned: returned}
+	host, ht, cancel := e.enter(t, "stall", "host@x.org")
+	closed := make(chan struct{})
+	go func() {
+		for ht.closeCode() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel() // as the transport does when it closes
+		close(closed)
+	}()
+	host.HandleFrame(sendFrame("c-1", "into the void"))
+	<-closed
+	if code := ht.closeCode(); code != wire.CloseTryAgainLater {
+		t.Fatalf("closed with %d, want 1013", code)
+	}
+	select {
+	case err := <-returned:
+		if err == nil {
+			t.Fatal("Append returned without its context ending")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stalled Append was never cancelled")
+	}
+}
+
+func waitCount(tb testing.TB, tr *transport, typ string, n int) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for tr.count(typ) < n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("got %d %s frames, want %d", tr.count(typ), typ, n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
