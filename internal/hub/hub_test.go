@@ -95,14 +95,16 @@ func (f *fixture) publish(t testing.TB, m chat.Message) {
 
 // recorder is a Sender that keeps every frame it is given.
 type recorder struct {
-	mu     sync.Mutex
-	frames []string
-	refuse bool
+	mu       sync.Mutex
+	frames   []string
+	refuse   bool
+	attempts int // Send calls, refused ones included
 }
 
 func (r *recorder) Send(frame []byte) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.attempts++
 	if r.refuse {
 		return false
 	}
@@ -202,11 +204,17 @@ func TestReplayThenLiveWithoutGapOrDuplicate(t *testing.T) {
 			// Messages keep arriving while the second connection replays slowly.
 			var wg sync.WaitGroup
 			wg.Add(1)
-			go func() {
+			go func() { // t.Fatal may not run here: errors are reported and the loop stops
 				defer wg.Done()
 				for i := 0; i < 100; i++ {
-					for _, m := range f.appendN(t, "s", 1) {
-						f.publish(t, m)
+					m, _, err := f.store.Append(context.Background(), chat.Message{SessionID: "s",
+						ClientID: fmt.Sprintf("live-%d", i), From: "a@x.org", Room: "r", Kind: chat.KindChat, Text: "hi"})
+					if err == nil {
+						err = f.bus.Publish(context.Background(), chat.Event{Type: chat.EventMessage, Session: "s", Seq: m.Seq, Frame: encodeSeq(m)})
+					}
+					if err != nil {
+						t.Errorf("storing and publishing message %d: %v", i, err)
+						return
 					}
 				}
 			}()
@@ -268,16 +276,57 @@ func TestSubscriptionFollowsLocalConnections(t *testing.T) {
 	wantSeqs(t, &r3, 1, 3)
 }
 
+// TestRefusingSenderGetsNothingMore: once a connection's Sender refuses a frame (it
+// is being closed), the hub offers it nothing more, even if it would take frames
+// again, while the other connection gets everything.
 func TestRefusingSenderGetsNothingMore(t *testing.T) {
 	f := newFixture(t, Options{})
 	slow := &recorder{refuse: true}
 	var ok recorder
 	f.join(t, "s", "a@x.org", 0, slow)
 	f.join(t, "s", "b@x.org", 0, &ok)
-	for _, m := range f.appendN(t, "s", 5) {
+	for _, m := range f.appendN(t, "s", 3) {
 		f.publish(t, m)
 	}
-	wantSeqs(t, &ok, 1, 5)
+	wantSeqs(t, &ok, 1, 3)
+	slow.mu.Lock()
+	slow.refuse = false
+	slow.mu.Unlock()
+	for _, m := range f.appendN(t, "s", 2) {
+		f.publish(t, m)
+	}
+	_ = f.bus.Publish(context.Background(), chat.Event{Type: chat.EventEnded, Session: "s", Frame: []byte("ended")})
+	waitFor(t, "the rest and the end at the other connection", func() bool { return len(ok.got()) == 6 })
+	slow.mu.Lock()
+	defer slow.mu.Unlock()
+	if slow.attempts != 1 || len(slow.frames) != 0 {
+		t.Fatalf("the refusing connection was offered %d frames and took %v; want only the first, refused", slow.attempts, slow.frames)
+	}
+}
+
+// TestConnectionSkipsWhatItReplayed: a connection whose replay read messages from
+// the store that the session has not delivered yet (their broker events are still on
+// the way) is not given them again when the events arrive.
+func TestConnectionSkipsWhatItReplayed(t *testing.T) {
+	f := newFixture(t, Options{})
+	var a recorder
+	f.join(t, "s", "a@x.org", 0, &a) // keeps the session subscribed
+	for _, m := range f.appendN(t, "s", 3) {
+		f.publish(t, m)
+	}
+	wantSeqs(t, &a, 1, 3)
+	late := f.appendN(t, "s", 2) // stored; their events are not published yet
+	var b recorder
+	f.join(t, "s", "b@x.org", 0, &b) // replays 1..5 from the store
+	wantSeqs(t, &b, 1, 5)
+	for _, m := range late {
+		f.publish(t, m)
+	}
+	for _, m := range f.appendN(t, "s", 1) {
+		f.publish(t, m)
+	}
+	wantSeqs(t, &a, 1, 6)
+	wantSeqs(t, &b, 1, 6) // 4 and 5 once, from the replay
 }
 
 func TestJoinAfterClose(t *testing.T) {

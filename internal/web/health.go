@@ -8,7 +8,7 @@ import (
 )
 
 // readyTimeout bounds how long /readyz waits for a backend before calling it down.
-const readyTimeout = 3 * time.Second
+const readyTimeout = 2500 * time.Millisecond
 
 // handleHealthz answers 200 while the process can serve HTTP at all.
 func (s *Server) handleHealthz() http.Handler {
@@ -38,7 +38,10 @@ func (s *Server) handleReadyz() http.Handler {
 	})
 }
 
-// pingBackends pings each backend and returns the names of those that failed.
+// pingBackends pings the backends side by side and returns the names of those that
+// failed or did not answer before ctx ends: a hung backend (a Redis stopped with
+// SIGSTOP, whose client may ignore the deadline) costs /readyz readyTimeout at most,
+// and the others are still named correctly.
 func (s *Server) pingBackends(ctx context.Context) []string {
 	checks := []struct {
 		name string
@@ -48,14 +51,41 @@ func (s *Server) pingBackends(ctx context.Context) []string {
 		{"messages", s.messages},
 		{"broker", s.broker},
 	}
-	var failed []string
-	for _, c := range checks {
+	type result struct {
+		i  int
+		ok bool
+	}
+	results := make(chan result, len(checks))
+	pending := 0
+	for i, c := range checks {
 		if c.p == nil {
-			failed = append(failed, c.name)
 			continue
 		}
-		if err := c.p.Ping(ctx); err != nil {
-			s.log.Warn("readiness check failed", "backend", c.name, "err", err)
+		pending++
+		go func() {
+			err := c.p.Ping(ctx)
+			if err != nil {
+				s.log.Warn("readiness check failed", "backend", c.name, "err", err)
+			}
+			results <- result{i, err == nil}
+		}()
+	}
+	ok := make([]bool, len(checks))
+	deadline := time.NewTimer(readyTimeout)
+	defer deadline.Stop()
+	for ; pending > 0; pending-- {
+		select {
+		case r := <-results:
+			ok[r.i] = r.ok
+			continue
+		case <-ctx.Done():
+		case <-deadline.C:
+		}
+		break
+	}
+	var failed []string
+	for i, c := range checks {
+		if !ok[i] {
 			failed = append(failed, c.name)
 		}
 	}

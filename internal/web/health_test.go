@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"parley/internal/chat"
 	"parley/internal/membus"
@@ -69,5 +70,32 @@ func TestWriteErrorStatus(t *testing.T) {
 				t.Fatalf("%d %q", w.Code, w.Body.String())
 			}
 		})
+	}
+}
+
+// stuckBroker is a broker whose Ping never returns, not even when its context ends,
+// like a client stuck on a Redis stopped with SIGSTOP.
+type stuckBroker struct {
+	*membus.Bus
+	release chan struct{}
+}
+
+func (b stuckBroker) Ping(context.Context) error { <-b.release; return nil }
+
+// TestReadyzHungBroker: /readyz answers within 3 s with a broker that hangs, names
+// it, and still says the stores are fine.
+func TestReadyzHungBroker(t *testing.T) {
+	e := newWSEnv(t, Config{})
+	b := stuckBroker{Bus: membus.New(), release: make(chan struct{})}
+	defer close(b.release)
+	e.srv.broker = b
+	start := time.Now()
+	w := httptest.NewRecorder()
+	e.srv.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("/readyz took %v", took)
+	}
+	if body := w.Body.String(); w.Code != http.StatusServiceUnavailable || body != "unavailable: broker\n" {
+		t.Fatalf("/readyz with a hung broker: %d %q", w.Code, body)
 	}
 }
