@@ -159,12 +159,16 @@ func (f *fakeParley) send(rm *fakeRoom, conn net.Conn, email, id string) bool {
 	return fault != faultDropSender
 }
 
+// fakeResendAfter is the resend timeout of the fake chats: long enough that on a busy
+// machine only the message the fake server loses waits for it.
+const fakeResendAfter = 400 * time.Millisecond
+
 // runFakeChat runs a short closed loop of one room against a fake server.
 func runFakeChat(t *testing.T, fault func(id string, first bool) fakeFault) *Result {
 	t.Helper()
 	o := DefaultOptions()
-	o.URL, o.Rooms, o.Warmup, o.Duration, o.Quiet = newFakeParley(t, fault), 1, 0, 700*time.Millisecond, true
-	o.ResendAfter, o.Drain = 150*time.Millisecond, 2*time.Second
+	o.URL, o.Rooms, o.Warmup, o.Duration, o.Quiet = newFakeParley(t, fault), 1, 0, time.Second, true
+	o.ResendAfter, o.Drain = fakeResendAfter, 2*time.Second
 	var errs bytes.Buffer
 	res, err := runChat(context.Background(), o, "t", &errs)
 	if err != nil {
@@ -198,8 +202,11 @@ func TestLoopFaults(t *testing.T) {
 		t.Errorf("integrity: %v (%+v)", err, res.tally)
 	}
 	for code, want := range map[string]int64{"rate_limited": 1, "timeout": 1, "disconnected": 1, "too_long": 1} {
-		if res.Errors[code] != want {
-			t.Errorf("errors[%s] = %d, want %d (all: %v)", code, res.Errors[code], want, res.Errors)
+		got := res.Errors[code]
+		// A machine busy enough to hold another message past the timeout resends it too,
+		// harmlessly (same id): only the lost one must have timed out.
+		if got != want && (code != "timeout" || got < want) {
+			t.Errorf("errors[%s] = %d, want %d (all: %v)", code, got, want, res.Errors)
 		}
 	}
 	if res.Reconnects != 1 {
@@ -212,8 +219,8 @@ func TestLoopFaults(t *testing.T) {
 		t.Errorf("sends %d, deliveries %d, latencies %d", res.Sends, res.Deliveries, res.Latency.Count)
 	}
 	// The lost message waited for the resend: its latency is at least ResendAfter.
-	if res.Latency.Max < 150 {
-		t.Errorf("max latency %.1f ms, want >= 150 (the resent message)", res.Latency.Max)
+	if want := float64(fakeResendAfter / time.Millisecond); res.Latency.Max < want {
+		t.Errorf("max latency %.1f ms, want >= %.0f (the resent message)", res.Latency.Max, want)
 	}
 }
 
