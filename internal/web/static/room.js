@@ -398,7 +398,8 @@
       case 'rate_limited':
         if (!state.welcomed) { showBanner('warn', f.message || text); return; } // too many tabs: the server says so
         showBanner('warn', text);
-        window.setTimeout(function () { hideBanner(); flushPending(); }, RATE_RETRY_MS);
+        window.setTimeout(function () { hideBanner(); flushPending(); },
+          f.retry_after_ms > 0 ? f.retry_after_ms : RATE_RETRY_MS);
         return;
       case 'too_long':
       case 'empty':
@@ -754,9 +755,36 @@
     return true;
   }
 
-  // flushPending (re)sends every unacknowledged message in order, with its own id.
+  // Resends are paced below the server's default rate (20 messages a second, bursts of
+  // 40): a page holding many unacknowledged messages after a reconnect is slowed by
+  // nobody and refused by nobody.
+  var RESEND_BURST = 20;
+  var RESEND_GAP_MS = 60;
+  var flushing = null; // the flush in progress: { ws, sent, timer }
+
+  // flushPending (re)sends every unacknowledged message in order, with its own id:
+  // RESEND_BURST at once, then one every RESEND_GAP_MS. Messages typed meanwhile wait
+  // their turn behind the older ones, so the order is kept. A new socket starts over.
   function flushPending() {
-    pending.forEach(function (frame) { transmit(frame); });
+    if (flushing) { window.clearTimeout(flushing.timer); }
+    var f = { ws: state.ws, sent: new Set(), timer: 0 };
+    flushing = f;
+    function step(n) {
+      f.timer = 0;
+      if (flushing !== f || state.ws !== f.ws) { return; }
+      var it = pending.values();
+      for (var e = it.next(); !e.done && n > 0; e = it.next()) {
+        if (f.sent.has(e.value.id)) { continue; }
+        if (!transmit(e.value)) { flushing = null; return; }
+        f.sent.add(e.value.id);
+        n--;
+      }
+      var left = false;
+      pending.forEach(function (frame) { if (!f.sent.has(frame.id)) { left = true; } });
+      if (!left) { flushing = null; return; }
+      f.timer = window.setTimeout(function () { step(1); }, RESEND_GAP_MS);
+    }
+    step(RESEND_BURST);
   }
 
   // ---- sending ----
@@ -777,7 +805,7 @@
     ownItems.set(frame.id, li);
     pending.set(frame.id, frame);
     addItem(li, null);
-    transmit(frame);
+    if (!flushing) { transmit(frame); } // else the flush in progress sends it in turn
   }
 
   function sendText() {
