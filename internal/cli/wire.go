@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"parley/internal/atomicfile"
 	"parley/internal/chat"
 	"parley/internal/fileblob"
 	"parley/internal/membus"
@@ -77,6 +78,7 @@ func openParts(ctx context.Context, c Config, log *slog.Logger) (_ *parts, err e
 	if err := p.openMailer(ctx); err != nil {
 		return nil, err
 	}
+	p.removeStaleTemps()
 	p.exporter, err = transcript.NewExporter(transcript.Options{
 		Sessions:  p.sessions,
 		Messages:  p.messages,
@@ -97,6 +99,25 @@ func openParts(ctx context.Context, c Config, log *slog.Logger) (_ *parts, err e
 func people(sessions chat.SessionStore) chat.PeopleStore {
 	ps, _ := sessions.(chat.PeopleStore)
 	return ps
+}
+
+// removeStaleTemps deletes the temp files that a process killed mid-write left in the
+// local archive and in CSV_FILES (atomicfile.RemoveStale). A failure is logged: the
+// leftovers waste space but harm nothing.
+func (p *parts) removeStaleTemps() {
+	dirs := []string{p.cfg.CSVDir}
+	if a, ok := p.archive.(*fileblob.Archive); ok {
+		dirs = append(dirs, a.Dir())
+	}
+	for _, dir := range dirs {
+		n, err := atomicfile.RemoveStale(dir, time.Now())
+		if err != nil {
+			p.log.Warn("cannot remove stale temp files", "dir", dir, "err", err)
+		}
+		if n > 0 {
+			p.log.Info("removed temp files left by an interrupted write", "dir", dir, "files", n)
+		}
+	}
 }
 
 // faultHook returns the crash-test hook for PARLEY_FAULT_AFTER_STEP ("" means none).
