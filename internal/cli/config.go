@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/hub"
+	"parley/internal/redisbus"
 	"parley/internal/redisconn"
+	"parley/internal/web"
 )
 
 // Config is every setting of Parley, read from PARLEY_* environment variables and then
@@ -86,19 +89,19 @@ func defaults() Config {
 	return Config{
 		Addr:          "127.0.0.1:8080",
 		DataDir:       "./parley-data",
-		Auth:          "email-link",
+		Auth:          web.AuthEmailLink,
 		Dev:           "auto",
 		LogLevel:      "info",
 		LogFormat:     "text",
 		MaxText:       chat.DefaultMaxText,
-		ReadLimit:     16 << 10,
-		RatePerSec:    20,
-		RateBurst:     40,
-		PingInterval:  25 * time.Second,
-		IdleTimeout:   60 * time.Second,
-		SendQueue:     256,
-		PresenceCheck: 5 * time.Second,
-		PresenceTTL:   20 * time.Second,
+		ReadLimit:     web.DefaultReadLimit,
+		RatePerSec:    web.DefaultRatePerSec,
+		RateBurst:     web.DefaultRateBurst,
+		PingInterval:  web.DefaultPingInterval,
+		IdleTimeout:   web.DefaultIdleTimeout,
+		SendQueue:     web.DefaultSendQueue,
+		PresenceCheck: hub.DefaultPresenceCheck,
+		PresenceTTL:   redisbus.DefaultPresenceTTL,
 		AWSRegion:     "us-east-1",
 		MailFrom:      "Parley <parley@localhost>",
 		RedisPrefix:   "parley",
@@ -106,10 +109,10 @@ func defaults() Config {
 		TZ:            "UTC",
 		SweepInterval: 2 * time.Minute,
 
-		SignInsPerEmail: 5,
-		SignInsPerIP:    20,
-		JoinsPerMinute:  30,
-		ConnsPerPerson:  10,
+		SignInsPerEmail: web.DefaultSignInsPerEmail,
+		SignInsPerIP:    web.DefaultSignInsPerIP,
+		JoinsPerMinute:  web.DefaultJoinsPerMinute,
+		ConnsPerPerson:  web.DefaultConnsPerPerson,
 		MaxConns:        DefaultMaxConns,
 		BodyTimeout:     DefaultBodyTimeout,
 	}
