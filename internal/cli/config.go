@@ -255,6 +255,9 @@ func (c *Config) finish() error {
 	if c.MaxText < 1 || c.ReadLimit < 512 || c.RatePerSec <= 0 || c.RateBurst < 1 || c.SendQueue < 1 {
 		errs = append(errs, errors.New("limits must be positive (max message chars, frame limit ≥ 512, rate, burst, send queue)"))
 	}
+	if err := web.ValidateTrustedProxies(c.Proxies); err != nil {
+		errs = append(errs, fmt.Errorf("PARLEY_TRUSTED_PROXIES: %s", chat.ErrorMessage(err)))
+	}
 	if c.MaxConns == 0 {
 		errs = append(errs, errors.New("PARLEY_MAX_CONNS 0: want a positive number of connections, or -1 for no limit"))
 	}

@@ -44,6 +44,12 @@ func TestLoadConfig(t *testing.T) {
 		{"ErrBadTZ", map[string]string{"PARLEY_TZ": "Mars/Olympus"}, nil, nil, "PARLEY_TZ"},
 		{"ErrBadPublicURL", map[string]string{"PARLEY_PUBLIC_URL": "chat.example.org"}, nil, nil, "PARLEY_PUBLIC_URL"},
 		{"ErrBadAdmin", map[string]string{"PARLEY_ADMIN_EMAILS": "not-an-email"}, nil, nil, "PARLEY_ADMIN_EMAILS"},
+		{"ErrBadTrustedProxy", map[string]string{"PARLEY_TRUSTED_PROXIES": "10.0.0.1, 10.0.0.0/33"}, nil, nil, "10.0.0.0/33"},
+		{"TrustedProxies", map[string]string{"PARLEY_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16, ::1"}, nil, func(t *testing.T, c Config) {
+			if len(c.Proxies) != 3 {
+				t.Fatalf("proxies %v", c.Proxies)
+			}
+		}, ""},
 		{"ErrZeroMaxConns", map[string]string{"PARLEY_MAX_CONNS": "0"}, nil, nil, "PARLEY_MAX_CONNS"},
 		{"ErrBadBodyTimeout", map[string]string{"PARLEY_BODY_TIMEOUT": "-1s"}, nil, nil, "PARLEY_BODY_TIMEOUT"},
 		{"ErrUnknownFlag", nil, []string{"--no-such-flag"}, nil, "no-such-flag"},

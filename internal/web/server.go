@@ -153,6 +153,14 @@ func NewServer(d Deps) *Server {
 	return s
 }
 
+// ValidateTrustedProxies checks Config.TrustedProxies as NewServer will read them
+// (IP addresses or CIDR prefixes), so that a command line can refuse a bad list at
+// start instead of serving without it.
+func ValidateTrustedProxies(list []string) error {
+	_, err := parseProxies(list)
+	return err
+}
+
 // withDefaults returns cfg with every zero value replaced by its default.
 func withDefaults(cfg Config) Config {
 	if cfg.PublicURL == "" {

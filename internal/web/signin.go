@@ -225,7 +225,7 @@ func (s *Server) setupSecurity(d Deps) {
 		s.now = time.Now
 	}
 	s.limits = newLimiters(s.cfg.Limits, func() time.Time { return s.now() })
-	proxies, err := parseProxies(s.cfg.TrustedProxies)
+	proxies, err := parseProxies(s.cfg.TrustedProxies) // parley serve refuses a bad list at start
 	if err != nil {
 		s.log.Warn("ignoring the trusted proxies", "err", err)
 	}
