@@ -30,6 +30,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	}
 	log := newLogger(c, env.stderr)
 	log.Info("parley starting", "version", Version, "addr", c.Addr, "public_url", c.PublicURL, "auth", c.Auth, "dev", c.DevMode())
+	log.Debug("configuration", c.Masked()...) // secrets (DSN, URLs with passwords, cookie key) masked
 	if c.Auth == "trust" {
 		log.Warn("PARLEY_AUTH=trust: the typed email is believed, so anyone can join as anyone; use it only on closed networks and for benchmarks")
 	}
