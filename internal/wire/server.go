@@ -161,8 +161,7 @@ func Receipt(by string, c chat.Cursor) []byte {
 // Message encodes a stored message. It is called once per message per session (by
 // the sender's replica, or by the hub when it reads the store), never per connection.
 func Message(m chat.Message) []byte {
-	return mustEncode(messageFrame{Type: TypeMessage, Seq: m.Seq, ID: m.ClientID, From: m.From,
-		To: m.To, Text: m.Text, Kind: string(m.Kind), At: FormatAt(m.CreatedAt)})
+	return appendMessage(make([]byte, 0, 128+len(m.Text)+len(m.ClientID)+len(m.From)+len(m.To)), m)
 }
 
 // FormatAt writes t as a message frame's "at".
@@ -170,7 +169,7 @@ func FormatAt(t time.Time) string { return t.UTC().Format(AtLayout) }
 
 // Ack encodes the acknowledgement of a stored message to its sender.
 func Ack(id string, seq int64) []byte {
-	return mustEncode(ackFrame{Type: TypeAck, ID: id, Seq: seq})
+	return appendAck(make([]byte, 0, 48+len(id)), id, seq)
 }
 
 // Presence encodes whether email is online.
