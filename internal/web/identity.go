@@ -186,13 +186,18 @@ func (a *loginAuth) lookup(ctx context.Context, hash string) (chat.Login, bool) 
 	}
 	a.mu.Lock()
 	if a.gen == gen { // no revocation ran meanwhile, so l is not stale
-		if len(a.cache) >= loginCacheMax {
-			clear(a.cache)
-		}
-		a.cache[hash] = cachedLogin{login: l, fetched: now}
+		a.remember(hash, l, now)
 	}
 	a.mu.Unlock()
 	return l, true
+}
+
+// remember caches l under hash as read at now; a.mu is held.
+func (a *loginAuth) remember(hash string, l chat.Login, now time.Time) {
+	if len(a.cache) >= loginCacheMax {
+		clear(a.cache)
+	}
+	a.cache[hash] = cachedLogin{login: l, fetched: now}
 }
 
 // forget drops hash from the cache and keeps reads that raced this from caching it.
@@ -216,10 +221,13 @@ func (a *loginAuth) issue(w http.ResponseWriter, r *http.Request, id identity) e
 	}
 	value, hash := a.newToken()
 	at := id.IssuedAt.UTC().Truncate(time.Microsecond)
-	if err := a.store.CreateLogin(ctx, hash, chat.Login{Email: id.Email, Verified: id.Verified,
-		CreatedAt: at, ExpiresAt: at.Add(cookieMaxAge)}); err != nil {
+	l := chat.Login{Email: id.Email, Verified: id.Verified, CreatedAt: at, ExpiresAt: at.Add(cookieMaxAge)}
+	if err := a.store.CreateLogin(ctx, hash, l); err != nil {
 		return err
 	}
+	a.mu.Lock() // the page or WebSocket that follows a sign-in needs no store read
+	a.remember(hash, l, a.now())
+	a.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: value, Path: "/",
 		MaxAge: int(cookieMaxAge / time.Second), HttpOnly: true,
