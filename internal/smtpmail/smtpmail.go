@@ -15,10 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	netmail "net/mail"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wneessen/go-mail"
@@ -203,12 +205,14 @@ func (m *Mailer) Send(ctx context.Context, e chat.Email) error {
 	if err != nil {
 		return err
 	}
-	client, err := m.client()
+	var conn dialed
+	client, err := m.client(&conn)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
+		conn.close()
 		return m.classify(err)
 	}
 	m.log.Debug("smtp: mail accepted", "server", m.opts.Host, "elapsed", time.Since(start))
@@ -247,18 +251,49 @@ func oneLine(s string) string {
 	return strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(s)
 }
 
+// dialed keeps the plain TCP connection go-mail dials for one send. go-mail v0.8.1
+// does not close it when the greeting, STARTTLS or authentication fails (its
+// DialToSMTPClientWithContext returns the error and drops the connection), so Send
+// closes it after any failure; closing one go-mail already closed does nothing.
+type dialed struct {
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+// dial is go-mail's own default dial (a zero net.Dialer), remembering the connection.
+func (d *dialed) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, addr)
+	if err == nil {
+		d.mu.Lock()
+		d.conn = c
+		d.mu.Unlock()
+	}
+	return c, err
+}
+
+func (d *dialed) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn != nil {
+		_ = d.conn.Close()
+	}
+}
+
 // client makes a go-mail client for one connection, with the TLS policy and
-// authentication of the options (authentication only when a username is set).
-func (m *Mailer) client() (*mail.Client, error) {
+// authentication of the options (authentication only when a username is set). Plain
+// and STARTTLS connections are dialed through conn; implicit TLS is left to go-mail's
+// own TLS dialer, which knows the connection is encrypted.
+func (m *Mailer) client(conn *dialed) (*mail.Client, error) {
 	o := m.opts
 	opts := []mail.Option{mail.WithPort(o.Port), mail.WithTimeout(o.Timeout)}
 	switch o.TLS {
 	case TLSNone:
-		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
+		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS), mail.WithDialContextFunc(conn.dial))
 	case TLSImplicit:
 		opts = append(opts, mail.WithSSL())
 	default:
-		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory), mail.WithDialContextFunc(conn.dial))
 	}
 	if o.HeloName != "" {
 		opts = append(opts, mail.WithHELO(o.HeloName))
