@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
+	"go.uber.org/goleak"
 
 	"parley/internal/chat"
 	"parley/internal/chattest"
@@ -109,6 +110,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if mysqlOnce.drop != nil {
 		mysqlOnce.drop()
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil { // a writer or checkpointer left running
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
