@@ -104,6 +104,26 @@ func (k *keyedLimiter) allow(key string) bool {
 	return b.AllowN(now, 1)
 }
 
+// retryIn returns how long until key's bucket holds an event again (0 when it does),
+// so a refusal can say truthfully when to try again.
+func (k *keyedLimiter) retryIn(key string) time.Duration {
+	if k == nil {
+		return 0
+	}
+	now := k.now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b := k.buckets[key]
+	if b == nil {
+		return 0
+	}
+	missing := 1 - b.TokensAt(now)
+	if missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / float64(k.limit) * float64(time.Second))
+}
+
 // sweep drops the buckets that have refilled, which are the same as new ones, so
 // memory follows the keys active in the last period, not every key ever seen.
 func (k *keyedLimiter) sweep(now time.Time) {

@@ -133,9 +133,35 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, err error) 
 	viewer, _ := s.currentEmail(r)
 	s.render(w, r, status, "error", errorPage{
 		layoutData: layoutData{Viewer: viewer},
-		Title:      http.StatusText(status),
+		Title:      errorTitle(chat.ErrorCode(err)),
 		Message:    chat.ErrorMessage(err),
 	})
+}
+
+// errorTitle is an error page's heading: what happened, in plain words, rather than
+// the HTTP status name.
+func errorTitle(code string) string {
+	switch code {
+	case chat.EInvalid, chat.EInvalidFrame, chat.ETooLong, chat.EEmpty:
+		return "That did not work"
+	case chat.EUnauthorized:
+		return "Please sign in first"
+	case chat.ENotAllowed:
+		return "That is not yours to see"
+	case chat.ENotFound:
+		return "We could not find that"
+	case chat.ERoomFull:
+		return "This room is taken"
+	case chat.EChatEnded:
+		return "This chat has ended"
+	case chat.EConflict:
+		return "Something changed meanwhile"
+	case chat.ERateLimited:
+		return "Please wait a little"
+	case chat.EUnavailable:
+		return "Parley cannot do that right now"
+	}
+	return "Something went wrong on our side"
 }
 
 // handleStatic serves the embedded static files. A request carrying the file's

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/transcript"
 )
 
 // historyLimit is how many chats the history page lists, newest first.
@@ -42,6 +43,10 @@ type historyRow struct {
 func (s *Server) handleHistory() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		viewer, _ := s.currentEmail(r)
+		if viewer == "" && s.emailLink() {
+			s.signInFirst(w, r) // only a signed-in person may see chats
+			return
+		}
 		page := historyPage{layoutData: layoutData{Viewer: viewer}, Zone: s.zoneOf(r.Context(), viewer)}
 		page.Query = strings.TrimSpace(r.URL.Query().Get("email"))
 		if page.Query == "" {
@@ -109,21 +114,31 @@ func (s *Server) historyRows(ctx context.Context, viewer, subject string, sessio
 
 // describeStatus fills the status words, colour, note and transcript link of a row.
 func describeStatus(row *historyRow, sess *chat.Session, subject string) {
-	switch sess.Status {
-	case chat.StatusInProgress:
+	switch {
+	case sess.Status == chat.StatusInProgress:
 		row.Status, row.StatusClass = "In progress", "inprogress"
-	case chat.StatusEnding:
+		if sess.ParticipantEmail == "" {
+			row.Note = "Waiting for the other person."
+		}
+		return
+	case sess.ParticipantEmail == "":
+		row.Status, row.StatusClass = "Ended before anyone joined", "completed"
+		if sess.Status == chat.StatusCompleted && !transcript.NothingToMail(sess) {
+			row.Transcript = transcript.Link(sess.ID)
+		}
+		return
+	case sess.Status == chat.StatusEnding:
 		row.Status, row.StatusClass = "Ending", "ending"
 		row.Note = "The transcript is on its way."
 	default:
 		row.Status, row.StatusClass = "Completed", "completed"
-		row.Transcript = "/transcripts/" + sess.ID
+		row.Transcript = transcript.Link(sess.ID)
 		if failure := mailFailure(sess, subject); failure != "" {
 			row.Status, row.StatusClass = "Mail failed", "failed"
 			row.Note = "The transcript could not be emailed (" + failure + "); download it here."
 		}
 	}
-	if sess.EndedBy != "" && sess.Status != chat.StatusInProgress {
+	if sess.EndedBy != "" {
 		row.Note = strings.TrimSpace("Ended by " + sess.EndedBy + ". " + row.Note)
 	}
 }

@@ -165,7 +165,7 @@ func TestHistoryPage(t *testing.T) {
 		{name: "OK", path: "/history?email=Ann@Example.org", status: http.StatusOK, wants: []string{
 			"4 chats of <strong>ann@example.org</strong>",
 			">alpha<", "bob@example.org", "In progress", `<td data-label="Messages" class="num">2</td>`,
-			">beta<", "Ending", "The transcript is on its way.", "nobody joined",
+			">beta<", "Ended before anyone joined", "nobody joined",
 			">gamma<", "carl@example.org", "Completed", "Ended by carl@example.org.", `href="/transcripts/` + done.ID + `"`,
 			">delta<", "Mail failed", "550 &lt;script&gt;alert(1)&lt;/script&gt;", `href="/transcripts/` + failed.ID + `"`,
 			"host",

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -10,8 +11,9 @@ import (
 
 // handleJoin serves POST /join (form fields room and email): a valid form signs the
 // person in and sends them to the room; an invalid one shows the form again, 400, with
-// what was typed and the reason. Whether the room is full is not checked here: the
-// WebSocket tells, because the room may fill or free up before the page loads.
+// what was typed and the reason. A join is the explicit "start or join the chat here":
+// once the person is signed in it enters the room's chat (starting a new one when the
+// room has none in progress), which merely visiting a room never does.
 func (s *Server) handleJoin() http.Handler {
 	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
@@ -23,40 +25,62 @@ func (s *Server) handleJoin() http.Handler {
 			room, err = typedRoom, rerr // the room is the first field of the form, so its reason comes first
 		}
 		if err != nil {
-			viewer, _ := s.currentEmail(r)
-			s.render(w, r, http.StatusBadRequest, "home", homePage{
-				layoutData: layoutData{Viewer: viewer},
-				Room:       room, Email: strings.TrimSpace(typed), Error: chat.ErrorMessage(err),
-			})
+			s.joinRefused(w, r, http.StatusBadRequest, room, typed, err)
 			return
 		}
 		s.admitToRoom(w, r, room, email)
 	}))
 }
 
-// admitToRoom is what a valid join form leads to. With trust sign-in the typed email
-// is believed: the cookie is set and the person goes to the room. With sign-in by
-// emailed link, a person not yet proven gets "check your email" instead (signin.go).
+// joinRefused shows the join form again with what was typed and why it was refused.
+func (s *Server) joinRefused(w http.ResponseWriter, r *http.Request, status int, room, email string, err error) {
+	viewer, _ := s.currentEmail(r)
+	s.render(w, r, status, "home", homePage{
+		layoutData: layoutData{Viewer: viewer},
+		Room:       room, Email: strings.TrimSpace(email), Error: chat.ErrorMessage(err),
+	})
+}
+
+// admitToRoom is what a valid join form leads to. A room whose chat already has two
+// other people says so at once, before any sign-in email is sent. With trust sign-in
+// the typed email is believed; with sign-in by emailed link, a person not yet proven
+// gets "check your email" instead (signin.go). A signed-in person enters the chat and
+// goes to the room.
 func (s *Server) admitToRoom(w http.ResponseWriter, r *http.Request, room, email string) {
+	if err := s.seatFor(r.Context(), room, email); err != nil {
+		s.joinRefused(w, r, httpStatus(chat.ErrorCode(err)), room, email, err)
+		return
+	}
 	if !s.admitVerified(w, r, room, email) {
 		return
 	}
-	if err := s.startChat(r, room, email); err != nil {
-		s.renderError(w, r, err)
+	if _, _, err := s.sessions.Enter(r.Context(), room, email, chat.Now()); err != nil {
+		if chat.IsCode(err, chat.ERoomFull) {
+			err = errRoomTaken(room)
+		}
+		s.joinRefused(w, r, httpStatus(chat.ErrorCode(err)), room, email, err)
 		return
 	}
 	http.Redirect(w, r, roomPath(room), http.StatusSeeOther)
 }
 
-// startChat is what a join means: enter the room's chat in progress, or start a new
-// one when the room has none (the person's earlier chat there has ended). Connecting
-// to a room's WebSocket never starts a chat; it shows the person's latest one. A full
-// room is not an error here: the room page says so, with a way out.
-func (s *Server) startChat(r *http.Request, room, email string) error {
-	_, _, err := s.sessions.Enter(r.Context(), room, email, chat.Now())
-	if err != nil && !chat.IsCode(err, chat.ERoomFull) {
-		s.log.Warn("cannot enter a chat on joining", "room", room, "code", chat.ErrorCode(err), "err", err)
+// errRoomTaken is the answer to a third person.
+func errRoomTaken(room string) error {
+	return chat.Errorf(chat.ERoomFull, "The chat in room %s already has two people. Choose another room name, or try again once they have ended their chat.", room)
+}
+
+// seatFor tells whether email could enter the room's chat now: ERoomFull when its
+// chat in progress has two other people. It starts nothing.
+func (s *Server) seatFor(ctx context.Context, room, email string) error {
+	sess, err := s.sessions.InProgress(ctx, room)
+	if chat.IsCode(err, chat.ENotFound) {
+		return nil
+	}
+	if err != nil {
 		return err
+	}
+	if sess.Full() && sess.RoleOf(email) == chat.RoleNone {
+		return errRoomTaken(room)
 	}
 	return nil
 }

@@ -227,9 +227,9 @@ func TestRoomPage(t *testing.T) {
 			`data-room="team-7"`, `data-you="ann@example.org"`, `data-max-text="4000"`,
 			`<script src="/static/room.js?v=`, `id="messages"`, `id="send"`, `id="bye"`, `id="end"`, `id="status"`,
 		}},
-		{name: "NoCookieGoesHome", path: "/rooms/team-7", status: http.StatusSeeOther, location: "/?room=team-7"},
-		{name: "BadCookieGoesHome", path: "/rooms/team-7", cookie: &http.Cookie{Name: cookieName, Value: "forged.value"},
-			status: http.StatusSeeOther, location: "/?room=team-7"},
+		{name: "NoCookieSignsInFirst", path: "/rooms/team-7", status: http.StatusSeeOther, location: "/signin?next=%2Frooms%2Fteam-7"},
+		{name: "BadCookieSignsInFirst", path: "/rooms/team-7", cookie: &http.Cookie{Name: cookieName, Value: "forged.value"},
+			status: http.StatusSeeOther, location: "/signin?next=%2Frooms%2Fteam-7"},
 		{name: "ErrBadRoom", path: "/rooms/" + url.PathEscape("bad room!"), cookie: cookie, status: http.StatusBadRequest,
 			wants: []string{"may contain only letters"}},
 	}

@@ -397,13 +397,15 @@ func TestForgedCookiesRefused(t *testing.T) {
 			if err == nil || res == nil || res.StatusCode != tt.status {
 				t.Fatalf("dial: %v, response %v; want %d", err, res, tt.status)
 			}
-			// The room page sends the stranger to the home page, and history does not
-			// take the cookie for anyone.
-			if res, _ := e.request(http.MethodGet, "/rooms/room1", nil, nil, tt.cookie); res.StatusCode != http.StatusSeeOther {
-				t.Errorf("room page: %d, want 303 to /", res.StatusCode)
+			// The room page and history send the stranger to sign in: neither takes the
+			// cookie for anyone.
+			if res, _ := e.request(http.MethodGet, "/rooms/room1", nil, nil, tt.cookie); res.StatusCode != http.StatusSeeOther ||
+				res.Header.Get("Location") != "/signin?next=%2Frooms%2Froom1" {
+				t.Errorf("room page: %d to %q, want 303 to the sign-in page", res.StatusCode, res.Header.Get("Location"))
 			}
-			if res, _ := e.request(http.MethodGet, "/history?email=a@example.org", nil, nil, tt.cookie); res.StatusCode != http.StatusUnauthorized {
-				t.Errorf("history: %d, want 401", res.StatusCode)
+			if res, _ := e.request(http.MethodGet, "/history?email=a@example.org", nil, nil, tt.cookie); res.StatusCode != http.StatusSeeOther ||
+				!strings.HasPrefix(res.Header.Get("Location"), "/signin?next=") {
+				t.Errorf("history: %d to %q, want 303 to the sign-in page", res.StatusCode, res.Header.Get("Location"))
 			}
 		})
 	}
@@ -430,7 +432,15 @@ func TestStrangerCannotJoinAsSomeoneElse(t *testing.T) {
 	mustContain(t, body, "Check your email")
 	e.lastLink("host@example.org") // the link went to the host, not to the stranger
 
-	stranger := e.signIn("pair", "stranger@example.org")
+	// A third person is told the room is taken before any email is sent; signed in
+	// by another room, their WebSocket to this one is refused too.
+	res, body = e.request(http.MethodPost, "/join", url.Values{"room": {"pair"}, "email": {"stranger@example.org"}}, nil)
+	if res.StatusCode != http.StatusConflict || len(res.Cookies()) != 0 {
+		t.Fatalf("stranger joining a full room: %d, cookies %v", res.StatusCode, res.Cookies())
+	}
+	mustContain(t, body, "already has two people")
+	mustNotContain(t, body, "Check your email")
+	stranger := e.signIn("elsewhere", "stranger@example.org")
 	ws, _, err := e.dialWS("pair", e.wsHeaders(stranger))
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +473,7 @@ func TestHistoryOwnOnly(t *testing.T) {
 		{"Own", "", host, http.StatusOK, true},
 		{"OwnByEmail", "?email=HOST@example.org", host, http.StatusOK, true},
 		{"Someone else's", "?email=host@example.org", other, http.StatusForbidden, false},
-		{"Anonymous", "?email=host@example.org", nil, http.StatusUnauthorized, false},
+		{"Anonymous", "?email=host@example.org", nil, http.StatusSeeOther, false}, // to the sign-in page
 		{"Admin", "?email=host@example.org", admin, http.StatusOK, true},
 	}
 	for _, tt := range tests {
@@ -567,7 +577,8 @@ func TestLimitsTriggerAndRecover(t *testing.T) {
 		if res.StatusCode != http.StatusTooManyRequests {
 			t.Fatalf("third sign-in email: %d, want 429", res.StatusCode)
 		}
-		mustContain(t, body, "Too many sign-in emails")
+		// The limit and the wait are stated as they are: 2 an hour, the next in 30 minutes.
+		mustContain(t, body, "2 sign-in emails went to flood@example.org within the last hour", "in about 30 minutes")
 		if n := len(e.mails()); n != 2 {
 			t.Fatalf("%d emails sent, want 2", n)
 		}

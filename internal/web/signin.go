@@ -62,6 +62,8 @@ type signInSentPage struct {
 	layoutData
 	Email   string
 	Room    string
+	Next    string // the page the link returns to, when not a room
+	What    string // that page in words
 	Minutes int
 	Dev     bool
 }
@@ -70,6 +72,9 @@ type signInSentPage struct {
 type signInConfirmPage struct {
 	layoutData
 	Token string
+	Next  string // where to continue; posted back with the token
+	Email string // whom the link was sent to, for "send me a new link" if it is used up
+	Room  string // the room it was for, likewise
 }
 
 // emailLink reports whether people sign in by emailed link (else the typed email is
@@ -99,14 +104,19 @@ func (s *Server) admitVerified(w http.ResponseWriter, r *http.Request, room, ema
 // sendSignInLink emails a single-use sign-in link for email that continues to room,
 // within the per-address and per-client limits, and shows "check your email".
 func (s *Server) sendSignInLink(w http.ResponseWriter, r *http.Request, room, email string) {
+	s.sendSignInLinkTo(w, r, room, email, "")
+}
+
+// sendSignInLinkTo is sendSignInLink for a link that, once followed, continues to
+// next (a safeNext path) rather than to a room.
+func (s *Server) sendSignInLinkTo(w http.ResponseWriter, r *http.Request, room, email, next string) {
 	if s.mailer == nil || s.signIns == nil {
 		s.renderError(w, r, chat.Errorf(chat.EUnavailable, "Sign-in by email is not available right now."))
 		return
 	}
-	if !s.limits.signInsPerIP.allow(s.clientIP(r)) || !s.limits.signInsPerEmail.allow(email) {
+	if err := s.allowSignInEmail(r, email); err != nil {
 		s.metrics.Refused(metrics.ReasonSignInLimited)
-		s.renderError(w, r, chat.Errorf(chat.ERateLimited,
-			"Too many sign-in emails were asked for just now. Please use the link already sent, or try again in a few minutes."))
+		s.renderError(w, r, err)
 		return
 	}
 	token, hash := newSignInToken()
@@ -115,7 +125,7 @@ func (s *Server) sendSignInLink(w http.ResponseWriter, r *http.Request, room, em
 		s.renderError(w, r, err)
 		return
 	}
-	if err := s.mailer.Send(r.Context(), signInEmail(email, room, s.absoluteURL("/signin/"+token))); err != nil {
+	if err := s.mailer.Send(r.Context(), signInEmail(email, room, s.absoluteURL(signInPath(token, email, room, next)))); err != nil {
 		s.log.Warn("cannot send a sign-in email", "code", chat.ErrorCode(err), "err", err)
 		if chat.IsCode(err, chat.EPermanent) {
 			s.renderError(w, r, chat.Errorf(chat.EInvalid, "We cannot send email to that address. Please check it."))
@@ -126,7 +136,7 @@ func (s *Server) sendSignInLink(w http.ResponseWriter, r *http.Request, room, em
 	}
 	viewer, _ := s.currentEmail(r)
 	s.render(w, r, http.StatusOK, "signin_sent", signInSentPage{
-		layoutData: layoutData{Viewer: viewer}, Email: email, Room: room,
+		layoutData: layoutData{Viewer: viewer}, Email: email, Room: room, Next: next, What: describeNext(next),
 		Minutes: int(chat.SignInTTL / time.Minute), Dev: s.cfg.Dev,
 	})
 }
@@ -161,8 +171,10 @@ func (s *Server) handleSignInLink() http.Handler {
 			return
 		}
 		viewer, _ := s.currentEmail(r)
+		email, _ := chat.NormalizeEmail(r.URL.Query().Get("email"))
 		s.render(w, r, http.StatusOK, "signin_confirm", signInConfirmPage{
-			layoutData: layoutData{Viewer: viewer}, Token: token})
+			layoutData: layoutData{Viewer: viewer}, Token: token,
+			Next: safeNext(r.URL.Query().Get("next")), Email: email, Room: roomParam(r.URL.Query().Get("room"))})
 	})
 }
 
@@ -174,14 +186,15 @@ func (s *Server) handleSignIn() http.Handler {
 		hash, err := parseSignInToken(r.PostFormValue("token"))
 		if err != nil || s.signIns == nil {
 			s.metrics.Refused(metrics.ReasonBadSignIn)
-			s.renderError(w, r, errBadSignInLink)
+			s.linkUsedUp(w, r)
 			return
 		}
 		email, room, err := s.signIns.ConsumeSignIn(r.Context(), hash, s.now())
 		if err != nil {
 			if chat.IsCode(err, chat.ENotFound) {
 				s.metrics.Refused(metrics.ReasonBadSignIn)
-				err = errBadSignInLink
+				s.linkUsedUp(w, r)
+				return
 			}
 			s.renderError(w, r, err)
 			return
@@ -191,15 +204,7 @@ func (s *Server) handleSignIn() http.Handler {
 			return
 		}
 		s.rememberZone(r, email)
-		to := "/"
-		if chat.ValidateRoom(room) == nil {
-			to = roomPath(room)
-			if err := s.startChat(r, room, email); err != nil { // the link came from a join
-				s.renderError(w, r, err)
-				return
-			}
-		}
-		http.Redirect(w, r, to, http.StatusSeeOther)
+		http.Redirect(w, r, s.afterSignIn(r, email, room), http.StatusSeeOther)
 	}))
 }
 

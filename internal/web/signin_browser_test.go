@@ -37,9 +37,12 @@ func TestBrowserSignInByEmailLink(t *testing.T) {
 	eve := newBrowser(t, chromiumCtx, "eve")
 	eve.do("open a used link", chromedp.Navigate(annLink), chromedp.WaitVisible(chromedp.ID("signin")))
 	eve.click("#signin")
-	eve.waitFor("the refusal", `document.body.textContent.includes('expired or was already used')`)
+	eve.waitFor("the refusal", `document.body.textContent.includes('expired or was already used') &&
+		document.getElementById('new-link') !== null`)
 	eve.do("go to the room", chromedp.Navigate(e.ts.URL+"/rooms/link-room"))
-	eve.waitFor("the home page", `location.pathname === '/'`)
+	eve.waitFor("the sign-in page that returns to the room", `location.pathname === '/signin' &&
+		document.querySelector('input[name="next"]').value === '/rooms/link-room' &&
+		document.getElementById('signin-title').textContent.includes('open the room link-room')`)
 
 	ann.checkClean()
 	bob.checkClean()

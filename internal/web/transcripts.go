@@ -23,7 +23,7 @@ func (s *Server) handleTranscript() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		viewer, ok := s.currentEmail(r)
 		if !ok || viewer == "" {
-			http.Redirect(w, r, "/", http.StatusSeeOther)
+			s.signInFirst(w, r)
 			return
 		}
 		sess, err := s.transcriptFor(r, viewer, r.PathValue("session"))
