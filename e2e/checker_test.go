@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -13,11 +15,12 @@ import (
 func TestOutsideChecker(t *testing.T) {
 	srv := startServer(t, t.TempDir())
 	room := "checker"
+	// A join enters the room's chat, so by the time Ann connects Bob is in it too.
 	ann := join(t, srv.URL, room, "ann@example.org")
 	bob := join(t, srv.URL, room, "bob@example.org")
 
 	a, aw := ann.mustDial("")
-	if aw.Role != "host" || aw.Peer != nil || aw.Status != "inprogress" || aw.LastSeq != 0 || aw.Session == "" {
+	if aw.Role != "host" || aw.Peer == nil || *aw.Peer != bob.email || aw.Status != "inprogress" || aw.LastSeq != 0 || aw.Session == "" {
 		t.Fatalf("host welcome = %+v (peer %s)", aw, fmtPeer(aw.Peer))
 	}
 	b, bw := bob.mustDial("")
@@ -48,8 +51,18 @@ func TestOutsideChecker(t *testing.T) {
 		t.Fatalf("resend ack seq = %d, want 1", seq)
 	}
 
-	// A third person is refused with room_full and the connection closes.
-	cat := join(t, srv.URL, room, "cat@example.org")
+	// A third person is told at the join form (409, before any email), and their
+	// WebSocket to the room is refused with room_full and closed.
+	res, err := http.PostForm(srv.URL+"/join", url.Values{"room": {room}, "email": {"cat@example.org"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusConflict {
+		t.Fatalf("third person's join: %d, want 409", res.StatusCode)
+	}
+	cat := join(t, srv.URL, room+"-elsewhere", "cat@example.org")
+	cat.room = room
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := cat.dial(ctx, "")
