@@ -230,11 +230,7 @@ func (w *sqliteWriter) merge(part int64) (int64, error) {
 	if _, err := tx.StmtContext(ctx, w.prepared.moveLog).ExecContext(ctx, part); err != nil {
 		return 0, err
 	}
-	res, err := tx.StmtContext(ctx, w.prepared.trimLog).ExecContext(ctx, part)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
+	n, err := execCount(ctx, tx.StmtContext(ctx, w.prepared.trimLog), part)
 	if err != nil {
 		return 0, err
 	}

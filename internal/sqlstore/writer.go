@@ -346,3 +346,12 @@ func refuseAfterEnd(stored *sql.Row, r *request) error {
 	r.dup = err == nil
 	return err
 }
+
+// execCount runs st with args and returns how many rows it changed.
+func execCount(ctx context.Context, st *sql.Stmt, args ...any) (int64, error) {
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}

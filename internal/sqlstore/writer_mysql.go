@@ -484,11 +484,8 @@ func (w *mysqlWriter) saveSeqs(ctx context.Context, tx *sql.Tx, st mysqlFixedStm
 // deleteSession deletes the session's messages; later appends start again at seq 1.
 func (w *mysqlWriter) deleteSession(ctx context.Context, st mysqlFixedStmts, r *request) error {
 	s := r.in.SessionID
-	res, err := st.delete.ExecContext(ctx, s)
-	if err != nil {
-		return err
-	}
-	if r.deleted, err = res.RowsAffected(); err != nil {
+	var err error
+	if r.deleted, err = execCount(ctx, st.delete, s); err != nil {
 		return err
 	}
 	w.seqs[s] = 0

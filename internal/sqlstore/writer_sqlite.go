@@ -182,19 +182,12 @@ func (w *sqliteWriter) sessionEnded(ctx context.Context, st sqliteStmts, session
 // again at seq 1.
 func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *request) error {
 	s := r.in.SessionID
-	res, err := st.delete.ExecContext(ctx, s)
-	if err != nil {
-		return err
-	}
-	if r.deleted, err = res.RowsAffected(); err != nil {
+	var err error
+	if r.deleted, err = execCount(ctx, st.delete, s); err != nil {
 		return err
 	}
 	part := logPart(s)
-	res, err = st.deleteLog.ExecContext(ctx, part, s)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
+	n, err := execCount(ctx, st.deleteLog, part, s)
 	if err != nil {
 		return err
 	}
@@ -208,11 +201,7 @@ func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *req
 // endSession runs End's conditional update in the batch and records the outcome.
 func (w *sqliteWriter) endSession(ctx context.Context, st sqliteStmts, r *request) error {
 	s := r.in.SessionID
-	res, err := st.end.ExecContext(ctx, w.d.timeArg(r.in.CreatedAt), r.in.From, s)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
+	n, err := execCount(ctx, st.end, w.d.timeArg(r.in.CreatedAt), r.in.From, s)
 	if err != nil {
 		return err
 	}
