@@ -82,27 +82,21 @@ func MySQLDSN(t testing.TB) string {
 // use a unique key prefix (UniqueName) and delete what you wrote.
 func RedisURL(t testing.TB) string {
 	t.Helper()
-	raw := need(t, EnvRedisURL, "Redis")
-	reachable(t, "Redis", EnvRedisURL, "tcp", hostPort(t, "Redis", EnvRedisURL, raw, "6379"))
-	return raw
+	return needURL(t, EnvRedisURL, "Redis", "6379")
 }
 
 // RedisClusterURL returns the test Redis Cluster in go-redis's cluster URL form
 // (redis://host1:p1?addr=host2:p2&...). Tests share it: use a unique key prefix.
 func RedisClusterURL(t testing.TB) string {
 	t.Helper()
-	raw := need(t, EnvRedisCluster, "Redis Cluster")
-	reachable(t, "Redis Cluster", EnvRedisCluster, "tcp", hostPort(t, "Redis Cluster", EnvRedisCluster, raw, "6379"))
-	return raw
+	return needURL(t, EnvRedisCluster, "Redis Cluster", "6379")
 }
 
 // DynamoEndpoint returns the base URL of the DynamoDB stand-in (dynalite).
 // It accepts any credentials and region.
 func DynamoEndpoint(t testing.TB) string {
 	t.Helper()
-	raw := need(t, EnvDynamoEndpoint, "DynamoDB (dynalite)")
-	reachable(t, "DynamoDB (dynalite)", EnvDynamoEndpoint, "tcp", hostPort(t, "DynamoDB (dynalite)", EnvDynamoEndpoint, raw, "80"))
-	return raw
+	return needURL(t, EnvDynamoEndpoint, "DynamoDB (dynalite)", "80")
 }
 
 // S3 returns the address and credentials of the S3 stand-in (MinIO), which
@@ -135,9 +129,7 @@ func SMTPAddr(t testing.TB) string {
 // /api/v1/search?query=…), where tests read the mail that arrived.
 func MailpitURL(t testing.TB) string {
 	t.Helper()
-	raw := strings.TrimRight(need(t, EnvMailpitURL, "Mailpit API"), "/")
-	reachable(t, "Mailpit API", EnvMailpitURL, "tcp", hostPort(t, "Mailpit API", EnvMailpitURL, raw, "80"))
-	return raw
+	return strings.TrimRight(needURL(t, EnvMailpitURL, "Mailpit API", "80"), "/")
 }
 
 // Chromium returns the path of a headless-capable Chromium: PARLEY_TEST_CHROMIUM
@@ -180,6 +172,16 @@ func need(t testing.TB, name, backend string) string {
 		missing(t, backend, name+" is unset")
 	}
 	return v
+}
+
+// needURL returns the URL in the variable name, failing or skipping the test as
+// missing does when it is unset or nothing answers at its host (defaultPort when the
+// URL names none).
+func needURL(t testing.TB, name, backend, defaultPort string) string {
+	t.Helper()
+	raw := need(t, name, backend)
+	reachable(t, backend, name, "tcp", hostPort(t, backend, name, raw, defaultPort))
+	return raw
 }
 
 // hostPort extracts host:port from a URL-valued variable, with a default port.
