@@ -148,6 +148,34 @@ func TestClusterFanOut(t *testing.T) {
 	}
 }
 
+// TestClusterRejoin: a chat left and joined again at once (a page reload) unsubscribes
+// and subscribes its channel back to back on one connection; Redis's confirmation of
+// the unsubscription must not be taken for the server dropping the channel, which
+// would replace the connection and make every chat of the replica catch up.
+func TestClusterRejoin(t *testing.T) {
+	env := newClusterEnv(t)
+	a, b := env.bus(t, "a"), env.bus(t, "b")
+	var reconnects atomic.Int32
+	a.OnReconnect(func() { reconnects.Add(1) })
+	ctx := context.Background()
+	_, keep := subscribe(t, a, "other") // a second chat that must not be disturbed
+	_ = keep
+	for i := range 20 {
+		_, cancel := subscribe(t, a, "s1")
+		cancel()
+		r, _ := subscribe(t, a, "s1")
+		if err := b.Publish(ctx, messageEvent("s1", int64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 10*time.Second, func() bool { return r.hasSeq(int64(i + 1)) }, "delivery after rejoining")
+	}
+	// A health interval for late confirmations to arrive.
+	time.Sleep(3 * a.health)
+	if n := reconnects.Load(); n != 0 {
+		t.Fatalf("rejoining a chat replaced the subscriber connection %d times", n)
+	}
+}
+
 // TestClusterFailover: the master serving a chat hands over to its replica (CLUSTER
 // FAILOVER). The subscribing replica notices, subscribes the chat's channel on the new
 // master, calls OnReconnect (so the hub catches up from the store), and delivers

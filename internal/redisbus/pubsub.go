@@ -59,6 +59,11 @@ type node struct {
 	dead   atomic.Bool
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// unsubs counts the (S)UNSUBSCRIBEs written per channel whose confirmation has not
+	// arrived, so the receive loop tells them from a server dropping the channel.
+	unsubMu sync.Mutex
+	unsubs  map[string]int
 }
 
 // nodeFor returns the live subscriber connection to addr, opening it if needed.
@@ -130,6 +135,12 @@ func (n *node) subscribe(ctx context.Context, ch string) error {
 }
 
 func (n *node) unsubscribe(ctx context.Context, ch string) error {
+	n.unsubMu.Lock()
+	if n.unsubs == nil {
+		n.unsubs = make(map[string]int)
+	}
+	n.unsubs[ch]++
+	n.unsubMu.Unlock()
 	if n.b.sharded {
 		return n.ps.SUnsubscribe(ctx, ch)
 	}
@@ -300,12 +311,26 @@ func (n *node) receiveLoop() {
 		case *redis.Pong:
 			b.wake(m.Payload)
 		case *redis.Subscription:
-			if (m.Kind == "sunsubscribe" || m.Kind == "unsubscribe") && b.holds(n, m.Channel) {
+			if (m.Kind == "sunsubscribe" || m.Kind == "unsubscribe") && !n.confirmed(m.Channel) && b.holds(n, m.Channel) {
 				b.nodeLost(n, errors.New("the server dropped channel "+m.Channel))
 				return
 			}
 		}
 	}
+}
+
+// confirmed reports whether an unsubscription of ch arriving now is one the bus asked
+// for (a chat left and, perhaps, joined again at once).
+func (n *node) confirmed(ch string) bool {
+	n.unsubMu.Lock()
+	defer n.unsubMu.Unlock()
+	if n.unsubs[ch] == 0 {
+		return false
+	}
+	if n.unsubs[ch]--; n.unsubs[ch] == 0 {
+		delete(n.unsubs, ch)
+	}
+	return true
 }
 
 // holds reports whether ch is still subscribed on n as far as the bus knows.
