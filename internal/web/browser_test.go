@@ -119,9 +119,29 @@ func TestBrowserTwoPeopleChat(t *testing.T) {
 		}
 	}
 
+	// Say bye sends the standard message and leaves: Ann sees Bob leave; Bob may
+	// come back.
 	bob.click("#bye")
 	ann.waitForMessage("Bye! I am leaving the chat now.")
+	ann.waitFor("Bob to leave", `Array.from(document.querySelectorAll('#messages .notice')).some(function (n) {
+		return n.textContent === 'bob@example.org left';
+	}) && document.getElementById('peer-presence').dataset.online === 'false'`)
+	bob.waitFor("Bob out of the chat", `document.getElementById('status').dataset.state === 'left' &&
+		document.getElementById('text').disabled && document.getElementById('come-back') !== null`)
+	bob.click("#come-back")
+	bob.waitFor("Bob back", `document.getElementById('status').dataset.state === 'connected' && !document.getElementById('text').disabled`)
+	ann.waitFor("Bob online again", `document.getElementById('peer-presence').dataset.online === 'true'`)
+
 	ann.click("#end") // opens a confirm dialog, which answerDialogs accepts
+	ann.waitFor("the end notice in view", `(function () {
+		var n = Array.from(document.querySelectorAll('#messages .notice')).filter(function (n) { return n.textContent === 'Chat ended by you.'; })[0];
+		if (!n) { return false; }
+		var r = n.getBoundingClientRect(), box = document.querySelector('.conversation').getBoundingClientRect();
+		return r.top >= box.top && r.bottom <= box.bottom + 1;
+	})()`)
+	for _, b := range []*browser{ann, bob} {
+		b.waitFor("the other person not shown online after the end", `document.getElementById('peer-presence').dataset.online !== 'true'`)
+	}
 	for _, b := range []*browser{ann, bob} {
 		b.waitFor("chat ended", `document.getElementById('status').dataset.state === 'ended' &&
 			document.getElementById('text').disabled`)

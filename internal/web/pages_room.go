@@ -42,7 +42,7 @@ type closedLine struct {
 	Seq  int64
 	From string
 	Mine bool
-	Text string
+	Text []textSpan // http(s) links become links; everything is escaped
 	Bye  bool
 	At   time.Time // in the reader's zone
 }
@@ -136,7 +136,7 @@ func (s *Server) closedRoom(ctx context.Context, room, email string) (closedRoom
 	}
 	p.Lines = make([]closedLine, len(msgs))
 	for i, m := range msgs {
-		p.Lines[i] = closedLine{Seq: m.Seq, From: m.From, Mine: m.From == email, Text: m.Text,
+		p.Lines[i] = closedLine{Seq: m.Seq, From: m.From, Mine: m.From == email, Text: linkify(m.Text),
 			Bye: m.Kind == chat.KindBye, At: m.CreatedAt.In(zone.Loc)}
 	}
 	return p, nil

@@ -45,6 +45,7 @@
     peerRole: document.getElementById('peer-role'),
     presence: document.getElementById('peer-presence'),
     presenceText: document.getElementById('peer-presence-text'),
+    peerState: document.getElementById('peer-state'),
     list: document.getElementById('messages'),
     empty: document.getElementById('empty'),
     scroller: document.querySelector('.conversation'),
@@ -75,6 +76,9 @@
     attempt: 0,          // reconnects since the last welcome, for backoff
     failedOpens: 0,      // sockets that closed before any welcome
     timer: 0,
+    tick: 0,             // the reconnect countdown's interval
+    leavingID: '',       // the bye that, once stored, takes this person out of the chat
+    left: false,         // said bye and left: no socket until they come back
     endRequested: false, // End chat pressed, not yet confirmed by an ended frame
     counter: 0,
     gapRetries: 0,
@@ -135,6 +139,7 @@
 
   function hideBanner() {
     el.banner.hidden = true;
+    el.banner.dataset.reason = '';
     el.banner.textContent = '';
   }
 
@@ -166,7 +171,17 @@
     }
   }
 
+  // showPresenceText shows a state of the other person that is not news from the
+  // server: "connection lost" while this page is offline, "chat ended" after the end.
+  function showPresenceText(text) {
+    el.presence.dataset.online = 'unknown';
+    el.presence.title = text;
+    el.presenceText.textContent = text;
+    if (el.peerState) { el.peerState.textContent = text; el.peerState.hidden = false; }
+  }
+
   function showPresence(online) {
+    if (el.peerState) { el.peerState.hidden = true; el.peerState.textContent = ''; }
     el.presence.dataset.online = online ? 'true' : 'false';
     el.presence.title = online ? 'online' : 'offline';
     el.presenceText.textContent = online ? 'online' : 'offline';
@@ -202,7 +217,36 @@
     return d;
   }
 
-  // newItem builds a message item; text goes in with textContent only.
+  // LINK_RE finds http(s) links in message text; a trailing full stop, comma or
+  // closing bracket is left out, as people write "see https://example.org/x."
+  var LINK_RE = /https?:\/\/[^\s<>"']+/g;
+  var TRAILING_RE = /[.,;:!?)\]}]+$/;
+
+  // appendLinkified puts text into node as text nodes, and its http(s) links as <a>
+  // elements built from the DOM (never HTML), opening in a new tab without a referrer
+  // or a handle on this page.
+  function appendLinkified(node, text) {
+    var last = 0;
+    LINK_RE.lastIndex = 0;
+    var m;
+    while ((m = LINK_RE.exec(text)) !== null) {
+      var url = m[0].replace(TRAILING_RE, '');
+      var href = url.length > 'https://'.length ? safeURL(url) : '';
+      if (!href) { continue; }
+      if (m.index > last) { node.appendChild(document.createTextNode(text.slice(last, m.index))); }
+      var a = document.createElement('a');
+      a.href = href;
+      a.rel = 'noopener noreferrer';
+      a.target = '_blank';
+      a.textContent = url;
+      node.appendChild(a);
+      last = m.index + url.length;
+      LINK_RE.lastIndex = last;
+    }
+    if (last < text.length) { node.appendChild(document.createTextNode(text.slice(last))); }
+  }
+
+  // newItem builds a message item; text goes in as text nodes and DOM-built links only.
   function newItem(from, kind, text) {
     var li = document.createElement('li');
     var mine = from === YOU;
@@ -212,7 +256,7 @@
     bubble.className = 'bubble';
     var p = document.createElement('p');
     p.className = 'text';
-    p.textContent = text;
+    appendLinkified(p, text);
     bubble.appendChild(p);
     var meta = document.createElement('div');
     meta.className = 'meta';
@@ -325,6 +369,7 @@
 
   function confirmOwn(id, st) {
     pending.delete(id);
+    if (id === state.leavingID && st === 'sent') { window.setTimeout(leave, 0); }
     var li = ownItems.get(id);
     if (li) { setItemState(li, st, st === 'sent' ? '✓' : 'not sent'); }
   }
@@ -337,7 +382,7 @@
     if (!f.email || f.email === YOU) { return; }
     presenceNotice(f);
     if (!state.peer) { showPeer(f.email); }
-    if (f.email === state.peer) { showPresence(!!f.online); }
+    if (f.email === state.peer && !state.ended) { showPresence(!!f.online); }
   }
 
   function markEnded(by) {
@@ -350,13 +395,22 @@
     setInputEnabled(false);
     el.text.placeholder = 'This chat has ended.';
     hideTyping();
+    showPresenceText('chat ended');
     showStartChat('This chat has ended.');
+    revealEnd();
     pending.forEach(function (_, id) { confirmOwn(id, 'failed'); });
     if (!state.transcript) {
       var text = by ? 'Chat ended by ' + (by === YOU ? 'you' : by) + ' — the transcript is on its way by email.'
         : 'This chat has ended — the transcript is on its way by email.';
       setStatus('ended', text);
     }
+  }
+
+  // revealEnd brings the end of the conversation into view once the start-chat bar
+  // has taken its room below it.
+  function revealEnd() {
+    scrollToBottom();
+    window.requestAnimationFrame(scrollToBottom);
   }
 
   function onEnded(f) {
@@ -652,6 +706,7 @@
 
   function connect() {
     state.timer = 0;
+    window.clearInterval(state.tick);
     if (state.stopped || state.ws) { return; }
     state.welcomed = false;
     if (!state.ended) {
@@ -706,10 +761,33 @@
     var ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, state.attempt));
     var delay = soon && state.attempt === 0 ? 100 + Math.random() * 400 : ceiling / 2 + Math.random() * ceiling / 2;
     state.attempt += 1;
-    if (!state.ended) {
-      setStatus('reconnecting', 'Connection lost — reconnecting in ' + Math.ceil(delay / 1000) + ' s…');
-    }
     state.timer = window.setTimeout(connect, delay);
+    if (!state.ended) {
+      if (state.peer) { showPresenceText('connection lost'); }
+      countDown(Date.now() + delay);
+    }
+  }
+
+  // countDown shows the wait before the next attempt, second by second, with a
+  // "Retry now" button.
+  function countDown(at) {
+    window.clearInterval(state.tick);
+    function show() {
+      var left = Math.max(0, Math.ceil((at - Date.now()) / 1000));
+      setStatus('reconnecting', 'Connection lost — reconnecting in ' + left + ' s… ');
+      var retry = document.createElement('button');
+      retry.type = 'button';
+      retry.className = 'link';
+      retry.id = 'retry';
+      retry.textContent = 'Retry now';
+      retry.addEventListener('click', wake);
+      el.statusText.appendChild(retry);
+    }
+    show();
+    state.tick = window.setInterval(function () {
+      if (!state.timer) { window.clearInterval(state.tick); return; }
+      show();
+    }, 1000);
   }
 
   function reconnectNow() {
@@ -731,6 +809,7 @@
 
   function stop(kind, text) {
     state.stopped = true;
+    window.clearInterval(state.tick);
     if (state.timer) { window.clearTimeout(state.timer); state.timer = 0; }
     setInputEnabled(false);
     setStatus(kind, text);
@@ -743,7 +822,7 @@
       .then(function (res) {
         if (res.type === 'opaqueredirect' || res.status === 303) {
           stop('failed', 'Signed out');
-          showBanner('error', 'Your sign-in has expired.', makeLink('/?room=' + encodeURIComponent(ROOM), 'Join the room again'));
+          showBanner('error', 'Your sign-in has expired.', makeLink('/signin?next=' + encodeURIComponent('/rooms/' + ROOM), 'Sign in again'));
         }
       })
       .catch(function () { /* offline: keep retrying */ });
@@ -814,28 +893,101 @@
     if (text.trim() === '') { return; }
     if (codePoints(text) > MAX_TEXT) {
       showBanner('error', ERROR_TEXT.too_long);
+      el.banner.dataset.reason = 'too_long';
       return;
     }
     hideBanner();
     queue({ type: 'send', id: nextID(), text: text }, 'chat', text);
     el.text.value = '';
+    saveDraft();
     updateCount();
     el.text.focus();
   }
 
+  // sayBye sends the standard leaving message and, once it is stored, leaves: the
+  // socket closes, so the other person sees this one leave. Coming back or ending the
+  // chat stays possible.
   function sayBye() {
     if (state.ended || state.stopped) { return; }
-    queue({ type: 'bye', id: nextID() }, 'bye', BYE_TEXT);
+    state.leavingID = nextID();
+    queue({ type: 'bye', id: state.leavingID }, 'bye', BYE_TEXT);
+  }
+
+  function leave() {
+    if (state.left || state.ended) { return; }
+    state.leavingID = '';
+    state.left = true;
+    stop('left', 'You left the chat');
+    var ws = state.ws;
+    state.ws = null;
+    if (ws) { ws.onclose = null; ws.close(1000, 'left'); }
+    showPresenceText('you left');
+    var actions = document.createElement('span');
+    var back = document.createElement('button');
+    back.type = 'button';
+    back.id = 'come-back';
+    back.textContent = 'Come back';
+    back.addEventListener('click', function () { comeBack(false); });
+    var end = document.createElement('button');
+    end.type = 'button';
+    end.id = 'end-after-bye';
+    end.className = 'danger';
+    end.textContent = 'End chat';
+    end.addEventListener('click', function () {
+      if (window.confirm(endQuestion())) { comeBack(true); }
+    });
+    actions.appendChild(back);
+    actions.appendChild(document.createTextNode(' '));
+    actions.appendChild(end);
+    showBanner('info', 'You said bye and left the chat. The other person sees that you left.', actions);
+  }
+
+  // comeBack reconnects after a bye, and ends the chat at once when asked to.
+  function comeBack(thenEnd) {
+    state.left = false;
+    state.stopped = false;
+    hideBanner();
+    state.endRequested = !!thenEnd;
+    connect();
+  }
+
+  function endQuestion() {
+    return state.peer ? 'End this chat for both of you? No more messages can be sent, and the transcript is emailed to you both.'
+      : 'End this chat? Nobody has joined it yet; if nothing was written, nothing is emailed.';
   }
 
   function endChat() {
     if (state.ended || state.stopped) { return; }
-    if (!window.confirm('End this chat for both of you? No more messages can be sent, and the transcript is emailed to you both.')) {
+    if (!window.confirm(endQuestion())) {
       return;
     }
     state.endRequested = true;
     setStatus('reconnecting', 'Ending the chat…');
     transmit({ type: 'end' });
+  }
+
+  // ---- drafts: what is typed is kept per room across reloads ----
+
+  var DRAFT_KEY = 'parley:draft:' + ROOM;
+
+  function saveDraft() {
+    try {
+      if (el.text.value) { window.localStorage.setItem(DRAFT_KEY, el.text.value); } else { window.localStorage.removeItem(DRAFT_KEY); }
+    } catch (e) { /* storage full or disabled: the draft is only in the box */ }
+  }
+
+  function restoreDraft() {
+    try {
+      var d = window.localStorage.getItem(DRAFT_KEY);
+      if (d && !el.text.value) { el.text.value = d; updateCount(); }
+    } catch (e) { /* storage disabled */ }
+  }
+
+  // onDraftInput keeps the draft and clears a "too long" warning once it no longer
+  // applies to what is in the box.
+  function onDraftInput() {
+    saveDraft();
+    if (el.banner.dataset.reason === 'too_long' && codePoints(el.text.value) <= MAX_TEXT) { hideBanner(); }
   }
 
   function updateCount() {
@@ -853,6 +1005,7 @@
     }
   });
   el.text.addEventListener('input', updateCount);
+  el.text.addEventListener('input', onDraftInput);
   el.text.addEventListener('input', sendTyping);
   el.bye.addEventListener('click', sayBye);
   el.end.addEventListener('click', endChat);
@@ -873,5 +1026,6 @@
   setupNotifications();
 
   showPeer(null);
+  restoreDraft();
   connect();
 }());
