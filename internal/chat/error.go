@@ -15,6 +15,7 @@ const (
 	EEmpty        = "empty"         // message text empty or only white space
 	ERateLimited  = "rate_limited"  // too many requests; slow down
 	ENotAllowed   = "not_allowed"   // the person may not do this
+	ENoChat       = "no_chat"       // connecting to a room where the person has no chat (a join starts one)
 
 	EInvalid      = "invalid"      // bad input outside frames: room name, email, id
 	ENotFound     = "not_found"    // no such session, object or message

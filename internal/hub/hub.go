@@ -198,6 +198,14 @@ func (m *Member) Announce(ev chat.Event) {
 	m.s.broadcast(ev)
 }
 
+// Given returns the highest message seq handed to this connection so far, replayed
+// or live: a receipt up to it needs no store read to be believed.
+func (m *Member) Given() int64 {
+	m.s.lock()
+	defer m.s.unlock()
+	return m.c.lastSeq
+}
+
 // Leave removes the connection; the last one to leave a session ends its subscription.
 func (m *Member) Leave() {
 	m.once.Do(func() {

@@ -202,11 +202,11 @@ func (s *session) onTimer() {
 	s.fill()
 }
 
-// broadcast sends a non-message event to every client, except presence events to the
-// person they are about.
+// broadcast sends a non-message event to every client, except presence and typing
+// events to the person they are about (typing reaches only the other person).
 func (s *session) broadcast(ev chat.Event) {
 	for c := range s.clients {
-		if ev.Type == chat.EventPresence && ev.Email == c.email {
+		if (ev.Type == chat.EventPresence || ev.Type == chat.EventTyping) && ev.Email == c.email {
 			continue
 		}
 		c.other(ev.Frame, s.h.opts.MaxBuffered)

@@ -33,6 +33,12 @@ type Client struct {
 	stall          *time.Timer // watchStore's, made on the first frame
 
 	connected bool // Presence counted this connection (Disconnected is owed)
+
+	// The v1.1 signals (signals.go).
+	lastSeq     int64     // the highest seq known to exist in the chat
+	typingAt    time.Time // when this connection's last typing went out
+	typingFrame []byte    // encoded once per connection
+	cursor      cursorWriter
 }
 
 // Session returns the session the client is in.
@@ -69,7 +75,8 @@ func (c *Client) enter() error {
 	if err != nil {
 		return err
 	}
-	if err := c.t.Write(wire.Welcome(sess, role, c.req.Email, last)); err != nil {
+	c.lastSeq = last
+	if err := c.t.Write(c.welcome(ctx, last)); err != nil {
 		return fmt.Errorf("%w: %w", errClientGone, err)
 	}
 	c.member, err = c.r.o.Hub.Join(c.ctx, hub.Join{Session: sess.ID, Email: c.req.Email,
@@ -78,9 +85,31 @@ func (c *Client) enter() error {
 	return err
 }
 
+// welcome encodes the welcome frame: with every person's receipts (v1.1) when the
+// chat layer keeps them. The cursors cost one read per connection; when it fails the
+// welcome carries zeros, which clients only ever move forward from.
+func (c *Client) welcome(ctx context.Context, last int64) []byte {
+	if c.r.o.Receipts == nil {
+		return wire.Welcome(c.sess, c.role, c.req.Email, last)
+	}
+	cursors, err := c.r.o.Receipts.Cursors(ctx, c.sess.ID)
+	if err != nil {
+		c.r.log.Warn("cannot read receipts", "session", c.sess.ID, "code", chat.ErrorCode(err), "err", err)
+	}
+	c.cursor = cursorWriter{r: c.r, session: c.sess.ID, email: c.req.Email}
+	c.cursor.stored = cursors[c.req.Email]
+	c.cursor.want = c.cursor.stored
+	return wire.WelcomeReceipts(c.sess, c.role, c.req.Email, last, cursors)
+}
+
+// errNoChat refuses a connection to a room where the person has no chat at all.
+var errNoChat = chat.Errorf(chat.ENoChat, "You have no chat in this room yet; join the room to start one.")
+
 // findSession reattaches to the session named in the request when the person is in
-// it (even if it has ended, so a reconnect after the end shows the ended chat), and
-// otherwise enters the room's chat in progress.
+// it (even if it has ended, so a reconnect after the end shows the ended chat).
+// Otherwise it finds the room's chat without starting one: the chat in progress
+// (entering it, as participant if the seat is free), or else the person's latest chat
+// in the room, ended; with neither, errNoChat. Starting a chat is POST /join's.
 func (c *Client) findSession(ctx context.Context) (*chat.Session, chat.Role, error) {
 	if c.req.Session != "" {
 		sess, err := c.r.o.Sessions.Session(ctx, c.req.Session)
@@ -91,7 +120,23 @@ func (c *Client) findSession(ctx context.Context) (*chat.Session, chat.Role, err
 			return nil, chat.RoleNone, err
 		}
 	}
-	return c.r.o.Sessions.Enter(ctx, c.req.Room, c.req.Email, chat.Now())
+	sess, err := c.r.o.Sessions.InProgress(ctx, c.req.Room)
+	switch {
+	case err == nil && sess.RoleOf(c.req.Email) != chat.RoleNone:
+		return sess, sess.RoleOf(c.req.Email), nil
+	case err == nil: // someone else's chat: take its free seat, or room_full
+		return c.r.o.Sessions.Enter(ctx, c.req.Room, c.req.Email, chat.Now())
+	case !chat.IsCode(err, chat.ENotFound):
+		return nil, chat.RoleNone, err
+	}
+	sess, err = c.r.o.Sessions.LatestSession(ctx, c.req.Room, c.req.Email)
+	switch {
+	case err == nil:
+		return sess, sess.RoleOf(c.req.Email), nil
+	case chat.IsCode(err, chat.ENotFound):
+		return nil, chat.RoleNone, errNoChat
+	}
+	return nil, chat.RoleNone, err
 }
 
 // errClientGone marks a failed write while entering: the client left, nothing to log.
@@ -123,6 +168,8 @@ func (c *Client) refuse(err error) {
 	switch chat.ErrorCode(err) {
 	case chat.ERoomFull:
 		c.t.Close(wire.CloseRoomFull, "room full")
+	case chat.ENoChat:
+		c.t.Close(wire.CloseNormal, "no chat")
 	case chat.EUnavailable:
 		c.t.Close(wire.CloseTryAgainLater, "try again later")
 	default:

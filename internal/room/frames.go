@@ -24,6 +24,11 @@ var handlers = map[string]handler{
 	wire.TypeSend: {handle: (*Client).handleSend},
 	wire.TypeBye:  {handle: (*Client).handleBye},
 	wire.TypeEnd:  {handle: (*Client).handleEnd},
+	// The v1.1 signals bound themselves (signals.go): typing to one per TypingEvery,
+	// receipts to one store write per ReceiptEvery.
+	wire.TypeTyping:   {handle: (*Client).handleTyping, free: true},
+	wire.TypeReceived: {handle: (*Client).handleReceived, free: true},
+	wire.TypeRead:     {handle: (*Client).handleRead, free: true},
 }
 
 // HandleFrame acts on one frame the client sent. It is called by the connection's

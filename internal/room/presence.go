@@ -79,6 +79,9 @@ func (c *Client) Leave() {
 		c.wait.Stop()
 	}
 	defer c.member.Leave()
+	if c.r.o.Receipts != nil {
+		c.cursor.close() // what the client read last is written now, not lost
+	}
 	if c.r.o.Presence == nil {
 		return
 	}

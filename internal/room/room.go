@@ -57,6 +57,7 @@ type Options struct {
 	Sessions chat.SessionStore
 	Messages chat.MessageStore
 	Presence chat.Presence // may be nil: nobody is shown online
+	Receipts chat.Receipts // may be nil: no receipts are kept, and welcomes carry none
 	Queue    chat.Queue    // may be nil: no transcript export is asked for
 	Hub      *hub.Hub
 	Logger   *slog.Logger

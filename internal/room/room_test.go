@@ -140,6 +140,9 @@ func newEnv(t testing.TB, o Options, ho hub.Options) *env {
 		o.Messages = store
 	}
 	o.Sessions, o.Hub = store, h
+	if o.Receipts == nil {
+		o.Receipts = store
+	}
 	e := &env{store: store, hub: h, rooms: New(o), o: o}
 	t.Cleanup(func() { h.Close(); bus.Close(); store.Close() })
 	return e
@@ -148,6 +151,7 @@ func newEnv(t testing.TB, o Options, ho hub.Options) *env {
 // enter connects email to room and waits for the welcome.
 func (e *env) enter(tb testing.TB, room, email string) (*Client, *transport, context.CancelFunc) {
 	tb.Helper()
+	e.join(tb, room, email)
 	ctx, cancel := context.WithCancel(context.Background())
 	t := newTransport()
 	c, err := e.rooms.Enter(ctx, t, Request{Email: email, Room: room})
@@ -157,6 +161,15 @@ func (e *env) enter(tb testing.TB, room, email string) (*Client, *transport, con
 	}
 	tb.Cleanup(func() { cancel(); c.Leave() })
 	return c, t, cancel
+}
+
+// join is what POST /join does before the room page connects: enter the room's chat,
+// or start one. A full room is left for the connection to find.
+func (e *env) join(tb testing.TB, room, email string) {
+	tb.Helper()
+	if _, _, err := e.store.Enter(context.Background(), room, email, chat.Now()); err != nil && !chat.IsCode(err, chat.ERoomFull) {
+		tb.Fatalf("%s joining %s: %v", email, room, err)
+	}
 }
 
 func sendFrame(id, text string) []byte {

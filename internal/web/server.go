@@ -145,8 +145,9 @@ func NewServer(d Deps) *Server {
 	s.setupSecurity(d)
 	s.hub = hub.New(hub.Options{Messages: d.Messages, Broker: d.Broker, Logger: log,
 		Encode: wire.Message, Metrics: d.Metrics, Presence: d.Presence, PresenceCheck: cfg.PresenceCheck})
+	receipts, _ := d.Sessions.(chat.Receipts) // the SQL session stores keep receipt cursors
 	s.rooms = room.New(room.Options{Sessions: d.Sessions, Messages: d.Messages, Presence: d.Presence,
-		Queue: d.Queue, Hub: s.hub, Logger: log, Metrics: d.Metrics, MaxText: cfg.MaxText,
+		Receipts: receipts, Queue: d.Queue, Hub: s.hub, Logger: log, Metrics: d.Metrics, MaxText: cfg.MaxText,
 		RatePerSec: cfg.RatePerSec, RateBurst: cfg.RateBurst, Window: max(1, cfg.SendQueue/2)})
 	d.Metrics.CountRoomsWith(s.hub.Sessions)
 	s.handler = s.secureHeaders(s.routes())

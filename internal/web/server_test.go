@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"parley/internal/chat"
 	"parley/internal/membus"
 	"parley/internal/sqlstore"
 	"parley/internal/wire"
@@ -116,8 +117,24 @@ func (e *wsEnv) dialRaw(room, query string, h http.Header) (*websocket.Conn, *ht
 	return websocket.Dial(ctx, e.wsURL(room, query), &websocket.DialOptions{HTTPHeader: h})
 }
 
-// dial connects email to room as a browser on this site would.
+// join does what POST /join does before the room page connects: it enters the
+// room's chat, or starts one (a full room is left for the connection to find).
+func (e *wsEnv) join(room, email string) {
+	e.t.Helper()
+	if _, _, err := e.store.Enter(context.Background(), room, email, chat.Now()); err != nil && !chat.IsCode(err, chat.ERoomFull) {
+		e.t.Fatalf("%s joining %s: %v", email, room, err)
+	}
+}
+
+// dial joins email to room and connects as a browser on this site would.
 func (e *wsEnv) dial(room, email, query string) *wsClient {
+	e.t.Helper()
+	e.join(room, email)
+	return e.visit(room, email, query)
+}
+
+// visit connects email to room without joining: a reload or a bookmark.
+func (e *wsEnv) visit(room, email, query string) *wsClient {
 	e.t.Helper()
 	h := http.Header{"Cookie": {e.cookie(email)}, "Origin": {e.cfg.PublicURL}}
 	ws, _, err := e.dialRaw(room, query, h)

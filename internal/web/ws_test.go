@@ -21,7 +21,7 @@ func TestWSWelcomeFrame(t *testing.T) {
 	w := host.expect(wire.TypeWelcome)
 	var keys map[string]any
 	_ = json.Unmarshal([]byte(w.raw), &keys)
-	want := []string{"last_seq", "peer", "role", "room", "session", "status", "type", "you"}
+	want := []string{"last_seq", "peer", "receipts", "role", "room", "session", "status", "type", "you"}
 	if got := slices.Sorted(mapKeys(keys)); !slices.Equal(got, want) {
 		t.Fatalf("welcome fields %v, want %v", got, want)
 	}
@@ -464,7 +464,7 @@ func TestWSEnd(t *testing.T) {
 	}
 
 	t.Run("ReattachToEndedSession", func(t *testing.T) {
-		c := e.dial("end", "guest@x.org", "session="+session+"&after=0")
+		c := e.visit("end", "guest@x.org", "session="+session+"&after=0")
 		w := c.expect(wire.TypeWelcome)
 		if w.Session != session || w.Status != "ending" || w.Role != "participant" {
 			t.Fatalf("welcome %s", w.raw)

@@ -30,6 +30,7 @@ type rawClient struct {
 // in the same write.
 func (e *wsEnv) dialRawTCP(room, email string, early []byte) *rawClient {
 	e.t.Helper()
+	e.join(room, email)
 	conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
 	if err != nil {
 		e.t.Fatal(err)
