@@ -90,6 +90,7 @@ type cursorWriter struct {
 	r              *Rooms
 	session, email string
 
+	io     sync.Mutex // held by a write: one at a time, and close waits for it
 	mu     sync.Mutex
 	want   chat.Cursor // the furthest the client has asked for
 	stored chat.Cursor // as the store last returned it (or the welcome read it)
@@ -127,6 +128,8 @@ func (w *cursorWriter) schedule(d time.Duration) {
 // flush writes the wanted cursor if it is ahead of the stored one, and tells the chat
 // when the stored cursor moved. It runs on the timer's goroutine, or on Leave's.
 func (w *cursorWriter) flush() {
+	w.io.Lock()
+	defer w.io.Unlock()
 	w.mu.Lock()
 	want, stored := w.want, w.stored
 	w.last = time.Now()
@@ -156,15 +159,14 @@ func (w *cursorWriter) flush() {
 	}
 }
 
-// close writes what is still wanted, now, and stops the writer. Called once, by Leave.
+// close stops the writer and writes what is still wanted, now, after a write in
+// flight (if any) has finished. Called by Leave.
 func (w *cursorWriter) close() {
 	w.mu.Lock()
 	w.closed = true
-	pending := w.armed && w.timer != nil && w.timer.Stop() // scheduled, not running: write it here
-	_, ahead := w.stored.Advance(w.want)
-	idle := !w.armed
-	w.mu.Unlock()
-	if pending || (idle && ahead) {
-		w.flush()
+	if w.timer != nil {
+		w.timer.Stop()
 	}
+	w.mu.Unlock()
+	w.flush() // writes nothing when the stored cursor is already the wanted one
 }

@@ -73,7 +73,7 @@ func TestBrowserTwoPeopleChat(t *testing.T) {
 	bob.waitForMessage("Great, let's start with the timeline.")
 
 	for _, b := range []*browser{ann, bob} {
-		b.waitFor("every message acknowledged", `document.querySelectorAll('#messages li[data-state="sent"]').length === 4`)
+		b.waitFor("every message acknowledged", `document.querySelectorAll('#messages li.msg:is([data-state="sent"],[data-state="delivered"],[data-state="read"])').length === 4`)
 		if n := evaluate[int](b, `document.querySelectorAll('#messages img, #messages script').length`); n != 0 {
 			t.Errorf("%s: message text became %d elements", b.name, n)
 		}
@@ -113,7 +113,7 @@ func TestBrowserTwoPeopleChat(t *testing.T) {
 	bob.waitForMessage("Sent while offline.")
 	for _, b := range []*browser{ann, bob} {
 		b.waitFor("reconnected", `document.getElementById('status').dataset.state === 'connected' &&
-			document.querySelectorAll('#messages li[data-state="sent"]').length === 5`)
+			document.querySelectorAll('#messages li.msg:is([data-state="sent"],[data-state="delivered"],[data-state="read"])').length === 5`)
 		if n := evaluate[int](b, `document.querySelectorAll('#messages .msg').length`); n != 5 {
 			t.Errorf("%s: %d messages after reconnecting, want 5", b.name, n)
 		}
