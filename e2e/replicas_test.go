@@ -408,7 +408,7 @@ func replicasChat(t *testing.T, messages string, each int) {
 	ann := join(t, a1.URL, room, testenv.UniqueName(t, "ann")+"@example.org")
 	bob := join(t, a1.URL, room, testenv.UniqueName(t, "bob")+"@example.org").on(b1)
 	a, aw := ann.mustDial("")
-	if aw.Role != "host" || aw.Peer != nil {
+	if aw.Role != "host" || aw.Peer == nil || *aw.Peer != bob.email { // Bob's join took the seat
 		t.Fatalf("ann's welcome on A: %+v (peer %s)", aw, fmtPeer(aw.Peer))
 	}
 	b, bw := bob.mustDial("")
