@@ -315,22 +315,17 @@ func pace(t *testing.T, c *conn, prefix string, gap time.Duration, n int, stop <
 	return sn, errc
 }
 
-// delays returns, for each id in sentAt, how long after sending it arrived in
-// arrived (ids never arrived are left out), and the largest of them.
-func delays(sentAt, arrived map[string]time.Time) (all []time.Duration, worst time.Duration, worstID string) {
+// delays returns, sorted, how long after sending (sentAt) each message arrived
+// (arrived); ids that never arrived are left out.
+func delays(sentAt, arrived map[string]time.Time) []time.Duration {
+	var all []time.Duration
 	for id, at := range sentAt {
-		got, ok := arrived[id]
-		if !ok {
-			continue
-		}
-		d := got.Sub(at)
-		all = append(all, d)
-		if d > worst {
-			worst, worstID = d, id
+		if got, ok := arrived[id]; ok {
+			all = append(all, got.Sub(at))
 		}
 	}
 	slices.Sort(all)
-	return all, worst, worstID
+	return all
 }
 
 // percentile returns the p-th percentile (0..1) of sorted durations.
