@@ -217,3 +217,51 @@ func TestSendQueueHold(t *testing.T) {
 	q.Close()
 	q.Wait()
 }
+
+// TestSendQueueRepliesNeverOverflow: replies (acks, refusals) beyond what the queue
+// takes of its own frames never close it; once replyLimit wait unwritten, Reply
+// waits for the writer instead, and the frames all go out in order.
+func TestSendQueueRepliesNeverOverflow(t *testing.T) {
+	block := make(chan struct{})
+	writing := make(chan struct{}, 1)
+	var mu sync.Mutex
+	var got []string
+	q := NewSendQueue(8, eachFrame(func(f []byte) error {
+		select {
+		case writing <- struct{}{}:
+		default:
+		}
+		<-block
+		mu.Lock()
+		got = append(got, string(f))
+		mu.Unlock()
+		return nil
+	}), func(err error) { t.Errorf("queue failed: %v", err) })
+	q.Send([]byte("s0"))
+	<-writing // the writer holds s0; what follows waits in the queue
+	for i := 1; i < 9; i++ { // the queue's own frames, up to its limit
+		if !q.Send([]byte{'s', byte('0' + i)}) {
+			t.Fatalf("Send %d refused", i)
+		}
+	}
+	if !q.Reply([]byte("r0")) || !q.Reply([]byte("r1")) { // replyLimit is 8/4 = 2
+		t.Fatal("Reply refused")
+	}
+	third := make(chan bool)
+	go func() { third <- q.Reply([]byte("r2")) }()
+	select {
+	case <-third:
+		t.Fatal("a third unwritten reply did not wait for the writer")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(block)
+	if !<-third {
+		t.Fatal("the waiting Reply was refused")
+	}
+	waitFor(t, "every frame", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 12 })
+	if got[9] != "r0" || got[11] != "r2" {
+		t.Fatalf("order %v", got)
+	}
+	q.Close()
+	q.Wait()
+}
