@@ -66,7 +66,9 @@ func (w *brokerHealth) run(p pinger) {
 		w.set(down, err)
 		if down {
 			w.h.catchUp()
+			continue
 		}
+		w.h.resubscribe()
 	}
 }
 
@@ -95,6 +97,22 @@ func (h *Hub) BrokerDown() bool {
 	h.healthy.mu.Lock()
 	defer h.healthy.mu.Unlock()
 	return h.healthy.down
+}
+
+// resubscribe subscribes the sessions that started while the broker did not answer;
+// those it cannot are read from the store meanwhile.
+func (h *Hub) resubscribe() {
+	h.mu.Lock()
+	all := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		if !s.resubscribe() {
+			go s.fill()
+		}
+	}
 }
 
 func (w *brokerHealth) close() {

@@ -238,7 +238,7 @@ func TestSendQueueRepliesNeverOverflow(t *testing.T) {
 		return nil
 	}), func(err error) { t.Errorf("queue failed: %v", err) })
 	q.Send([]byte("s0"))
-	<-writing // the writer holds s0; what follows waits in the queue
+	<-writing                // the writer holds s0; what follows waits in the queue
 	for i := 1; i < 9; i++ { // the queue's own frames, up to its limit
 		if !q.Send([]byte{'s', byte('0' + i)}) {
 			t.Fatalf("Send %d refused", i)

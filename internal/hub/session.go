@@ -72,21 +72,29 @@ func newSession(h *Hub, id string) *session {
 func (s *session) lock()   { s.mu.Lock() }
 func (s *session) unlock() { s.mu.Unlock() }
 
+// subscribeTimeout bounds subscribing to a session's events. A broker that does not
+// answer in time (Redis down or hung) does not keep anyone out of a chat: the session
+// starts without a subscription, is read from the store on every broker health
+// check, and subscribes when the broker answers again (resubscribe).
+const subscribeTimeout = 2 * time.Second
+
 // start subscribes and then reads the last stored seq. Subscribing first means no
 // message can slip between the two: anything published meanwhile is either held
 // (newer) or already stored (older, and replayed to connections from the store).
 func (s *session) start(ctx context.Context) {
 	defer close(s.ready)
-	cancel, err := s.h.opts.Broker.Subscribe(s.h.ctx, s.id, s.onEvent)
+	cancel, err := s.subscribe()
 	if err != nil {
-		s.startErr = chat.Wrap(chat.EUnavailable, err, "cannot follow the chat right now")
-		return
+		s.h.log.Warn("cannot follow a chat through the broker; reading it from the store until the broker answers",
+			"session", s.id, "err", err)
 	}
 	sctx, done := context.WithTimeout(ctx, storeTimeout)
 	defer done()
 	last, err := s.h.opts.Messages.LastSeq(sctx, s.id)
 	if err != nil {
-		cancel()
+		if cancel != nil {
+			cancel()
+		}
 		s.startErr = chat.Wrap(chat.ErrorCode(err), err, "cannot read the chat right now")
 		return
 	}
@@ -95,6 +103,41 @@ func (s *session) start(ctx context.Context) {
 	s.next = last + 1
 	s.deliverHeld()
 	s.unlock()
+}
+
+// subscribe subscribes to the session's events, bounded by subscribeTimeout.
+func (s *session) subscribe() (func(), error) {
+	ctx, done := context.WithTimeout(s.h.ctx, subscribeTimeout)
+	defer done()
+	return s.h.opts.Broker.Subscribe(ctx, s.id, s.onEvent)
+}
+
+// resubscribe subscribes a session that started without a subscription, then reads
+// what it may have missed from the store. It reports whether the session is
+// subscribed now (or stopped: nothing to do).
+func (s *session) resubscribe() bool {
+	<-s.ready
+	s.lock()
+	need := s.cancel == nil && !s.stopped && s.startErr == nil
+	s.unlock()
+	if !need {
+		return true
+	}
+	cancel, err := s.subscribe()
+	if err != nil {
+		return false
+	}
+	s.lock()
+	if s.stopped || s.cancel != nil {
+		s.unlock()
+		cancel()
+		return true
+	}
+	s.cancel = cancel
+	s.unlock()
+	s.h.log.Info("following a chat through the broker again", "session", s.id)
+	s.fill()
+	return true
 }
 
 // stop cancels the subscription and any pending gap fill.
