@@ -78,7 +78,9 @@ func (s *site) signInToken(ctx context.Context, email string) (string, error) {
 			continue
 		}
 		for _, link := range *m.Links {
-			if _, token, ok := strings.Cut(link, signInLinkPath); ok && token != "" {
+			_, rest, ok := strings.Cut(link, signInLinkPath)
+			// The link may carry where to go after signing in (?next=…); the token is the path.
+			if token, _, _ := strings.Cut(rest, "?"); ok && token != "" {
 				return token, nil
 			}
 		}

@@ -193,12 +193,13 @@ func TestServeCutsSlowBody(t *testing.T) {
 		}
 	}()
 
+	// The server's deadline runs from its accept, which follows the start of the dial.
+	start := time.Now()
 	conn, err := net.Dial("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
 	fmt.Fprintf(conn, "POST /join HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8000\r\n\r\n", s.addr)
 	go func() {
 		for {
