@@ -145,14 +145,18 @@ func (s *Server) sendSignInLinkTo(w http.ResponseWriter, r *http.Request, room, 
 // library, and email and room are already validated (no CR/LF can be in them).
 func signInEmail(email, room, link string) chat.Email {
 	minutes := int(chat.SignInTTL / time.Minute)
-	text := fmt.Sprintf("Hello,\n\nSomeone, hopefully you, asked to sign in to Parley as %s to join the room %s.\n\n"+
+	purpose, purposeHTML := "to join the room "+room, "to join the room <strong>"+html.EscapeString(room)+"</strong>"
+	if room == "" { // a sign-in that returns to the page asked for
+		purpose, purposeHTML = "and continue where you were", "and continue where you were"
+	}
+	text := fmt.Sprintf("Hello,\n\nSomeone, hopefully you, asked to sign in to Parley as %s %s.\n\n"+
 		"Open this link within %d minutes to sign in:\n\n%s\n\n"+
 		"The link works once. If you did not ask for it, ignore this email: nobody can sign in as you without it.\n",
-		email, room, minutes, link)
+		email, purpose, minutes, link)
 	htmlBody := fmt.Sprintf("<p>Hello,</p><p>Someone, hopefully you, asked to sign in to Parley as <strong>%s</strong> "+
-		"to join the room <strong>%s</strong>.</p><p><a href=\"%s\">Sign in to Parley</a> (the link works once, "+
+		"%s.</p><p><a href=\"%s\">Sign in to Parley</a> (the link works once, "+
 		"within %d minutes).</p><p>If you did not ask for it, ignore this email: nobody can sign in as you without it.</p>",
-		html.EscapeString(email), html.EscapeString(room), html.EscapeString(link), minutes)
+		html.EscapeString(email), purposeHTML, html.EscapeString(link), minutes)
 	return chat.Email{To: email, Subject: "Your Parley sign-in link", Text: text, HTML: htmlBody}
 }
 
