@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"parley/internal/testenv"
+	"parley/internal/wire"
 )
 
 // The tests of this file run Parley scaled out, as docs/DEPLOY.md describes: several
@@ -184,10 +185,13 @@ type tally struct {
 	acks     map[string]int64
 	presence map[string]bool
 	errors   []frame
+	typing   map[string]int         // typing frames by sender
+	receipts map[string]wire.Cursor // the latest receipt by reader
 }
 
 func newTally() *tally {
-	return &tally{acks: map[string]int64{}, presence: map[string]bool{}}
+	return &tally{acks: map[string]int64{}, presence: map[string]bool{}, typing: map[string]int{},
+		receipts: map[string]wire.Cursor{}}
 }
 
 func (tl *tally) add(f frame) {
@@ -200,6 +204,10 @@ func (tl *tally) add(f frame) {
 		tl.presence[f.Email] = f.Online
 	case "error":
 		tl.errors = append(tl.errors, f)
+	case "typing":
+		tl.typing[f.From]++
+	case "receipt":
+		tl.receipts[f.By] = wire.Cursor{Received: f.Received, Read: f.Read}
 	}
 }
 
@@ -460,6 +468,18 @@ func replicasChat(t *testing.T, messages string, each int) {
 	}
 	if got := c.storedSeqs(aw.Session); len(got) != 2*each || got[0] != 1 || got[len(got)-1] != total {
 		t.Fatalf("%s holds %d messages of the session, want seq 1..%d", messages, len(got), 2*each)
+	}
+
+	// The v1.1 signals cross replicas through the broker: ann types on A, bob on B
+	// sees it; bob reads everything on B, ann on A gets his receipt; neither has a seq.
+	a.send(map[string]string{"type": "typing"})
+	b.readUntil(bt, "ann typing (published by A)", 10*time.Second, func(tl *tally) bool { return tl.typing[ann.email] > 0 })
+	b.send(map[string]any{"type": "read", "seq": total})
+	a.readUntil(at, "bob's receipt (published by B)", 10*time.Second, func(tl *tally) bool {
+		return tl.receipts[bob.email] == wire.Cursor{Received: total, Read: total}
+	})
+	if at.typing[ann.email] != 0 {
+		t.Fatalf("ann got her own typing")
 	}
 
 	// Bob leaves B: ann, on A, sees him go offline; he comes back and she leaves.
