@@ -13,18 +13,13 @@ import (
 	"parley/internal/chat"
 	"parley/internal/membus"
 	"parley/internal/sqlstore"
+	"parley/internal/testenv"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds, for 5 s at most.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, cond, what)
 }
 
 // encodeSeq is the test's message frame: just the seq, so order is easy to check.

@@ -14,6 +14,7 @@ import (
 	"parley/internal/hub"
 	"parley/internal/membus"
 	"parley/internal/sqlstore"
+	"parley/internal/testenv"
 	"parley/internal/wire"
 )
 
@@ -278,11 +279,5 @@ func TestStalledStoreCloses(t *testing.T) {
 
 func waitCount(tb testing.TB, tr *transport, typ string, n int) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for tr.count(typ) < n {
-		if time.Now().After(deadline) {
-			tb.Fatalf("got %d %s frames, want %d", tr.count(typ), typ, n)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(tb, 10*time.Second, func() bool { return tr.count(typ) >= n }, fmt.Sprintf("%d %s frames", n, typ))
 }

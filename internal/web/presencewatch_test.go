@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 	"parley/internal/wire"
 )
 
@@ -40,14 +41,8 @@ func TestPresenceWatchTellsAVanishedPeer(t *testing.T) {
 	host.presence("guest@x.org", false)
 }
 
-// waitFor polls cond until it holds or a few seconds have passed.
+// waitFor polls cond until it holds, for 5 s at most.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, cond, what)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"parley/internal/wire"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +12,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"parley/internal/testenv"
+	"parley/internal/wire"
 )
 
 func TestWSWelcomeFrame(t *testing.T) {
@@ -337,16 +339,10 @@ func TestWSSlowReaderIsClosed(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it holds, failing the test after a few seconds.
+// waitUntil polls cond until it holds, for 5 s at most.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, cond, what)
 }
 
 func (e *wsEnv) openConns() int {
