@@ -3,12 +3,32 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// LockCluster keeps other tests' failovers of the test Redis Cluster away until the
+// test ends, so one test's expectations about which master serves what hold while it
+// checks them. Tests run in several processes (one per package), hence a file lock.
+// ClusterFailover needs it held.
+func LockCluster(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "parley-test-redis-cluster.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("locking the test Redis Cluster: %v", err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
+}
 
 // ClusterFailover makes the replica of the master serving key take over (CLUSTER
 // FAILOVER, as an operator does before maintenance), waits until the old master
