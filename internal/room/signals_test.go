@@ -260,3 +260,27 @@ func TestRevisitShowsTheEndedChat(t *testing.T) {
 		t.Fatalf("a connection started a chat: %v", err)
 	}
 }
+
+// BenchmarkSignals is the cost of the signals a browser sends most: typing within the
+// rate bound (dropped) and a receipt the connection was given (coalesced, no store).
+func BenchmarkSignals(b *testing.B) {
+	e := newEnv(b, Options{}, hub.Options{})
+	host, _, _ := e.enter(b, "bench-signals", "host@x.org")
+	guest, gt, _ := e.enter(b, "bench-signals", "guest@x.org")
+	host.HandleFrame(sendFrame("c-1", "hello"))
+	waitCount(b, gt, wire.TypeMessage, 1)
+	b.Run("TypingDropped", func(b *testing.B) {
+		host.HandleFrame(typingFrame)
+		b.ReportAllocs()
+		for b.Loop() {
+			host.HandleFrame(typingFrame)
+		}
+	})
+	b.Run("ReceivedCoalesced", func(b *testing.B) {
+		f := frame(wire.TypeReceived, 1)
+		b.ReportAllocs()
+		for b.Loop() {
+			guest.HandleFrame(f)
+		}
+	})
+}

@@ -30,6 +30,9 @@ func DecodeClient(data []byte) (ClientFrame, error) {
 	if f, ok := DecodeSendFast(data); ok {
 		return f, nil
 	}
+	if f, ok := DecodeSignalFast(data); ok {
+		return f, nil
+	}
 	if err := json.Unmarshal(data, &f); err != nil || f.Type == "" {
 		return ClientFrame{}, errNotAFrame
 	}
@@ -75,4 +78,35 @@ func plainString(b []byte) (s, rest []byte, ok bool) {
 		}
 	}
 	return nil, nil, false
+}
+
+// DecodeSignalFast parses the v1.1 signals exactly as the room page's JSON.stringify
+// writes them — {"type":"typing"}, {"type":"received","seq":N}, {"type":"read","seq":N}
+// with N plain decimal digits — without encoding/json, so a browser's typing and
+// receipts cost no allocation. Anything else returns ok false and goes to
+// encoding/json. FuzzDecodeClient checks both agree.
+func DecodeSignalFast(data []byte) (f ClientFrame, ok bool) {
+	if string(data) == `{"type":"typing"}` {
+		return ClientFrame{Type: TypeTyping}, true
+	}
+	typ := TypeReceived
+	rest, ok := bytes.CutPrefix(data, []byte(`{"type":"received","seq":`))
+	if !ok {
+		typ = TypeRead
+		if rest, ok = bytes.CutPrefix(data, []byte(`{"type":"read","seq":`)); !ok {
+			return ClientFrame{}, false
+		}
+	}
+	digits, ok := bytes.CutSuffix(rest, []byte("}"))
+	if !ok || len(digits) == 0 || len(digits) > 18 || (digits[0] == '0' && len(digits) > 1) {
+		return ClientFrame{}, false // empty, too long to be a seq, or not JSON (a leading zero)
+	}
+	var n int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return ClientFrame{}, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return ClientFrame{Type: typ, Seq: n}, true
 }

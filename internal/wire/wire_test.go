@@ -149,6 +149,8 @@ func FuzzDecodeClient(f *testing.F) {
 		`{"type":"send","id":"c-1","text":"a \"quote\" and \\n"}`, `{"type":"send","id":"c-1","text":"hé 😀"}`,
 		`{"type":"send","id":"c-1","text":"x"} `, `{"type":"send","id":"c-1","text":"x","id":"c-2"}`,
 		`{"type":"send","id":"c-1","text":"tab\there"}`, "{\"type\":\"send\",\"id\":\"c\",\"text\":\"\t\"}",
+		`{"type":"typing"}`, `{"type":"received","seq":42}`, `{"type":"read","seq":0}`, `{"type":"read","seq":007}`,
+		`{"type":"read","seq":-1}`, `{"type":"read","seq":999999999999999999}`, `{"type":"read","seq":1.5}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -157,6 +159,12 @@ func FuzzDecodeClient(f *testing.F) {
 			var slow ClientFrame
 			if err := json.Unmarshal(data, &slow); err != nil || slow != fast {
 				t.Fatalf("fast path read %q as %+v; encoding/json: %+v, %v", data, fast, slow, err)
+			}
+		}
+		if fast, ok := DecodeSignalFast(data); ok {
+			var slow ClientFrame
+			if err := json.Unmarshal(data, &slow); err != nil || slow != fast {
+				t.Fatalf("signal fast path read %q as %+v; encoding/json: %+v, %v", data, fast, slow, err)
 			}
 		}
 		fr, err := DecodeClient(data)
