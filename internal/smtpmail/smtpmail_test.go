@@ -176,8 +176,8 @@ func TestSendToMailpit(t *testing.T) {
 // returns its ID.
 func awaitMailpit(t *testing.T, api, to string) string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var id string
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		var res struct {
 			Messages []struct{ ID string }
 		}
@@ -186,13 +186,11 @@ func awaitMailpit(t *testing.T, api, to string) string {
 			t.Fatalf("%d messages to %s; want 1", len(res.Messages), to)
 		}
 		if len(res.Messages) == 1 {
-			return res.Messages[0].ID
+			id = res.Messages[0].ID
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no message to %s reached Mailpit", to)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return id != ""
+	}, "a message to "+to+" in Mailpit")
+	return id
 }
 
 func getJSON(t *testing.T, u string, v any) {
