@@ -79,7 +79,7 @@ bench-compare: bench-tools
 	$(BENCH_PARLEY) bench compare --build "$(BENCH_BUILD)" --centrifugo "$(BENCH_TOOLS)/centrifugo" $(ARGS)
 
 ## bench-compare-quick: the same in about a minute, to check the tooling (not a measurement)
-bench-compare-quick: ARGS += --quick
+bench-compare-quick: override ARGS += --quick
 bench-compare-quick: bench-compare
 
 ## bench-compare-shapes: Parley embedded against MariaDB messages and two replicas over Redis (needs `make stack`)
