@@ -2,10 +2,12 @@ package transcript_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,6 +167,73 @@ func TestSafeCell(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := transcript.SafeCell(tc.in); got != tc.want {
 				t.Fatalf("SafeCell(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// memMessages is a MessageStore over a slice, for golden files of whole transcripts.
+type memMessages struct {
+	chat.MessageStore
+	msgs []chat.Message
+}
+
+func (m memMessages) Messages(_ context.Context, _ string, after int64, limit int) ([]chat.Message, error) {
+	var out []chat.Message
+	for _, msg := range m.msgs {
+		if msg.Seq > after && len(out) < limit {
+			out = append(out, msg)
+		}
+	}
+	return out, nil
+}
+
+// TestCSVGoldenWholeChats writes whole transcripts through Write: a chat whose host
+// wrote before the participant entered (those rows name the participant too) and
+// one that ended before anyone joined.
+func TestCSVGoldenWholeChats(t *testing.T) {
+	at := time.Date(2026, 3, 29, 0, 59, 58, 0, time.UTC)
+	early := &chat.Session{ID: "e", Room: "early", HostEmail: "ana@example.com", ParticipantEmail: "bo@example.com",
+		Status: chat.StatusCompleted, InitiatedAt: at, EndedAt: at.Add(5 * time.Minute), EndedBy: "bo@example.com"}
+	alone := &chat.Session{ID: "a", Room: "alone", HostEmail: "ana@example.com",
+		Status: chat.StatusEnding, InitiatedAt: at, EndedAt: at.Add(time.Minute), EndedBy: "ana@example.com"}
+	msg := func(seq int64, from, to, text string) chat.Message {
+		return chat.Message{SessionID: "e", Seq: seq, ClientID: fmt.Sprintf("c%d", seq), From: from, To: to, Room: "early",
+			Kind: chat.KindChat, Text: text, CreatedAt: at.Add(time.Duration(seq) * time.Second)}
+	}
+	for _, tc := range []struct {
+		name string
+		sess *chat.Session
+		msgs []chat.Message
+	}{
+		{"early", early, []chat.Message{
+			msg(1, "ana@example.com", "", "Anyone here? 🙂"),
+			msg(2, "ana@example.com", "", "I'll wait."),
+			msg(3, "bo@example.com", "ana@example.com", "Here now — sorry!"),
+		}},
+		{"alone", alone, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			sum, err := transcript.Write(context.Background(), memMessages{msgs: tc.msgs}, tc.sess, &buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Messages != int64(len(tc.msgs)) {
+				t.Errorf("summary counts %d messages, want %d (the end row is not one)", sum.Messages, len(tc.msgs))
+			}
+			golden := filepath.Join("testdata", "transcript-"+tc.name+".golden.csv")
+			if *update {
+				if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(buf.Bytes(), want) {
+				t.Fatalf("CSV differs from %s (go test -update rewrites it):\n%s", golden, buf.Bytes())
 			}
 		})
 	}
