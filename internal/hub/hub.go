@@ -79,15 +79,9 @@ type Hub struct {
 
 // New returns a Hub and registers it with the broker to catch up after reconnects.
 func New(o Options) *Hub {
-	if o.GapWait <= 0 {
-		o.GapWait = DefaultGapWait
-	}
-	if o.PageSize <= 0 {
-		o.PageSize = DefaultPageSize
-	}
-	if o.MaxBuffered <= 0 {
-		o.MaxBuffered = DefaultMaxBuffered
-	}
+	chat.SetDefault(&o.GapWait, DefaultGapWait)
+	chat.SetDefault(&o.PageSize, DefaultPageSize)
+	chat.SetDefault(&o.MaxBuffered, DefaultMaxBuffered)
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -145,9 +139,7 @@ func (h *Hub) Join(ctx context.Context, j Join) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
-	if j.Window <= 0 {
-		j.Window = 16
-	}
+	chat.SetDefault(&j.Window, 16)
 	c := &client{email: j.Email, to: j.To, replaying: true, lastSeq: j.After, window: j.Window}
 	s.add(c)
 	if err := s.replay(ctx, c, j.Replay); err != nil {

@@ -168,27 +168,13 @@ func withDefaults(cfg Config) Config {
 		cfg.PublicURL = defaultPublicURL
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	if cfg.MaxText <= 0 {
-		cfg.MaxText = chat.DefaultMaxText
-	}
-	if cfg.ReadLimit <= 0 {
-		cfg.ReadLimit = DefaultReadLimit
-	}
-	if cfg.RatePerSec <= 0 {
-		cfg.RatePerSec = DefaultRatePerSec
-	}
-	if cfg.RateBurst <= 0 {
-		cfg.RateBurst = DefaultRateBurst
-	}
-	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = DefaultPingInterval
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.SendQueue <= 0 {
-		cfg.SendQueue = DefaultSendQueue
-	}
+	chat.SetDefault(&cfg.MaxText, chat.DefaultMaxText)
+	chat.SetDefault(&cfg.ReadLimit, DefaultReadLimit)
+	chat.SetDefault(&cfg.RatePerSec, DefaultRatePerSec)
+	chat.SetDefault(&cfg.RateBurst, DefaultRateBurst)
+	chat.SetDefault(&cfg.PingInterval, DefaultPingInterval)
+	chat.SetDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	chat.SetDefault(&cfg.SendQueue, DefaultSendQueue)
 	if cfg.PresenceCheck == 0 {
 		cfg.PresenceCheck = hub.DefaultPresenceCheck
 	}
