@@ -250,7 +250,8 @@ func (s stalledAppends) Append(ctx context.Context, m chat.Message) (chat.Messag
 // TestStalledStoreCloses: a frame whose store call hangs past StoreTimeout closes the
 // connection with 1013 (try again later), and the call is cancelled with it.
 func TestStalledStoreCloses(t *testing.T) {
-	e := newEnv(t, Options{StoreTimeout: 50 * time.Millisecond}, hub.Options{})
+	// Long enough for entering on a busy machine; the stalled Append waits it out.
+	e := newEnv(t, Options{StoreTimeout: time.Second}, hub.Options{})
 	returned := make(chan error, 1)
 	e.rooms.o.Messages = stalledAppends{MessageStore: e.store, returned: returned}
 	host, ht, cancel := e.enter(t, "stall", "host@x.org")
