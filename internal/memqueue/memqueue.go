@@ -107,12 +107,8 @@ func New(jobs chat.Jobs, o Options) (*Queue, error) {
 
 // withDefaults fills zero Options.
 func withDefaults(o Options) Options {
-	if o.Workers <= 0 {
-		o.Workers = DefaultWorkers
-	}
-	if o.RetryBase <= 0 {
-		o.RetryBase = DefaultRetryBase
-	}
+	chat.SetDefault(&o.Workers, DefaultWorkers)
+	chat.SetDefault(&o.RetryBase, DefaultRetryBase)
 	if o.RetryMax < o.RetryBase {
 		o.RetryMax = max(DefaultRetryMax, o.RetryBase)
 	}
