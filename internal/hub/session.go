@@ -73,10 +73,10 @@ func (s *session) lock()   { s.mu.Lock() }
 func (s *session) unlock() { s.mu.Unlock() }
 
 // subscribeTimeout bounds subscribing to a session's events. A broker that does not
-// answer in time (Redis down or hung) does not keep anyone out of a chat: the session
+// answer in time (Redis down or hung) keeps nobody out of a chat: the session
 // starts without a subscription, is read from the store on every broker health
 // check, and subscribes when the broker answers again (resubscribe).
-const subscribeTimeout = 2 * time.Second
+const subscribeTimeout = time.Second
 
 // start subscribes and then reads the last stored seq. Subscribing first means no
 // message can slip between the two: anything published meanwhile is either held
@@ -105,11 +105,32 @@ func (s *session) start(ctx context.Context) {
 	s.unlock()
 }
 
-// subscribe subscribes to the session's events, bounded by subscribeTimeout.
+// subscribe subscribes to the session's events, giving up after subscribeTimeout
+// even if the broker's client does not (a Redis client may wait out its own read
+// timeout first); a subscription that succeeds after that is cancelled.
 func (s *session) subscribe() (func(), error) {
 	ctx, done := context.WithTimeout(s.h.ctx, subscribeTimeout)
-	defer done()
-	return s.h.opts.Broker.Subscribe(ctx, s.id, s.onEvent)
+	defer done() // only once a result is taken: the goroutine may still run with ctx
+	type result struct {
+		cancel func()
+		err    error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		cancel, err := s.h.opts.Broker.Subscribe(ctx, s.id, s.onEvent)
+		ch <- result{cancel, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.cancel, r.err
+	case <-ctx.Done():
+		go func() { // too late: undo it when it returns
+			if r := <-ch; r.err == nil {
+				r.cancel()
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
 
 // resubscribe subscribes a session that started without a subscription, then reads

@@ -32,7 +32,8 @@ type Client struct {
 	wait           *time.Timer // the reader's pause for the limiter, made on the first
 	stall          *time.Timer // watchStore's, made on the first frame
 
-	connected bool // Presence counted this connection (Disconnected is owed)
+	connected    bool          // Presence counted this connection (Disconnected is owed)
+	presenceDone chan struct{} // closed when announcePresence has finished
 
 	// The v1.1 signals (signals.go).
 	lastSeq     int64     // the highest seq known to exist in the chat

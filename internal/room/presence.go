@@ -25,7 +25,8 @@ func (c *Client) announce() {
 	}
 	cancel()
 	if c.r.o.Presence != nil {
-		c.announcePresence()
+		c.presenceDone = make(chan struct{})
+		go c.announcePresence(c.sess) // entering never waits for presence
 	}
 	if c.sess.Ended() {
 		c.member.MarkEnded()
@@ -36,11 +37,16 @@ func (c *Client) announce() {
 	}
 }
 
-func (c *Client) announcePresence() {
-	ctx, cancel := context.WithTimeout(c.ctx, hub.PresenceTimeout)
-	defer cancel()
-	if peer := c.sess.Peer(c.req.Email); peer != "" {
-		online, err := c.r.o.Presence.Online(ctx, c.sess.ID, peer)
+// announcePresence runs on a goroutine of its own once the client has entered: a
+// presence backend that hangs (Redis stopped) delays the "online" dots only. Each
+// call is given up after hub.PresenceTimeout even if the backend's client does not
+// give up itself.
+func (c *Client) announcePresence(sess *chat.Session) {
+	defer close(c.presenceDone)
+	if peer := sess.Peer(c.req.Email); peer != "" {
+		online, err := c.bounded(func(ctx context.Context) (bool, error) {
+			return c.r.o.Presence.Online(ctx, sess.ID, peer)
+		})
 		if err != nil {
 			c.r.log.Warn("presence is degraded: cannot read it", "session", c.sess.ID, "err", err)
 			c.t.Send(wire.PresenceDegraded(peer, false, degradedPresence))
@@ -48,7 +54,9 @@ func (c *Client) announcePresence() {
 			c.t.Send(wire.Presence(peer, online))
 		}
 	}
-	first, err := c.r.o.Presence.Connected(ctx, c.sess.ID, c.req.Email)
+	first, err := c.bounded(func(ctx context.Context) (bool, error) {
+		return c.r.o.Presence.Connected(ctx, sess.ID, c.req.Email)
+	})
 	if err != nil {
 		c.r.log.Warn("presence is degraded: cannot record a connection", "session", c.sess.ID, "err", err)
 		first = true // tell the peer anyway: the connection is real
@@ -56,14 +64,35 @@ func (c *Client) announcePresence() {
 		c.connected = true
 	}
 	if first {
-		c.tellPeer(true)
+		c.tellPeer(sess.ID, true)
+	}
+}
+
+// bounded runs a presence call, giving up after hub.PresenceTimeout.
+func (c *Client) bounded(call func(context.Context) (bool, error)) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), hub.PresenceTimeout)
+	defer cancel() // after the select: cancelling in the goroutine would race its result
+	type result struct {
+		v   bool
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := call(ctx)
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
 }
 
 // tellPeer tells everyone in the chat, here at once and elsewhere through the
 // broker, that this person came online or went offline.
-func (c *Client) tellPeer(online bool) {
-	ev := chat.Event{Type: chat.EventPresence, Session: c.sess.ID, Email: c.req.Email,
+func (c *Client) tellPeer(session string, online bool) {
+	ev := chat.Event{Type: chat.EventPresence, Session: session, Email: c.req.Email,
 		Online: online, Frame: wire.Presence(c.req.Email, online)}
 	c.member.Announce(ev)
 	c.r.o.Hub.Publish(ev)
@@ -85,18 +114,19 @@ func (c *Client) Leave() {
 	if c.r.o.Presence == nil {
 		return
 	}
+	<-c.presenceDone // Connected first, then Disconnected
 	last := true
 	if c.connected {
-		ctx, cancel := context.WithTimeout(context.Background(), hub.PresenceTimeout)
 		var err error
-		last, err = c.r.o.Presence.Disconnected(ctx, c.sess.ID, c.req.Email)
-		cancel()
+		last, err = c.bounded(func(ctx context.Context) (bool, error) {
+			return c.r.o.Presence.Disconnected(ctx, c.sess.ID, c.req.Email)
+		})
 		if err != nil {
 			c.r.log.Warn("presence is degraded: cannot record a disconnection", "session", c.sess.ID, "err", err)
 			return // the claim expires on its own, and the peer's watch notices
 		}
 	}
 	if last {
-		c.tellPeer(false)
+		c.tellPeer(c.sess.ID, false)
 	}
 }
