@@ -216,23 +216,19 @@ func (s *screen) add(f frame, at time.Time) {
 // timeout, or at once if the connection closes or an error frame arrives.
 func (s *screen) waitUntil(t *testing.T, what string, timeout time.Duration, cond func(*screen) bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testenv.Eventually(t, timeout, func() bool {
 		s.mu.Lock()
-		ok, closed, errs, n, a := cond(s), s.closed, slices.Clone(s.errors), len(s.msgs), len(s.acks)
-		s.mu.Unlock()
+		defer s.mu.Unlock()
 		switch {
-		case ok:
-			return
-		case len(errs) > 0:
-			t.Fatalf("%s got error frames while waiting for %s: %+v", s.who, what, errs)
-		case closed != nil:
-			t.Fatalf("%s's connection closed while waiting for %s (%d messages, %d acks): %v", s.who, what, n, a, closed)
-		case time.Now().After(deadline):
-			t.Fatalf("%s: timed out after %s waiting for %s (%d messages, %d acks)", s.who, timeout, what, n, a)
+		case cond(s):
+			return true
+		case len(s.errors) > 0:
+			t.Fatalf("%s got error frames while waiting for %s: %+v", s.who, what, s.errors)
+		case s.closed != nil:
+			t.Fatalf("%s's connection closed while waiting for %s (%d messages, %d acks): %v", s.who, what, len(s.msgs), len(s.acks), s.closed)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	}, fmt.Sprintf("%s: %s", s.who, what))
 }
 
 // open fails the test if the connection has closed or an error frame arrived.
