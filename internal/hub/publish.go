@@ -184,15 +184,3 @@ func (p *publisher) close() {
 		<-done
 	}
 }
-
-// Waiting returns how many events wait to be published (for metrics and tests).
-func (h *Hub) Waiting() int {
-	n := 0
-	for i := range h.pub.shards {
-		sh := &h.pub.shards[i]
-		sh.mu.Lock()
-		n += sh.n
-		sh.mu.Unlock()
-	}
-	return n
-}
