@@ -156,16 +156,17 @@ func (p *toxicProxy) Remove(name string) {
 // screen is what one person's connection showed, each frame with the time it arrived.
 // It reads the connection on its own goroutine, so senders never wait for the test.
 type screen struct {
-	who    string
-	mu     sync.Mutex
-	msgs   []frame              // message frames, in arrival order
-	seenAt map[string]time.Time // client id → when its message frame arrived
-	ackAt  map[string]time.Time // client id → when its ack arrived
-	acks   map[string]int64     // client id → acked seq
-	online map[string]bool      // email → last presence state shown
-	errors []frame
-	closed error // why the connection ended, once it has
-	ended  chan struct{}
+	who      string
+	mu       sync.Mutex
+	msgs     []frame              // message frames, in arrival order
+	seenAt   map[string]time.Time // client id → when its message frame arrived
+	ackAt    map[string]time.Time // client id → when its ack arrived
+	acks     map[string]int64     // client id → acked seq
+	online   map[string]bool      // email → last presence state shown
+	degraded bool                 // a presence frame said presence cannot be read
+	errors   []frame
+	closed   error // why the connection ended, once it has
+	ended    chan struct{}
 }
 
 // watch starts reading c's frames into a screen.
@@ -207,6 +208,7 @@ func (s *screen) add(f frame, at time.Time) {
 		s.acks[f.ID] = f.Seq
 	case "presence":
 		s.online[f.Email] = f.Online
+		s.degraded = s.degraded || f.Degraded != ""
 	case "error":
 		s.errors = append(s.errors, f)
 	}
@@ -263,6 +265,14 @@ func (s *screen) seenTimes() map[string]time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.seenAt)
+}
+
+// sendFrame writes one frame as JSON; for connections handed to a screen, whose
+// frames the helpers that read replies (say, next) must not take.
+func (c *conn) sendFrame(v any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return wsjson.Write(ctx, c.ws, v)
 }
 
 // sent is when each message of a paced sender was written, by client id.
