@@ -70,7 +70,9 @@ func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit 
 		return nil, dbErr(err, "read messages")
 	}
 	defer rows.Close()
-	out := make([]chat.Message, 0, min(limit, 256))
+	// Small to start: most reads (a connection's replay of a new or caught-up chat)
+	// return few messages or none, and every connection makes one; append grows it.
+	out := make([]chat.Message, 0, min(limit, 8))
 	for rows.Next() {
 		var m chat.Message
 		if err := scanMessage(rows, &m); err != nil {
