@@ -102,13 +102,7 @@ func (h *Hub) BrokerDown() bool {
 // resubscribe subscribes the sessions that started while the broker did not answer;
 // those it cannot are read from the store meanwhile.
 func (h *Hub) resubscribe() {
-	h.mu.Lock()
-	all := make([]*session, 0, len(h.sessions))
-	for _, s := range h.sessions {
-		all = append(all, s)
-	}
-	h.mu.Unlock()
-	for _, s := range all {
+	for _, s := range h.sessionList() {
 		if !s.resubscribe() {
 			go s.fill()
 		}

@@ -255,13 +255,7 @@ func (h *Hub) release(s *session) {
 // catchUp re-reads every local session from the store, for after a broker reconnect:
 // whatever was published while it was cut off is delivered now.
 func (h *Hub) catchUp() {
-	h.mu.Lock()
-	all := make([]*session, 0, len(h.sessions))
-	for _, s := range h.sessions {
-		all = append(all, s)
-	}
-	h.mu.Unlock()
-	for _, s := range all {
+	for _, s := range h.sessionList() {
 		go s.fill()
 	}
 }
@@ -296,4 +290,15 @@ func (h *Hub) Close() error {
 	}
 	h.cancel()
 	return nil
+}
+
+// sessionList returns the local sessions, so callers can work on them without the lock.
+func (h *Hub) sessionList() []*session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	all := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		all = append(all, s)
+	}
+	return all
 }

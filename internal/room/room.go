@@ -88,27 +88,13 @@ func New(o Options) *Rooms {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.MaxText <= 0 {
-		o.MaxText = chat.DefaultMaxText
-	}
-	if o.RatePerSec <= 0 {
-		o.RatePerSec = 20
-	}
-	if o.RateBurst <= 0 {
-		o.RateBurst = 40
-	}
-	if o.ThrottleMax <= 0 {
-		o.ThrottleMax = DefaultThrottleMax
-	}
-	if o.StoreTimeout <= 0 {
-		o.StoreTimeout = DefaultStoreTimeout
-	}
-	if o.Recheck <= 0 {
-		o.Recheck = DefaultRecheck
-	}
-	if o.Window <= 0 {
-		o.Window = 16
-	}
+	chat.SetDefault(&o.MaxText, chat.DefaultMaxText)
+	chat.SetDefault(&o.RatePerSec, 20)
+	chat.SetDefault(&o.RateBurst, 40)
+	chat.SetDefault(&o.ThrottleMax, DefaultThrottleMax)
+	chat.SetDefault(&o.StoreTimeout, DefaultStoreTimeout)
+	chat.SetDefault(&o.Recheck, DefaultRecheck)
+	chat.SetDefault(&o.Window, 16)
 	return &Rooms{o: o, log: o.Logger}
 }
 
