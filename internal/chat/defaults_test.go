@@ -16,3 +16,25 @@ func TestSetDefault(t *testing.T) {
 		t.Fatalf("got %d, %d, %d, %s; want 16, 16, 7 (kept), 1s", n, neg, set, d)
 	}
 }
+
+func TestEveryRunsUntilStopped(t *testing.T) {
+	stop, done, ticks := make(chan struct{}), make(chan struct{}), make(chan struct{}, 3)
+	go func() {
+		defer close(done)
+		Every(stop, time.Millisecond, func() {
+			select {
+			case ticks <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	for range 3 {
+		<-ticks
+	}
+	close(stop)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Every did not return once stop was closed")
+	}
+}

@@ -48,28 +48,25 @@ func newBrokerHealth(h *Hub, b chat.Broker, every time.Duration) *brokerHealth {
 
 func (w *brokerHealth) run(p pinger) {
 	defer close(w.done)
-	t := time.NewTicker(w.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(w.h.ctx, min(w.every, PresenceTimeout))
-		err := p.Ping(ctx)
-		cancel()
-		down := err != nil
-		if w.h.pub.recent.Swap(false) {
-			down = true
-		}
-		w.set(down, err)
-		if down {
-			w.h.catchUp()
-			continue
-		}
-		w.h.resubscribe()
+	chat.Every(w.stop, w.every, func() { w.check(p) })
+}
+
+// check pings the broker once: while it is down, local sessions are read from the
+// store; once it answers, those that started without it subscribe.
+func (w *brokerHealth) check(p pinger) {
+	ctx, cancel := context.WithTimeout(w.h.ctx, min(w.every, PresenceTimeout))
+	err := p.Ping(ctx)
+	cancel()
+	down := err != nil
+	if w.h.pub.recent.Swap(false) {
+		down = true
 	}
+	w.set(down, err)
+	if down {
+		w.h.catchUp()
+		return
+	}
+	w.h.resubscribe()
 }
 
 // set records the broker's state, logging and counting changes; the first check

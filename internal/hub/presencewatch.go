@@ -73,16 +73,7 @@ func (w *presenceWatch) Close() error {
 
 func (w *presenceWatch) run() {
 	defer close(w.done)
-	t := time.NewTicker(w.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-			w.check()
-		}
-	}
+	chat.Every(w.stop, w.every, w.check)
 }
 
 // entry returns the session's record, creating it. Called with w.mu held.

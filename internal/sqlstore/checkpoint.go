@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"time"
+
+	"parley/internal/chat"
 )
 
 // SQLite checkpoints. In WAL mode every commit appends the pages it changed to the
@@ -36,18 +38,11 @@ func startCheckpointer(d *DB) *checkpointer {
 
 func (c *checkpointer) run() {
 	defer close(c.done)
-	t := time.NewTicker(sqliteCheckpointEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-			if err := c.once(); err != nil {
-				c.d.log.Warn("WAL checkpoint failed; retrying", "err", err)
-			}
+	chat.Every(c.stop, sqliteCheckpointEvery, func() {
+		if err := c.once(); err != nil {
+			c.d.log.Warn("WAL checkpoint failed; retrying", "err", err)
 		}
-	}
+	})
 }
 
 // once runs one passive checkpoint; after a failure the next tick simply tries again.
