@@ -148,12 +148,8 @@ func newBus(opts Options) *Bus {
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
-	if b.ttl <= 0 {
-		b.ttl = DefaultPresenceTTL
-	}
-	if b.health <= 0 {
-		b.health = DefaultHealthInterval
-	}
+	chat.SetDefault(&b.ttl, DefaultPresenceTTL)
+	chat.SetDefault(&b.health, DefaultHealthInterval)
 	b.log = b.log.With("component", "redisbus", "replica", b.replica)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b
