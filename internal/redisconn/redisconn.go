@@ -39,6 +39,9 @@ func Open(ctx context.Context, t Target, name string) (*Client, error) {
 			return nil, chat.Wrap(chat.EInvalid, err, "redis cluster URL is not valid")
 		}
 		copts.ClientName = name
+		// A command's context deadline (a publish's 1.5 s) bounds its network wait,
+		// not only go-redis's 3 s read timeout: a hung Redis is given up on in time.
+		copts.ContextTimeoutEnabled = true
 		c.Cluster = redis.NewClusterClient(copts)
 		c.Cmd = c.Cluster
 		c.node = redis.Options{
@@ -53,6 +56,7 @@ func Open(ctx context.Context, t Target, name string) (*Client, error) {
 		}
 		c.node = *ropts
 		ropts.ClientName = name
+		ropts.ContextTimeoutEnabled = true // as for the cluster above
 		c.Cmd = redis.NewClient(ropts)
 	}
 	if err := c.Ping(ctx); err != nil {
