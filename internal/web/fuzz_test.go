@@ -14,7 +14,7 @@ import (
 // it accepts exactly the canonical form of 32 bytes in unpadded base64url, whose
 // SHA-256 it returns. Seeds are in testdata/fuzz/FuzzSignInToken.
 func FuzzSignInToken(f *testing.F) {
-	token, _ := newSignInToken()
+	token, _ := newToken()
 	for _, s := range []string{token, "", "x", strings.Repeat("A", 43), strings.Repeat("_", 43),
 		strings.Repeat("A", 42) + "B", strings.Repeat("A", 44), token + "=", strings.Repeat("+", 43)} {
 		f.Add(s)
@@ -45,7 +45,7 @@ func FuzzSignInToken(f *testing.F) {
 func TestNewSignInTokenParses(t *testing.T) {
 	seen := make(map[string]bool)
 	for range 100 {
-		token, hash := newSignInToken()
+		token, hash := newToken()
 		got, err := parseSignInToken(token)
 		if err != nil || got != hash || seen[token] {
 			t.Fatalf("token %q: %v, hash match %v, repeated %v", token, err, got == hash, seen[token])

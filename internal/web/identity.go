@@ -3,10 +3,8 @@ package web
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -22,8 +20,6 @@ import (
 const (
 	cookieName   = "parley_session"
 	cookieMaxAge = chat.LoginTTL
-	// loginTokenBytes is the size of the random token a cookie carries: 256 bits.
-	loginTokenBytes = 32
 	// loginCacheTTL is how long this replica believes a sign-in it read without asking
 	// the store again. Signing out on this replica drops it from the cache at once;
 	// other replicas stop believing it within loginCacheTTL.
@@ -112,32 +108,25 @@ func (a *loginAuth) mac(token string) []byte {
 	return m.Sum(nil)
 }
 
-// newToken returns a fresh cookie value and the hash its sign-in is stored under.
+// newToken returns a fresh cookie value (a token, signed) and the hash its sign-in is
+// stored under.
 func (a *loginAuth) newToken() (value, hash string) {
-	var b [loginTokenBytes]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	sum := sha256.Sum256(b[:])
-	token := base64.RawURLEncoding.EncodeToString(b[:])
-	return token + "." + base64.RawURLEncoding.EncodeToString(a.mac(token)), hex.EncodeToString(sum[:])
+	token, hash := newToken()
+	return token + "." + base64.RawURLEncoding.EncodeToString(a.mac(token)), hash
 }
 
 // tokenHash checks a cookie value's signature and form and returns the hash of its
 // token, or false.
 func (a *loginAuth) tokenHash(value string) (string, bool) {
 	token, m64, ok := strings.Cut(value, ".")
-	if !ok || len(token) != base64.RawURLEncoding.EncodedLen(loginTokenBytes) {
+	if !ok || len(token) != tokenLen {
 		return "", false
 	}
 	mac, err := base64.RawURLEncoding.DecodeString(m64)
 	if err != nil || !hmac.Equal(mac, a.mac(token)) {
 		return "", false
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(token)
-	if err != nil || len(b) != loginTokenBytes {
-		return "", false
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), true
+	return tokenHash(token)
 }
 
 // cookieHash returns the token hash of r's cookie, or false when it has none that

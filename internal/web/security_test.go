@@ -335,7 +335,7 @@ func TestSignInLinkExpires(t *testing.T) {
 
 func TestSignInBadTokens(t *testing.T) {
 	e := newSecEnv(t, Config{})
-	good, _ := newSignInToken() // well formed, never stored
+	good, _ := newToken() // well formed, never stored
 	tests := []struct{ name, token string }{
 		{"Empty", ""},
 		{"Short", "abc"},

@@ -24,37 +24,47 @@ const (
 	AuthTrust = "trust"
 )
 
-// signInTokenBytes is the size of a sign-in token: 256 random bits.
-const signInTokenBytes = 32
+// tokenBytes is the size of the random tokens Parley hands out, in sign-in links and
+// (signed) in cookies: 256 bits.
+const tokenBytes = 32
 
-// signInTokenLen is the length of a token in a link: unpadded base64url of 32 bytes.
-var signInTokenLen = base64.RawURLEncoding.EncodedLen(signInTokenBytes)
+// tokenLen is the length of a token as text: unpadded base64url of tokenBytes.
+var tokenLen = base64.RawURLEncoding.EncodedLen(tokenBytes)
 
 // errBadSignInLink answers a link that is malformed, unknown, used or expired alike.
 var errBadSignInLink = chat.Errorf(chat.ENotFound, "This sign-in link has expired or was already used. Join again to get a new one.")
 
-// newSignInToken returns a fresh random token for a link and the hash under which it
-// is stored: only the hash is kept, so the database cannot sign anyone in.
-func newSignInToken() (token, hash string) {
-	var b [signInTokenBytes]byte
+// newToken returns a fresh random token and the hash under which it is stored: only
+// the hash is kept, so the database cannot sign anyone in.
+func newToken() (token, hash string) {
+	var b [tokenBytes]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	sum := sha256.Sum256(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:]), hex.EncodeToString(sum[:])
 }
 
-// parseSignInToken checks that s is a token as newSignInToken makes them (exactly 43
-// base64url characters in canonical form) and returns its hash. Anything else is
-// refused before any store is asked.
-func parseSignInToken(s string) (hash string, err error) {
-	if len(s) != signInTokenLen {
-		return "", errBadSignInLink
+// tokenHash checks that s is a token as newToken makes them (exactly tokenLen
+// base64url characters in canonical form) and returns its hash, or false.
+func tokenHash(s string) (string, bool) {
+	if len(s) != tokenLen {
+		return "", false
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) != signInTokenBytes {
-		return "", errBadSignInLink
+	if err != nil || len(b) != tokenBytes {
+		return "", false
 	}
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+	return hex.EncodeToString(sum[:]), true
+}
+
+// parseSignInToken returns the hash of a sign-in link's token. Anything that is not a
+// token as newToken makes them is refused before any store is asked.
+func parseSignInToken(s string) (hash string, err error) {
+	hash, ok := tokenHash(s)
+	if !ok {
+		return "", errBadSignInLink
+	}
+	return hash, nil
 }
 
 // signInSentPage is the data of templates/signin_sent.html.
@@ -119,7 +129,7 @@ func (s *Server) sendSignInLinkTo(w http.ResponseWriter, r *http.Request, room, 
 		s.renderError(w, r, err)
 		return
 	}
-	token, hash := newSignInToken()
+	token, hash := newToken()
 	now := s.now()
 	if err := s.signIns.CreateSignIn(r.Context(), hash, email, room, now.Add(chat.SignInTTL)); err != nil {
 		s.renderError(w, r, err)
