@@ -23,7 +23,6 @@ func TestFaultRedisKilled(t *testing.T) {
 	c := newCluster(t, "mariadb", "PARLEY_REDIS_URL="+r.URL())
 	a1, b1 := c.replica(), c.replica()
 	pr := enterPair(t, a1, b1, "redis-killed").watch()
-	waitPresence(t, pr)
 
 	annSent, bobSent, killed, restarted := pr.oneWay(t, time.Second, 5*time.Second, 3*time.Second, r.Kill, r.Restart)
 	pr.settle(t, annSent, bobSent, 30*time.Second)
@@ -80,14 +79,6 @@ func (p *pair) oneWay(t *testing.T, before, during, after time.Duration, fault, 
 	return ann, bob, from, back
 }
 
-// waitPresence waits until each person sees the other online, so the replicas'
-// subscriptions are in place before the chat starts.
-func waitPresence(t *testing.T, pr *pair) {
-	t.Helper()
-	pr.as.waitUntil(t, "bob online", 10*time.Second, func(s *screen) bool { return s.online[pr.bob.email] })
-	pr.bs.waitUntil(t, "ann online", 10*time.Second, func(s *screen) bool { return s.online[pr.ann.email] })
-}
-
 // ackDelays returns, sorted, how long each message took from its sending to its ack.
 func (p *pair) ackDelays(annSent, bobSent map[string]time.Time) []time.Duration {
 	a, b := delays(annSent, p.as.ackTimes()), delays(bobSent, p.bs.ackTimes())
@@ -125,7 +116,6 @@ func TestFaultRedisFrozen(t *testing.T) {
 	r := startRedis(t)
 	srv := startServer(t, t.TempDir(), "PARLEY_REDIS_URL="+r.URL())
 	pr := enterPair(t, srv, srv, "redis-frozen").watch()
-	waitPresence(t, pr)
 
 	// The scenario runs on the clock: 2 s of chat, 10 s with Redis frozen, 2 s after.
 	stop := make(chan struct{})
@@ -180,7 +170,6 @@ func TestFaultRedisFrozenReplicas(t *testing.T) {
 	c := newCluster(t, "mariadb", "PARLEY_REDIS_URL="+r.URL())
 	a1, b1 := c.replica(), c.replica()
 	pr := enterPair(t, a1, b1, "redis-frozen-replicas").watch()
-	waitPresence(t, pr)
 
 	annTimes, bobTimes, frozen, thawed := pr.oneWay(t, 2*time.Second, 10*time.Second, 3*time.Second, r.Freeze, r.Thaw)
 	pr.settle(t, annTimes, bobTimes, 30*time.Second)
