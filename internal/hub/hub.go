@@ -190,6 +190,29 @@ func (m *Member) Announce(ev chat.Event) {
 	m.s.broadcast(ev)
 }
 
+// PresenceMark returns a mark of the presence events about email told to this
+// session's local connections so far. Take it before reading email's presence from
+// Presence, and hand it to TellPresence with the answer.
+func (m *Member) PresenceMark(email string) uint64 {
+	m.s.lock()
+	defer m.s.unlock()
+	return m.s.told[email]
+}
+
+// TellPresence sends this connection alone frame, email's presence as read from
+// Presence after mark was taken, unless a presence event about email reached the
+// session since: that event went to this connection too and is at least as new as
+// the read, which must not be told after it (a peer entering at the same moment
+// would otherwise be shown offline until their next change).
+func (m *Member) TellPresence(email string, mark uint64, frame []byte) {
+	m.s.lock()
+	defer m.s.unlock()
+	if m.s.told[email] != mark {
+		return
+	}
+	m.c.other(frame, m.s.h.opts.MaxBuffered)
+}
+
 // Given returns the highest message seq handed to this connection so far, replayed
 // or live: a receipt up to it needs no store read to be believed.
 func (m *Member) Given() int64 {

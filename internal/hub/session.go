@@ -37,7 +37,10 @@ type session struct {
 	// presence is the last presence state told here per person: the same state
 	// again (a locally announced event's broker copy, a watch finding) is dropped.
 	presence map[string]bool
-	clients  map[*client]struct{}
+	// told counts the presence events broadcast here per person, so a presence
+	// read that one of them overtook is not told after it (Member.TellPresence).
+	told    map[string]uint64
+	clients map[*client]struct{}
 }
 
 // newPresence reports whether ev tells the local connections something new, and
@@ -269,6 +272,12 @@ func (s *session) onTimer() {
 // broadcast sends a non-message event to every client, except presence and typing
 // events to the person they are about (typing reaches only the other person).
 func (s *session) broadcast(ev chat.Event) {
+	if ev.Type == chat.EventPresence {
+		if s.told == nil {
+			s.told = make(map[string]uint64, 2)
+		}
+		s.told[ev.Email]++
+	}
 	for c := range s.clients {
 		if (ev.Type == chat.EventPresence || ev.Type == chat.EventTyping) && ev.Email == c.email {
 			continue

@@ -44,14 +44,18 @@ func (c *Client) announce() {
 func (c *Client) announcePresence(sess *chat.Session) {
 	defer close(c.presenceDone)
 	if peer := sess.Peer(c.req.Email); peer != "" {
+		// The peer may come online (or go) while this read is under way, and their
+		// event reach this connection before the answer: the hub drops the answer
+		// then, so the newer event stays the last word.
+		mark := c.member.PresenceMark(peer)
 		online, err := c.bounded(func(ctx context.Context) (bool, error) {
 			return c.r.o.Presence.Online(ctx, sess.ID, peer)
 		})
 		if err != nil {
 			c.r.log.Warn("presence is degraded: cannot read it", "session", c.sess.ID, "err", err)
-			c.t.Send(wire.PresenceDegraded(peer, false, degradedPresence))
+			c.member.TellPresence(peer, mark, wire.PresenceDegraded(peer, false, degradedPresence))
 		} else {
-			c.t.Send(wire.Presence(peer, online))
+			c.member.TellPresence(peer, mark, wire.Presence(peer, online))
 		}
 	}
 	first, err := c.bounded(func(ctx context.Context) (bool, error) {
