@@ -135,15 +135,20 @@ func ParseFlags(args []string) (Options, error) {
 
 // Usage returns the help text of `parley bench`.
 func Usage() string {
-	var b strings.Builder
-	b.WriteString("usage: parley bench [chat|idle] [flags]\n\n")
-	b.WriteString("  chat: R rooms x 2 clients in a closed loop; reports deliveries/s, latency, loss.\n")
-	b.WriteString("  idle: hold N joined connections; reports server memory per connection from /metrics.\n")
-	b.WriteString("  parley bench compare -h: Parley beside Centrifugo and the bare hub, interleaved, as ratios.\n")
-	b.WriteString("  parley bench hub --addr 127.0.0.1:8090: serve the bare hub (internal/bench/barehub).\n")
-	b.WriteString("  parley bench plot [-o docs/bench.svg] [label=]result.json...: draw results as SVG.\n\n")
 	o := DefaultOptions()
-	fs := NewFlagSet(&o)
+	return usageText("usage: parley bench [chat|idle] [flags]\n\n"+
+		"  chat: R rooms x 2 clients in a closed loop; reports deliveries/s, latency, loss.\n"+
+		"  idle: hold N joined connections; reports server memory per connection from /metrics.\n"+
+		"  parley bench compare -h: Parley beside Centrifugo and the bare hub, interleaved, as ratios.\n"+
+		"  parley bench hub --addr 127.0.0.1:8090: serve the bare hub (internal/bench/barehub).\n"+
+		"  parley bench plot [-o docs/bench.svg] [label=]result.json...: draw results as SVG.\n\n",
+		NewFlagSet(&o))
+}
+
+// usageText is intro followed by the flags of fs with their defaults.
+func usageText(intro string, fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString(intro)
 	fs.SetOutput(&b)
 	fs.PrintDefaults()
 	return b.String()

@@ -166,15 +166,11 @@ func parseCompare(args []string) (CompareOptions, error) {
 }
 
 func compareUsage() string {
-	var b strings.Builder
-	b.WriteString("usage: parley bench compare [flags]\n\n")
-	b.WriteString("  Starts each server on a free loopback port, runs the same closed loop against it,\n")
-	b.WriteString("  interleaved, and prints the figures as ratios (docs/BENCHMARKS.md).\n\n")
 	o := defaultCompareOptions()
-	fs := compareFlags(&o)
-	fs.SetOutput(&b)
-	fs.PrintDefaults()
-	return b.String()
+	return usageText("usage: parley bench compare [flags]\n\n"+
+		"  Starts each server on a free loopback port, runs the same closed loop against it,\n"+
+		"  interleaved, and prints the figures as ratios (docs/BENCHMARKS.md).\n\n",
+		compareFlags(&o))
 }
 
 // CompareRun is one run of a comparison.
