@@ -630,7 +630,7 @@
     el.notify.hidden = false;
     el.notify.addEventListener('click', function () {
       Promise.resolve(Notification.requestPermission()).then(function () {
-        el.notify.hidden = Notification.permission === 'default';
+        el.notify.hidden = Notification.permission !== 'default'; // answered: nothing more to ask
       });
     });
   }
