@@ -335,9 +335,12 @@ await_pending() {
   done
 }
 
-# ensure_chromium: Debian's chromium for the browser test.
+# ensure_chromium: Debian's chromium for the browser test, and a colour emoji font so
+# emoji in the README screenshots are drawn in colour.
 ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
+  dpkg-query -W -f='${Status}' fonts-noto-color-emoji 2>/dev/null | grep -q 'install ok installed' ||
+    apt_install fonts-noto-color-emoji
 }
 
 # parley_bin: cmd/parley built into the cache, keyed by a hash of its Go sources, go.mod,
