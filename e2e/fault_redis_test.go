@@ -237,3 +237,37 @@ func TestFaultRedisDownEnter(t *testing.T) {
 	pr.settle(t, sent, bobSent, 10*time.Second)
 	t.Logf("after the thaw, bob's message was on ann's screen in %s", delays(bobSent, pr.as.seenTimes())[0])
 }
+
+// TestFaultRedisDownEnd: ann and bob chat across two replicas linked by a Redis of
+// the test's own. Redis is killed and ann ends the chat: bob's replica hears nothing
+// through the broker, yet bob is told the chat ended within 6 s, from the store. Then,
+// with Redis back, a second chat is ended while Redis is killed, and Redis is at once
+// restarted empty: bob is told within 6 s too.
+func TestFaultRedisDownEnd(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	c := newCluster(t, "mariadb", "PARLEY_REDIS_URL="+r.URL())
+	a1, b1 := c.replica(), c.replica()
+	for _, restartAtOnce := range []bool{false, true} {
+		room := map[bool]string{false: "redis-down-end", true: "redis-restart-end"}[restartAtOnce]
+		pr := enterPair(t, a1, b1, room).watch()
+		r.Kill()
+		start := time.Now()
+		if err := pr.a.sendFrame(map[string]string{"type": "end"}); err != nil {
+			t.Fatal(err)
+		}
+		pr.as.waitUntil(t, "the end of her own chat", 2*time.Second, func(s *screen) bool { return s.endedBy != "" })
+		if restartAtOnce {
+			r.Restart()
+		}
+		pr.bs.waitUntil(t, "ann's end ("+room+")", 6*time.Second, func(s *screen) bool { return s.endedBy == pr.ann.email })
+		t.Logf("%s: bob was told the chat ended in %s", room, time.Since(start).Round(time.Millisecond))
+		if !restartAtOnce {
+			r.Restart()
+			for _, s := range []*server{a1, b1} {
+				testenv.Eventually(t, 20*time.Second, func() bool { return metricValue(t, s, "parley_broker_down") == 0 },
+					"both replicas find Redis healthy again")
+			}
+		}
+	}
+}

@@ -164,6 +164,7 @@ type screen struct {
 	acks     map[string]int64     // client id → acked seq
 	online   map[string]bool      // email → last presence state shown
 	degraded bool                 // a presence frame said presence cannot be read
+	endedBy  string               // who ended the chat, once an ended frame said so
 	errors   []frame
 	closed   error // why the connection ended, once it has
 	ended    chan struct{}
@@ -209,6 +210,8 @@ func (s *screen) add(f frame, at time.Time) {
 	case "presence":
 		s.online[f.Email] = f.Online
 		s.degraded = s.degraded || f.Degraded != ""
+	case "ended":
+		s.endedBy = f.By
 	case "error":
 		s.errors = append(s.errors, f)
 	}

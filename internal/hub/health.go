@@ -101,7 +101,7 @@ func (h *Hub) BrokerDown() bool {
 func (h *Hub) resubscribe() {
 	for _, s := range h.sessionList() {
 		if !s.resubscribe() {
-			go s.fill()
+			go s.catchUp()
 		}
 	}
 }

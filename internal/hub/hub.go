@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"parley/internal/chat"
@@ -71,6 +72,7 @@ type Hub struct {
 	watch   *presenceWatch
 	pub     *publisher
 	healthy *brokerHealth
+	check   atomic.Pointer[StoreCheck]
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -275,13 +277,24 @@ func (h *Hub) release(s *session) {
 	}
 }
 
-// catchUp re-reads every local session from the store, for after a broker reconnect:
-// whatever was published while it was cut off is delivered now.
+// catchUp re-reads every local session from the store, for after a broker reconnect
+// and while the broker does not answer: whatever was published while it was cut off
+// is delivered now, messages and (through StoreCheck) the end of the chat.
 func (h *Hub) catchUp() {
 	for _, s := range h.sessionList() {
-		go s.fill()
+		go s.catchUp()
 	}
 }
+
+// StoreCheck reads from the store what the broker may have failed to bring about a
+// session besides its messages: the events that would tell its connections (the end
+// of the chat, its transcript), or none.
+type StoreCheck func(ctx context.Context, session string) ([]chat.Event, error)
+
+// SetStoreCheck sets how the hub's catch-ups learn of the events of a session that
+// are not messages (the chat layer reads the session row). Without it, catch-ups
+// read messages only. Only the catch-ups call it, never the per-message path.
+func (h *Hub) SetStoreCheck(fn StoreCheck) { h.check.Store(&fn) }
 
 // Sessions returns how many sessions have local connections (for metrics).
 func (h *Hub) Sessions() int {

@@ -34,6 +34,8 @@ type session struct {
 	refill  bool
 	stopped bool
 	endSent bool // the ended frame went out to the local connections
+	// transcriptSent: the transcript frame went out here; one is enough.
+	transcriptSent bool
 	// presence is the last presence state told here per person: the same state
 	// again (a locally announced event's broker copy, a watch finding) is dropped.
 	presence map[string]bool
@@ -160,7 +162,7 @@ func (s *session) resubscribe() bool {
 	s.cancel = cancel
 	s.unlock()
 	s.h.log.Info("following a chat through the broker again", "session", s.id)
-	s.fill()
+	s.catchUp()
 	return true
 }
 
@@ -187,6 +189,12 @@ func (s *session) onEvent(ev chat.Event) {
 	if ev.Type != chat.EventMessage {
 		if ev.Type == chat.EventEnded && !s.firstEnd() {
 			return // announced here already
+		}
+		if ev.Type == chat.EventTranscript {
+			if s.transcriptSent {
+				return // a repeated export, or a catch-up that found it
+			}
+			s.transcriptSent = true
 		}
 		if ev.Type == chat.EventPresence && !s.newPresence(ev) {
 			return
@@ -321,6 +329,30 @@ func (s *session) fill() {
 	s.filling = false
 	s.deliverHeld() // delivers what the fill made contiguous; re-arms the timer if a gap remains
 	s.unlock()
+}
+
+// catchUp reads what the broker may have missed from the store: the messages, and
+// (with a StoreCheck) whether the chat has ended or its transcript is ready, until
+// the transcript frame has gone out here.
+func (s *session) catchUp() {
+	s.fill()
+	check := s.h.check.Load()
+	s.lock()
+	done := s.transcriptSent || s.stopped || s.next == 0
+	s.unlock()
+	if check == nil || done {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.h.ctx, storeTimeout)
+	evs, err := (*check)(ctx, s.id)
+	cancel()
+	if err != nil {
+		s.h.log.Warn("cannot read the chat's state from the store; retrying", "session", s.id, "err", err)
+		return
+	}
+	for _, ev := range evs {
+		s.onEvent(ev)
+	}
 }
 
 func (s *session) readPage(after int64) ([]chat.Message, error) {

@@ -11,12 +11,14 @@
 package room
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
 	"parley/internal/chat"
 	"parley/internal/hub"
 	"parley/internal/metrics"
+	"parley/internal/wire"
 )
 
 // Transport is one connection as the chat layer sees it. Send and Reply must not
@@ -95,7 +97,27 @@ func New(o Options) *Rooms {
 	chat.SetDefault(&o.StoreTimeout, DefaultStoreTimeout)
 	chat.SetDefault(&o.Recheck, DefaultRecheck)
 	chat.SetDefault(&o.Window, 16)
-	return &Rooms{o: o, log: o.Logger}
+	r := &Rooms{o: o, log: o.Logger}
+	if o.Hub != nil {
+		o.Hub.SetStoreCheck(r.missedEvents)
+	}
+	return r
+}
+
+// missedEvents reads the session row for the hub's catch-ups (the broker was down or
+// restarted empty): a chat ended on another replica meanwhile, or its transcript
+// archived, is told to this replica's connections from the row, as the broker would
+// have told them.
+func (r *Rooms) missedEvents(ctx context.Context, id string) ([]chat.Event, error) {
+	sess, err := r.o.Sessions.Session(ctx, id)
+	if err != nil || !sess.Ended() {
+		return nil, err
+	}
+	evs := []chat.Event{{Type: chat.EventEnded, Session: id, Frame: wire.Ended(sess.EndedBy)}}
+	if sess.Status == chat.StatusCompleted && sess.ChatHistory != "" {
+		evs = append(evs, chat.Event{Type: chat.EventTranscript, Session: id, Frame: wire.Transcript(sess.ChatHistory)})
+	}
+	return evs, nil
 }
 
 // Request is what a connection asks for: who (from the cookie), which room, where to
