@@ -20,36 +20,51 @@ func (s *Server) handleHealthz() http.Handler {
 }
 
 // handleReadyz pings every backend a request needs, so a load balancer stops sending
-// traffic to a replica that cannot serve it. The body names what failed, never why
-// in detail (errors may carry addresses or credentials; they go to the log).
+// traffic to a replica that cannot serve it. A store that fails (sessions, messages)
+// makes it 503 "unavailable: …": nothing can be served without it. A broker that
+// fails (Redis, which also keeps presence) leaves it 200 "degraded: broker": chats go
+// on, acknowledged and stored, and reach the other replicas from the store within a
+// health check or two, so taking the replica out of service would cost more than it
+// saves. The body names what failed, never why in detail (errors may carry addresses
+// or credentials; they go to the log). It answers within readyTimeout.
 func (s *Server) handleReadyz() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
-		failed := s.pingBackends(ctx)
+		failed, degraded := s.pingBackends(ctx)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		var parts []string
+		if len(failed) > 0 {
+			parts = append(parts, "unavailable: "+strings.Join(failed, ", "))
+		}
+		if len(degraded) > 0 {
+			parts = append(parts, "degraded: "+strings.Join(degraded, ", "))
+		}
 		if len(failed) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("unavailable: " + strings.Join(failed, ", ") + "\n"))
-			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		if len(parts) == 0 {
+			parts = []string{"ready"}
+		}
+		_, _ = w.Write([]byte(strings.Join(parts, "; ") + "\n"))
 	})
 }
 
 // pingBackends pings the backends side by side and returns the names of those that
-// failed or did not answer before ctx ends: a hung backend (a Redis stopped with
-// SIGSTOP, whose client may ignore the deadline) costs /readyz readyTimeout at most,
-// and the others are still named correctly.
-func (s *Server) pingBackends(ctx context.Context) []string {
+// failed or did not answer before ctx ends: the ones a replica cannot serve without
+// (failed), and those it serves chats without, less well (degraded). A hung backend
+// (a Redis stopped with SIGSTOP, whose client may ignore the deadline) costs /readyz
+// readyTimeout at most, and the others are still named correctly.
+func (s *Server) pingBackends(ctx context.Context) (failed, degraded []string) {
 	checks := []struct {
-		name string
-		p    pinger
+		name     string
+		p        pinger
+		optional bool // chats go on without it
 	}{
-		{"sessions", s.sessions},
-		{"messages", s.messages},
-		{"broker", s.broker},
+		{"sessions", s.sessions, false},
+		{"messages", s.messages, false},
+		{"broker", s.broker, true},
 	}
 	type result struct {
 		i  int
@@ -83,13 +98,16 @@ func (s *Server) pingBackends(ctx context.Context) []string {
 		}
 		break
 	}
-	var failed []string
 	for i, c := range checks {
-		if !ok[i] {
+		switch {
+		case ok[i]:
+		case c.optional:
+			degraded = append(degraded, c.name)
+		default:
 			failed = append(failed, c.name)
 		}
 	}
-	return failed
+	return failed, degraded
 }
 
 // pinger is what every backend offers for readiness checks.
