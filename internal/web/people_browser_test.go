@@ -25,6 +25,22 @@ const (
 	phoneScreenshotPath = "../../docs/screenshot-room-phone.png"
 )
 
+// colourEmojiPixels draws 😀 in black with the message text's font on a canvas and
+// counts the pixels that came out coloured: none when a black-and-white glyph wins.
+const colourEmojiPixels = `(function () {
+	var font = '32px ' + getComputedStyle(document.querySelector('#messages .text')).fontFamily;
+	return document.fonts.load(font, '😀').then(function () {
+		var c = document.createElement('canvas'); c.width = c.height = 48;
+		var g = c.getContext('2d'); g.font = font; g.textBaseline = 'top'; g.fillStyle = '#000';
+		g.fillText('😀', 0, 0);
+		var d = g.getImageData(0, 0, 48, 48).data, n = 0;
+		for (var i = 0; i < d.length; i += 4) {
+			if (d[i + 3] > 128 && Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 60) { n++; }
+		}
+		return n;
+	});
+})()`
+
 // newPhone is a browser with a 390×844 viewport whose clock is in zone.
 func newPhone(t *testing.T, chromiumCtx context.Context, name, zone string) *browser {
 	t.Helper()
@@ -84,6 +100,9 @@ func TestBrowserRoomDetails(t *testing.T) {
 	}
 	if font := evaluate[string](ann, `getComputedStyle(document.querySelector('#messages .text')).fontFamily`); !strings.Contains(font, "Noto Color Emoji") {
 		t.Errorf("message font %q has no colour emoji font", font)
+	}
+	if n := evaluatePromise[int](ann, colourEmojiPixels); n < 50 {
+		t.Errorf("😀 in the message font drew %d coloured pixels, want a colour emoji (is fonts-noto-color-emoji installed?)", n)
 	}
 
 	// The too-long warning goes once the draft is short enough again.
