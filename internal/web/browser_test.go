@@ -65,8 +65,8 @@ func TestBrowserTwoPeopleChat(t *testing.T) {
 
 	ann.send("Hi Bob! Ready to go over the plan?\nTwo lines, even.", true)
 	bob.waitForMessage("Hi Bob! Ready to go over the plan?\nTwo lines, even.")
-	bob.send("Hello Ann — yes, I have the notes here.", false)
-	ann.waitForMessage("Hello Ann — yes, I have the notes here.")
+	bob.send("Hello Ann — yes, I have the notes here 📝", false)
+	ann.waitForMessage("Hello Ann — yes, I have the notes here 📝")
 	bob.send(xssText, true)
 	ann.waitForMessage(xssText)
 	ann.send("Great, let's start with the timeline.", true)
