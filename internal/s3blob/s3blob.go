@@ -48,6 +48,11 @@ var _ chat.Archive = (*Archive)(nil)
 const (
 	DefaultRegion     = "us-east-1"
 	DefaultPresignTTL = 5 * time.Minute
+	// DefaultPutTimeout bounds one upload (and reading one object back, Open); a
+	// transcript is at most a few megabytes.
+	DefaultPutTimeout = 60 * time.Second
+	// DefaultCallTimeout bounds every other call: HeadObject, HeadBucket, presigning.
+	DefaultCallTimeout = 10 * time.Second
 )
 
 // metaSHA256 is the user metadata key (x-amz-meta-sha256) holding the object's hex
@@ -71,6 +76,11 @@ type Options struct {
 	PublicEndpoint string
 	PathStyle      bool          // bucket in the path (MinIO), not in the host name
 	PresignTTL     time.Duration // default lifetime of download links, default 5 minutes
+	// PutTimeout and CallTimeout bound each S3 call (DefaultPutTimeout,
+	// DefaultCallTimeout): an S3 that keeps the connection open without answering
+	// fails the call, so the export fails and is retried instead of holding a worker.
+	PutTimeout  time.Duration
+	CallTimeout time.Duration
 	// Credentials overrides the SDK's default chain (tests, stand-ins); nil keeps it.
 	Credentials aws.CredentialsProvider
 	Logger      *slog.Logger // nil discards
@@ -98,6 +108,8 @@ func Open(ctx context.Context, opts Options) (*Archive, error) {
 	if opts.PublicEndpoint == "" {
 		opts.PublicEndpoint = opts.Endpoint
 	}
+	chat.SetDefault(&opts.PutTimeout, DefaultPutTimeout)
+	chat.SetDefault(&opts.CallTimeout, DefaultCallTimeout)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -128,6 +140,8 @@ func (a *Archive) Close() error { return nil }
 
 // Ping reports whether the bucket can be reached with the configured credentials.
 func (a *Archive) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
 	if _, err := a.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &a.opts.Bucket}); err != nil {
 		return unavailable(err, "bucket %q", a.opts.Bucket)
 	}
@@ -162,7 +176,9 @@ func (a *Archive) CreateBucket(ctx context.Context) error {
 func (a *Archive) Put(ctx context.Context, key string, body []byte) (chat.ArchiveObject, error) {
 	sum := sha256.Sum256(body)
 	want := chat.ArchiveObject{Key: key, Size: int64(len(body)), SHA256: hex.EncodeToString(sum[:])}
-	_, err := a.client.PutObject(ctx, &s3.PutObjectInput{
+	putCtx, cancel := context.WithTimeout(ctx, a.opts.PutTimeout)
+	defer cancel()
+	_, err := a.client.PutObject(putCtx, &s3.PutObjectInput{
 		Bucket:            &a.opts.Bucket,
 		Key:               aws.String(a.objectKey(key)),
 		Body:              bytes.NewReader(body),
@@ -190,6 +206,8 @@ func (a *Archive) Put(ctx context.Context, key string, body []byte) (chat.Archiv
 // Stat returns the stored object's size and SHA-256 (S3's checksum, cross-checked with
 // the metadata Put wrote), or ENotFound.
 func (a *Archive) Stat(ctx context.Context, key string) (chat.ArchiveObject, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
 	out, err := a.client.HeadObject(ctx, &s3.HeadObjectInput{
 		Bucket:       &a.opts.Bucket,
 		Key:          aws.String(a.objectKey(key)),
@@ -224,16 +242,31 @@ func objectSHA256(out *s3.HeadObjectOutput) (string, error) {
 	return s3sum, nil
 }
 
-// Open returns the object's content, or ENotFound. The caller closes it.
+// Open returns the object's content, or ENotFound. The caller closes it. Reading it
+// whole is bounded by PutTimeout, as uploading it is.
 func (a *Archive) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.PutTimeout)
 	out, err := a.client.GetObject(ctx, &s3.GetObjectInput{
 		Bucket: &a.opts.Bucket,
 		Key:    aws.String(a.objectKey(key)),
 	})
 	if err != nil {
+		cancel()
 		return nil, a.translate(err, key)
 	}
-	return out.Body, nil
+	return cancelOnClose{out.Body, cancel}, nil
+}
+
+// cancelOnClose is a response body whose call's deadline ends when it is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // URL returns a presigned GET of the object, signed for PublicEndpoint and valid for
@@ -250,6 +283,8 @@ func (a *Archive) URL(ctx context.Context, key, filename string, ttl time.Durati
 	if disposition == "" { // a name mime cannot encode: let the browser pick one
 		disposition = "attachment"
 	}
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
 	req, err := a.presign.PresignGetObject(ctx, &s3.GetObjectInput{
 		Bucket:                     &a.opts.Bucket,
 		Key:                        aws.String(a.objectKey(key)),
