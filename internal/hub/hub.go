@@ -201,18 +201,22 @@ func (m *Member) PresenceMark(email string) uint64 {
 	return m.s.told[email]
 }
 
-// TellPresence sends this connection alone frame, email's presence as read from
-// Presence after mark was taken, unless a presence event about email reached the
-// session since: that event went to this connection too and is at least as new as
-// the read, which must not be told after it (a peer entering at the same moment
-// would otherwise be shown offline until their next change).
-func (m *Member) TellPresence(email string, mark uint64, frame []byte) {
+// TellPresence sends this connection alone frame, saying email is online or not as
+// read from Presence after mark was taken, unless a presence event about email
+// reached the session since: that event went to this connection too and is at least
+// as new as the read, which must not be told after it (a peer entering at the same
+// moment would otherwise be shown offline until their next change). What it tells
+// is what the presence watch compares its next reading with, so a peer's event the
+// broker lost is made up for by the watch.
+func (m *Member) TellPresence(email string, mark uint64, online bool, frame []byte) {
 	m.s.lock()
-	defer m.s.unlock()
 	if m.s.told[email] != mark {
+		m.s.unlock()
 		return
 	}
 	m.c.other(frame, m.s.h.opts.MaxBuffered)
+	m.s.unlock()
+	m.h.watch.told(m.s.id, email, online)
 }
 
 // Given returns the highest message seq handed to this connection so far, replayed

@@ -14,6 +14,7 @@ import (
 	"parley/internal/membus"
 	"parley/internal/sqlstore"
 	"parley/internal/testenv"
+	"parley/internal/wire"
 )
 
 // waitFor polls cond until it holds, for 5 s at most.
@@ -431,4 +432,29 @@ func TestDeliverThenBrokerCopyOnce(t *testing.T) {
 	f.publish(t, chat.Message{SessionID: "s", Seq: 4})
 	wantSeqs(t, &sender, 1, 4)
 	wantSeqs(t, &peer, 1, 4)
+}
+
+// TestWatchMakesUpForALostPresenceEvent: a connection entered and was told its peer
+// was offline; the peer then came online on another replica, but the broker lost
+// their event. The presence watch's next reading differs from what was told, and the
+// connection is told the peer is online.
+func TestWatchMakesUpForALostPresenceEvent(t *testing.T) {
+	p := membus.NewPresence()
+	f := newFixture(t, Options{Presence: p, PresenceCheck: 50 * time.Millisecond})
+	r := &recorder{}
+	m, err := f.hub.Join(context.Background(), Join{Session: "s1", Email: "ann@x.org", Peer: "bob@x.org", To: r,
+		Replay: func(frame []byte) error { r.Send(frame); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Leave)
+	m.TellPresence("bob@x.org", m.PresenceMark("bob@x.org"), false, wire.Presence("bob@x.org", false))
+	if _, err := p.Connected(context.Background(), "s1", "bob@x.org"); err != nil { // no event published
+		t.Fatal(err)
+	}
+	online := string(wire.Presence("bob@x.org", true))
+	waitFor(t, "ann told bob is online", func() bool {
+		got := r.got()
+		return len(got) > 0 && got[len(got)-1] == online
+	})
 }

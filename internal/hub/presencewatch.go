@@ -122,6 +122,19 @@ func (w *presenceWatch) left(session, email string) {
 	w.forget(session, s)
 }
 
+// told records what a local connection was told of email's presence when it
+// entered (read from Presence), so the next check delivers a reading that differs.
+func (w *presenceWatch) told(session, email string, online bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.sessions[session]
+	if s == nil || s.local[email] > 0 {
+		return
+	}
+	s.people[email] = true
+	s.online[email] = online
+}
+
 // Observed reports what the watch last saw of email's presence in the session, and
 // whether it has seen anything (for tests and diagnostics).
 func (w *presenceWatch) Observed(session, email string) (online, seen bool) {

@@ -53,9 +53,9 @@ func (c *Client) announcePresence(sess *chat.Session) {
 		})
 		if err != nil {
 			c.r.log.Warn("presence is degraded: cannot read it", "session", c.sess.ID, "err", err)
-			c.member.TellPresence(peer, mark, wire.PresenceDegraded(peer, false, degradedPresence))
+			c.member.TellPresence(peer, mark, false, wire.PresenceDegraded(peer, false, degradedPresence))
 		} else {
-			c.member.TellPresence(peer, mark, wire.Presence(peer, online))
+			c.member.TellPresence(peer, mark, online, wire.Presence(peer, online))
 		}
 	}
 	first, err := c.bounded(func(ctx context.Context) (bool, error) {
