@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -34,36 +33,12 @@ func newPagesEnv(t *testing.T) *pagesEnv { return newPagesEnvAt(t, "") }
 // in front of it); "" means the test server's own URL.
 func newPagesEnvAt(t *testing.T, publicURL string) *pagesEnv {
 	t.Helper()
-	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	dir := t.TempDir()
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "parley.db"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(nil) // its listener, hence its URL, exists already
-	if publicURL == "" {
-		publicURL = "http://" + srv.Listener.Addr().String()
-	}
-	bus := membus.New()
-	queue := newTestQueue(t, store, bus, dir, publicURL)
-	s := NewServer(Deps{
-		Config:   Config{PublicURL: publicURL, Auth: AuthTrust}, // the join form signs in; signin_test.go covers links
-		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Queue: queue, Logger: log,
-		People: store,
+	// The join form signs in; signin_test.go covers links.
+	site := newTestSite(t, Config{PublicURL: publicURL, Auth: AuthTrust}, func(d *Deps, site *testSite) {
+		d.Queue = newTestQueue(t, site.store, site.bus, site.dir, site.public)
+		d.People = site.store
 	})
-	srv.Config.Handler = s
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Close()
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(sctx)
-		_ = queue.Close()
-		_ = bus.Close()
-		_ = store.Close()
-	})
-	return &pagesEnv{srv: srv, store: store}
+	return &pagesEnv{srv: site.ts, store: site.store}
 }
 
 // newTestQueue starts the in-process queue running the real transcript export into a
@@ -88,6 +63,7 @@ func newTestQueue(t *testing.T, store *sqlstore.DB, bus *membus.Bus, dir, public
 		t.Fatal(err)
 	}
 	queue.Start(context.Background())
+	t.Cleanup(func() { _ = queue.Close() })
 	return queue
 }
 

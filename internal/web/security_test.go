@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -20,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"parley/internal/chat"
-	"parley/internal/membus"
 	"parley/internal/metrics"
 	"parley/internal/outbox"
 	"parley/internal/sqlstore"
@@ -63,39 +61,21 @@ const secAdmin = "admin@example.org"
 
 func newSecEnv(t *testing.T, cfg Config) *secEnv {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	log := slog.New(slog.DiscardHandler)
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "parley.db"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ob, err := outbox.New(outbox.Options{Dir: filepath.Join(dir, "outbox")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &secEnv{t: t, store: store, outbox: ob.Dir(), clock: &testClock{now: time.Now()}, reg: prometheus.NewRegistry()}
-	e.ts = httptest.NewUnstartedServer(nil)
-	if cfg.PublicURL == "" {
-		cfg.PublicURL = "http://" + e.ts.Listener.Addr().String()
-	}
-	cfg.Dev, cfg.OutboxDir = true, ob.Dir()
+	e := &secEnv{t: t, clock: &testClock{now: time.Now()}, reg: prometheus.NewRegistry()}
+	cfg.Dev = true
 	cfg.CookieKey = []byte("security test key, 32 bytes long")
 	cfg.AdminEmails = append(cfg.AdminEmails, secAdmin)
-	e.cfg = cfg
-	bus := membus.New()
-	e.srv = NewServer(Deps{Config: cfg, Sessions: store, Messages: store, Broker: bus,
-		Presence: membus.NewPresence(), Logger: log, Mailer: ob, SignIns: store, Logins: store, Metrics: metrics.New(e.reg)})
-	e.srv.now = e.clock.Now
-	e.ts.Config.Handler = e.srv
-	e.ts.Start()
-	t.Cleanup(func() {
-		e.ts.CloseClientConnections()
-		_ = e.srv.Close()
-		e.ts.Close()
-		_ = bus.Close()
-		_ = store.Close()
+	site := newTestSite(t, cfg, func(d *Deps, site *testSite) {
+		ob, err := outbox.New(outbox.Options{Dir: filepath.Join(site.dir, "outbox")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Config.OutboxDir, e.outbox = ob.Dir(), ob.Dir()
+		d.Mailer, d.SignIns, d.Logins, d.Metrics = ob, site.store, site.store, metrics.New(e.reg)
+		e.cfg = d.Config
 	})
+	e.srv, e.ts, e.store = site.srv, site.ts, site.store
+	e.srv.now = e.clock.Now
 	return e
 }
 

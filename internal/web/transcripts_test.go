@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/fileblob"
-	"parley/internal/membus"
 	"parley/internal/outbox"
 	"parley/internal/sqlstore"
 	"parley/internal/transcript"
@@ -44,48 +42,29 @@ func (a redirectingArchive) URL(ctx context.Context, key, filename string, ttl t
 
 func newEndEnv(t *testing.T, dev, redirect bool) *endEnv {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	log := slog.New(slog.DiscardHandler)
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "parley.db"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	arch, err := fileblob.Open(filepath.Join(dir, "archive"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := outbox.New(outbox.Options{Dir: filepath.Join(dir, "outbox")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bus := membus.New()
-	var served chat.Archive = arch
-	if redirect {
-		served = redirectingArchive{arch}
-	}
-	srv := httptest.NewUnstartedServer(nil)
-	public := "http://" + srv.Listener.Addr().String()
-	s := NewServer(Deps{
-		Config:   Config{PublicURL: public, Dev: dev, OutboxDir: out.Dir(), AdminEmails: []string{endAdmin}, Auth: AuthTrust},
-		Sessions: store, Messages: store, Broker: bus, Presence: membus.NewPresence(), Archive: served, Logger: log,
+	e := &endEnv{}
+	site := newTestSite(t, Config{Dev: dev, AdminEmails: []string{endAdmin}, Auth: AuthTrust}, func(d *Deps, site *testSite) {
+		var err error
+		if e.archive, err = fileblob.Open(filepath.Join(site.dir, "archive")); err != nil {
+			t.Fatal(err)
+		}
+		if e.outbox, err = outbox.New(outbox.Options{Dir: filepath.Join(site.dir, "outbox")}); err != nil {
+			t.Fatal(err)
+		}
+		d.Config.OutboxDir = e.outbox.Dir()
+		d.Archive = e.archive
+		if redirect {
+			d.Archive = redirectingArchive{e.archive}
+		}
+		e.exporter, err = transcript.NewExporter(transcript.Options{Sessions: site.store, Messages: site.store,
+			Archive: e.archive, Mailer: e.outbox, Broker: site.bus, PublicURL: site.public, Logger: d.Logger})
+		if err != nil {
+			t.Fatal(err)
+		}
 	})
-	srv.Config.Handler = s
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Close()
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(sctx)
-		_ = bus.Close()
-		_ = store.Close()
-	})
-	x, err := transcript.NewExporter(transcript.Options{Sessions: store, Messages: store, Archive: arch, Mailer: out,
-		Broker: bus, PublicURL: public, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &endEnv{srv: srv, client: newPagesClient(t, srv), store: store, archive: arch, outbox: out, exporter: x}
+	e.srv, e.store = site.ts, site.store
+	e.client = newPagesClient(t, site.ts)
+	return e
 }
 
 // chat has host and participant join room through the join form, stores texts and
