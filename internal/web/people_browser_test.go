@@ -13,9 +13,7 @@ import (
 
 	"parley/internal/chat"
 	"parley/internal/fileblob"
-	"parley/internal/outbox"
 	"parley/internal/testenv"
-	"parley/internal/transcript"
 )
 
 // Phone viewport of the people tests.
@@ -177,17 +175,7 @@ func TestBrowserSignedOutTranscriptLink(t *testing.T) {
 	if _, err := e.store.End(ctx, sess.ID, "ann@example.org", chat.Now()); err != nil {
 		t.Fatal(err)
 	}
-	mail, err := outbox.New(outbox.Options{Dir: filepath.Join(t.TempDir(), "mail")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := transcript.NewExporter(transcript.Options{Sessions: e.store, Messages: e.store, Archive: arch, Mailer: mail})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := x.Export(ctx, sess.ID); err != nil {
-		t.Fatal(err)
-	}
+	exportNow(t, e.store, arch, sess.ID)
 
 	bob := newPhone(t, startChromium(t, chromium), "bob", "Europe/Berlin")
 	path := "/transcripts/" + sess.ID

@@ -65,17 +65,7 @@ func TestSignedOutTranscriptLinkReturns(t *testing.T) {
 	if _, err := e.store.End(ctx, sess.ID, "host@example.org", chat.Now()); err != nil {
 		t.Fatal(err)
 	}
-	mail, err := outbox.New(outbox.Options{Dir: filepath.Join(t.TempDir(), "mail")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := transcript.NewExporter(transcript.Options{Sessions: e.store, Messages: e.store, Archive: arch, Mailer: mail})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := x.Export(ctx, sess.ID); err != nil {
-		t.Fatal(err)
-	}
+	exportNow(t, e.store, arch, sess.ID)
 
 	path := "/transcripts/" + sess.ID
 	res, _ := e.request(http.MethodGet, path, nil, nil)

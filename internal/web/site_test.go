@@ -2,8 +2,12 @@ package web
 
 import (
 	"context"
+
 	"log/slog"
 	"net/http/httptest"
+	"parley/internal/chat"
+	"parley/internal/outbox"
+	"parley/internal/transcript"
 	"path/filepath"
 	"testing"
 	"time"
@@ -62,4 +66,21 @@ func newTestSite(t *testing.T, cfg Config, deps func(d *Deps, site *testSite)) *
 		site.ts.Close()
 	})
 	return site
+}
+
+// exportNow runs the transcript export of the ended session into arch at once, mailing
+// into a throwaway outbox, as the job queue would.
+func exportNow(t *testing.T, store *sqlstore.DB, arch chat.Archive, session string) {
+	t.Helper()
+	mail, err := outbox.New(outbox.Options{Dir: filepath.Join(t.TempDir(), "mail")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := transcript.NewExporter(transcript.Options{Sessions: store, Messages: store, Archive: arch, Mailer: mail})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Export(context.Background(), session); err != nil {
+		t.Fatal(err)
+	}
 }
