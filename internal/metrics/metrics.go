@@ -87,7 +87,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_store_commit_seconds", Help: "Time of one group commit of the message store.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)}), // 50 µs … 1.6 s
 		mergeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "parley_store_log_merge_seconds", Help: "Time of one move of the SQLite message log into the messages table (appends wait meanwhile).",
+			Name: "parley_store_log_merge_seconds", Help: "Time of one merge of pending SQLite messages into message_chunks (appends wait meanwhile; the name is from the message log it replaced).",
 			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 14)}), // 100 µs … 0.8 s
 		refusals: make(map[string]prometheus.Counter, len(knownReasons)),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -224,7 +224,7 @@ func (m *Metrics) StoreCommitted(size int, d time.Duration) {
 	}
 }
 
-// StoreMerged records one move of the SQLite message log into messages that took d.
+// StoreMerged records one merge of pending SQLite messages (sqlstore/pending.go) that took d.
 func (m *Metrics) StoreMerged(d time.Duration) {
 	if m != nil {
 		m.mergeSeconds.Observe(d.Seconds())

@@ -33,6 +33,8 @@ type DB struct {
 	log     *slog.Logger
 	w       *writer
 	ckpt    *checkpointer // SQLite only
+	pending *pendingSet   // SQLite only: messages not yet in message_chunks (pending.go)
+	unlock  func()        // SQLite only: releases the file's lock (lockFile)
 	stmts   sync.Map      // query text → *sql.Stmt, prepared once (see prepared)
 
 	closeOnce sync.Once
@@ -66,9 +68,9 @@ func (d dialect) String() string {
 // _txlock=immediate takes the write lock at BEGIN, so a transaction that reads then
 // writes waits for the lock instead of failing with SQLITE_BUSY halfway.
 // wal_autocheckpoint is raised because checkpoints run on a timer (checkpoint.go).
-// temp_store(MEMORY) keeps the statement journal and sorter of the message-log merge
-// (messagelog.go) out of temporary files, and a 16 MiB page cache holds the pages
-// a merge revisits; SQLite grows it only as pages are used.
+// temp_store(MEMORY) keeps any statement journal and sorter out of temporary files, and
+// a 16 MiB page cache holds the pages a merge (pending.go) revisits; SQLite grows it
+// only as pages are used.
 const sqlitePragmas = "_pragma=temp_store(MEMORY)&_pragma=cache_size(-16384)&_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)" +
 	"&_pragma=wal_autocheckpoint(" + sqliteAutoCheckpoint + ")&_txlock=immediate"
 
@@ -84,19 +86,27 @@ func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*DB, err
 	if path == "" || strings.ContainsAny(path, "?#") || strings.Contains(path, ":memory:") {
 		return nil, chat.Errorf(chat.EInvalid, "SQLite path %q must name a file and contain no '?' or '#'", path)
 	}
+	unlock, err := lockFile(path)
+	if err != nil {
+		return nil, err
+	}
 	sqldb, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
 	if err != nil {
+		unlock()
 		return nil, chat.Wrap(chat.EUnavailable, err, "open SQLite %s", path)
 	}
 	sqldb.SetMaxOpenConns(sqliteMaxConns)
 	sqldb.SetMaxIdleConns(sqliteMaxConns)
 	d := newDB(sqldb, dialectSQLite, logger)
+	d.pending, d.unlock = newPendingSet(), unlock
 	if err := d.Migrate(ctx); err != nil {
 		_ = sqldb.Close()
+		unlock()
 		return nil, err
 	}
 	if err := d.start(ctx); err != nil {
 		_ = sqldb.Close()
+		unlock()
 		return nil, err
 	}
 	d.ckpt = startCheckpointer(d)
@@ -203,6 +213,9 @@ func (d *DB) Close() error {
 			return true
 		})
 		d.closeErr = d.db.Close()
+		if d.unlock != nil {
+			d.unlock()
+		}
 	})
 	return d.closeErr
 }

@@ -51,21 +51,51 @@ func (d *DB) Append(ctx context.Context, m chat.Message) (chat.Message, bool, er
 	return out, dup, nil
 }
 
-// Messages implements chat.MessageStore with a primary-key range read (on SQLite,
-// plus the message log: messagelog.go).
+// Messages implements chat.MessageStore with a primary-key range read. On SQLite the
+// chat's pending messages come from memory first, and message_chunks is read only for
+// what is older than them (pending.go, chunks.go).
 func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit int) ([]chat.Message, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	query, args := messagesAfter, []any{sessionID, after, limit}
-	if d.dialect == dialectSQLite {
-		query, args = sqliteMessagesAfter, append(args, logPart(sessionID))
+	var pending []chat.Message
+	if d.pending != nil {
+		var complete bool
+		if pending, complete = d.pending.after(sessionID, after, limit); complete {
+			return pending, nil
+		}
 	}
-	st, err := d.prepared(ctx, query)
+	var stored []chat.Message
+	var err error
+	if d.pending != nil {
+		stored, err = d.storedChunks(ctx, sessionID, after, limit)
+		err = dbErr(err, "read messages")
+	} else {
+		stored, err = d.storedMessages(ctx, sessionID, after, limit)
+	}
+	if err != nil || len(pending) == 0 {
+		return stored, err
+	}
+	// The stored ones are older, but a merge after the pending ones were copied may
+	// have moved some of those into messages too.
+	for _, m := range pending {
+		if len(stored) == limit {
+			break
+		}
+		if len(stored) == 0 || m.Seq > stored[len(stored)-1].Seq {
+			stored = append(stored, m)
+		}
+	}
+	return stored, nil
+}
+
+// storedMessages reads up to limit of the session's rows of messages after seq after.
+func (d *DB) storedMessages(ctx context.Context, sessionID string, after int64, limit int) ([]chat.Message, error) {
+	st, err := d.prepared(ctx, messagesAfter)
 	if err != nil {
 		return nil, dbErr(err, "read messages")
 	}
-	rows, err := st.QueryContext(ctx, args...)
+	rows, err := st.QueryContext(ctx, sessionID, after, limit)
 	if err != nil {
 		return nil, dbErr(err, "read messages")
 	}
@@ -83,14 +113,20 @@ func (d *DB) Messages(ctx context.Context, sessionID string, after int64, limit 
 	return out, dbErr(rows.Err(), "read messages")
 }
 
-// LastSeq implements chat.MessageStore: the last key of the session's range.
+// LastSeq implements chat.MessageStore: the last key of the session's range (on
+// SQLite, the newest pending message when the chat has any).
 func (d *DB) LastSeq(ctx context.Context, sessionID string) (int64, error) {
-	query, args := lastSeqOf, []any{sessionID}
-	if d.dialect == dialectSQLite {
-		query, args = sqliteLastSeqOf, append(args, logPart(sessionID))
+	if d.pending != nil {
+		if seq := d.pending.lastSeq(sessionID); seq > 0 {
+			return seq, nil
+		}
+	}
+	query := lastSeqOf
+	if d.pending != nil {
+		query = sqliteChunkLast
 	}
 	var seq int64
-	err := d.queryRow(ctx, query, args...).Scan(&seq)
+	err := d.queryRow(ctx, query, sessionID).Scan(&seq)
 	return seq, dbErr(err, "read last seq")
 }
 

@@ -37,7 +37,7 @@ import (
 //
 // The loop (queue, batches, answers, reruns, metrics) is this file's writer; what a
 // batch does in the database is its dialect's batchWriter: sqliteWriter
-// (writer_sqlite.go, with sqlitecache.go and messagelog.go) or mysqlWriter
+// (writer_sqlite.go, with sqlitecache.go, pending.go and chunks.go) or mysqlWriter
 // (writer_mysql.go).
 //
 // Dedupe. SQLite: the writer remembers a hash of every client id of each session it
@@ -334,11 +334,10 @@ func (l stmtList) close() {
 	}
 }
 
-// refuseAfterEnd answers a message for an ended chat from stored, the session's
-// message with the same client id: a resend of a message stored before the end gets
-// its original answer; anything new is refused with EChatEnded.
-func refuseAfterEnd(stored *sql.Row, r *request) error {
-	err := scanMessage(stored, &r.out)
+// refuseAfterEnd answers a message for an ended chat from the outcome of reading the
+// session's message with the same client id into r.out: a resend of a message stored
+// before the end gets its original answer; anything new is refused with EChatEnded.
+func refuseAfterEnd(err error, r *request) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		r.err = chat.Errorf(chat.EChatEnded, "This chat has ended; no more messages can be sent.")
 		return nil

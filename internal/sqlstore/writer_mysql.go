@@ -291,7 +291,7 @@ func (w *mysqlWriter) applyMySQL(ctx context.Context, tx *sql.Tx, st mysqlFixedS
 		return nil
 	}
 	if w.ended[s] {
-		return refuseAfterEnd(st.byClient.QueryRowContext(ctx, s, r.in.ClientID), r)
+		return refuseAfterEnd(scanMessage(st.byClient.QueryRowContext(ctx, s, r.in.ClientID), &r.out), r)
 	}
 	w.seen[k] = r
 	if m, ok := w.stored[k]; ok {

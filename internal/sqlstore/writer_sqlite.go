@@ -12,9 +12,9 @@ import (
 
 // sqliteWriter is the SQLite side of the writer: the file belongs to this process and
 // only the writer appends, so it remembers each session's last seq and client ids
-// between batches (sqlitecache.go), appends to the message log and moves the log into
-// messages (messagelog.go), and runs End in its batches so messages and the end of
-// their chat stay ordered.
+// between batches (sqlitecache.go), stores each batch's new messages as one row of
+// message_pending and merges them into messages (pending.go), and runs End in its
+// batches so messages and the end of their chat stay ordered.
 type sqliteWriter struct {
 	loop     *writer // for its metrics and whether requests wait
 	d        *DB
@@ -27,37 +27,55 @@ type sqliteWriter struct {
 	// it touches again.
 	conn *sql.Conn
 
-	seqs  map[string]int64 // session → last seq stored
-	cache sqliteCache      // client ids and ended flags kept between batches
-	log   messageLog       // rows waiting in message_log, by part (messagelog.go)
-	rows  []*request       // this batch's messages not yet inserted (flushRows)
-	args  []any            // reused arguments of the log inserts
+	seqs    map[string]int64 // session → last seq stored
+	cache   sqliteCache      // client ids and ended flags kept between batches
+	pending *pendingSet      // the DB's: messages in message_pending (pending.go)
 
-	merges atomic.Int64 // log merges committed
+	// This batch: its new messages not yet in a batch row (rows), and what it did to
+	// the pending messages, applied to pending once it commits (ops).
+	rows   []*request
+	ops    []pendingOp
+	blob   []byte // reused encoding buffer
+	nextID int64  // id of the next message_pending row
+
+	merges atomic.Int64 // merges committed
+	ready  bool         // started: close merges what is pending
+}
+
+// pendingOp is one change a batch makes to the pending messages: a batch row
+// (batch) or a chat's messages deleted (drop, through: the last batch row id).
+type pendingOp struct {
+	batch   *pendingBatch
+	drop    string
+	through int64
 }
 
 // sqliteStmts are the SQLite writer's statements. They are prepared once on the pool;
 // database/sql then keeps one prepared copy per connection, and a batch binds them to
 // its transaction with Tx.StmtContext, so no batch compiles SQL.
 type sqliteStmts struct {
-	insert, insertN, byClient, delete *sql.Stmt
-	// The reads behind the client-id filter and End (sqlitecache.go); status reads the
-	// session's status in the batch transaction, so a message and the end of its chat
-	// are ordered.
-	bySeq, clientIDs, end, status *sql.Stmt
-	// The message log (messagelog.go).
-	deleteLog, logParts, moveLog, trimLog *sql.Stmt
+	// The stored messages (chunks.go): the reads behind the client-id filter and
+	// resends, and the merge's insert.
+	chunksAfter, countChunks, deleteChunks, addChunk *sql.Stmt
+	// End (sqlitecache.go); status reads the session's status in the batch
+	// transaction, so a message and the end of its chat are ordered.
+	end, status *sql.Stmt
+	// The pending batches (pending.go).
+	addBatch, addDrop, trimBatch, trimDrop, batches, drops *sql.Stmt
 }
 
 // list returns every statement with its SQL.
 func (st *sqliteStmts) list() stmtList {
 	return stmtList{
-		{&st.insert, sqliteInsert}, {&st.insertN, sqliteInsertN},
-		{&st.byClient, sqliteByClient}, {&st.delete, `DELETE FROM messages WHERE session_id = ?`},
-		{&st.bySeq, sqliteBySeq}, {&st.clientIDs, sqliteClientIDs}, {&st.end, endSession},
+		{&st.chunksAfter, sqliteChunksAfter}, {&st.countChunks, sqliteChunkCount},
+		{&st.deleteChunks, sqliteChunkDelete}, {&st.addChunk, sqliteChunkAdd}, {&st.end, endSession},
 		{&st.status, `SELECT status FROM sessions WHERE id = ?`},
-		{&st.deleteLog, sqliteDeleteLog}, {&st.logParts, sqliteLogParts}, {&st.moveLog, sqliteMoveLog},
-		{&st.trimLog, sqliteTrimLog},
+		{&st.addBatch, `INSERT INTO message_pending (id, batch) VALUES (?, ?)`},
+		{&st.addDrop, `INSERT OR IGNORE INTO message_pending_drops (session_id, through_id) VALUES (?, ?)`},
+		{&st.trimBatch, `DELETE FROM message_pending WHERE id = ?`},
+		{&st.trimDrop, `DELETE FROM message_pending_drops WHERE session_id = ? AND through_id = ?`},
+		{&st.batches, `SELECT id, batch FROM message_pending ORDER BY id`},
+		{&st.drops, `SELECT session_id, through_id FROM message_pending_drops`},
 	}
 }
 
@@ -70,7 +88,7 @@ func (st *sqliteStmts) bind(ctx context.Context, tx *sql.Tx) sqliteStmts {
 
 func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 	d := loop.d
-	w := &sqliteWriter{loop: loop, d: d, seqs: make(map[string]int64), cache: newSQLiteCache(), log: messageLog{mergeAt: mergeFirst}}
+	w := &sqliteWriter{loop: loop, d: d, seqs: make(map[string]int64), cache: newSQLiteCache(), pending: d.pending}
 	if err := w.prepared.list().prepare(ctx, d.db); err != nil {
 		w.prepared.list().close()
 		return nil, dbErr(err, "prepare message statements")
@@ -81,14 +99,24 @@ func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 		return nil, dbErr(err, "open the writer's connection")
 	}
 	w.conn = conn
-	if err := w.log.load(ctx, w.prepared.logParts); err != nil {
+	if err := w.loadPending(ctx); err != nil {
 		w.close()
-		return nil, dbErr(err, "read the message log")
+		return nil, dbErr(err, "read the pending messages")
 	}
+	if err := w.convertMessages(ctx); err != nil {
+		w.close()
+		return nil, dbErr(err, "convert the stored messages")
+	}
+	w.ready = true
 	return w, nil
 }
 
+// close merges what is pending (so a restart has nothing to read back) and releases
+// the statements and the connection.
 func (w *sqliteWriter) close() {
+	if w.ready {
+		w.mergeIfDue(true)
+	}
 	w.prepared.list().close()
 	_ = w.conn.Close()
 }
@@ -114,8 +142,9 @@ func (w *sqliteWriter) rolledBack(batch []*request) {
 	}
 }
 
-// commitBatch runs the batch in one transaction. Its context has no Done, which saves
-// the driver an interrupt watch on every statement.
+// commitBatch runs the batch in one transaction, then applies what it did to the
+// pending messages in memory. Its context has no Done, which saves the driver an
+// interrupt watch on every statement.
 func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	ctx := context.Background()
 	tx, err := w.begin(ctx)
@@ -124,7 +153,11 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	}
 	defer tx.Rollback()
 	st := w.prepared.bind(ctx, tx)
-	w.rows = w.rows[:0]
+	w.rows, w.ops = w.rows[:0], w.ops[:0]
+	defer func() {
+		clear(w.rows)
+		clear(w.ops)
+	}()
 	for _, r := range batch {
 		if err := w.apply(ctx, st, r); err != nil {
 			return err
@@ -133,17 +166,26 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	if err := w.flushRows(ctx, st); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if len(w.ops) > 0 {
+		w.pending.mu.Lock()
+		for _, op := range w.ops {
+			if op.batch != nil {
+				w.pending.add(op.batch)
+			} else {
+				w.pending.drop(op.drop, op.through)
+			}
+		}
+		w.pending.mu.Unlock()
+	}
+	return nil
 }
 
 // apply performs one request inside the batch transaction.
 func (w *sqliteWriter) apply(ctx context.Context, st sqliteStmts, r *request) error {
 	r.dup, r.deleted, r.won, r.err = false, 0, false, nil
-	if r.op != opAppend {
-		if err := w.flushRows(ctx, st); err != nil { // a delete or an end comes after them
-			return err
-		}
-	}
 	switch r.op {
 	case opDelete:
 		return w.deleteSession(ctx, st, r)
@@ -152,6 +194,28 @@ func (w *sqliteWriter) apply(ctx context.Context, st sqliteStmts, r *request) er
 	}
 	r.out = r.in
 	return w.appendMessage(ctx, st, r)
+}
+
+// flushRows stores the batch's new messages not yet in a batch row as one row of
+// message_pending.
+func (w *sqliteWriter) flushRows(ctx context.Context, st sqliteStmts) error {
+	if len(w.rows) == 0 {
+		return nil
+	}
+	b := &pendingBatch{id: w.nextID, at: time.Now(), msgs: make([]chat.Message, len(w.rows))}
+	w.blob = append(w.blob[:0], pendingVersion)
+	for i, r := range w.rows {
+		b.msgs[i] = r.out
+		w.blob = appendPending(w.blob, &r.out)
+	}
+	if _, err := st.addBatch.ExecContext(ctx, b.id, w.blob); err != nil {
+		return err
+	}
+	w.nextID++
+	w.ops = append(w.ops, pendingOp{batch: b})
+	clear(w.rows)
+	w.rows = w.rows[:0]
+	return nil
 }
 
 // sessionEnded reports whether the session's row says it no longer takes messages. A
@@ -178,21 +242,30 @@ func (w *sqliteWriter) sessionEnded(ctx context.Context, st sqliteStmts, session
 	return ended, nil
 }
 
-// deleteSession deletes the session's messages, in both tables; later appends start
-// again at seq 1.
+// deleteSession deletes the session's messages, stored and pending; later appends
+// start again at seq 1. Pending ones are dropped from memory once the batch commits,
+// and marked, so a restart does not read them back from their batch rows.
 func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *request) error {
 	s := r.in.SessionID
-	var err error
-	if r.deleted, err = execCount(ctx, st.delete, s); err != nil {
+	if err := w.flushRows(ctx, st); err != nil { // rows before the delete are deleted too
 		return err
 	}
-	part := logPart(s)
-	n, err := execCount(ctx, st.deleteLog, part, s)
-	if err != nil {
+	if err := st.countChunks.QueryRowContext(ctx, s).Scan(&r.deleted); err != nil {
 		return err
 	}
-	r.deleted += n
-	w.log.removed(part, n)
+	if _, err := st.deleteChunks.ExecContext(ctx, s); err != nil {
+		return err
+	}
+	n := int64(0)
+	w.eachPending(s, func(*chat.Message) bool { n++; return true })
+	if n > 0 {
+		through := w.nextID - 1
+		if _, err := st.addDrop.ExecContext(ctx, s, through); err != nil {
+			return err
+		}
+		w.ops = append(w.ops, pendingOp{drop: s, through: through})
+		r.deleted += n
+	}
 	delete(w.seqs, s) // reloaded, empty, by the next append
 	w.cache.forget(s)
 	return nil
@@ -217,7 +290,7 @@ func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *req
 		if err == nil {
 			w.cache.forget(s) // no more appends: free its ids
 			delete(w.seqs, s)
-			err = refuseAfterEnd(w.byClient(ctx, st, s, r.in.ClientID), r)
+			err = refuseAfterEnd(w.byClient(ctx, st, s, r.in.ClientID, &r.out), r)
 		}
 		return err
 	}
@@ -227,25 +300,33 @@ func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *req
 	}
 	h := w.cache.hash(r.in.ClientID)
 	if seq, ok := ids[h]; ok {
-		if err := w.flushRows(ctx, st); err != nil { // so the row is there to compare
-			return err
-		}
 		if found, err := w.findStored(ctx, st, r, seq); found || err != nil {
 			return err
 		}
 	}
+	if w.pending.rows+len(w.rows) >= maxPending {
+		r.err = chat.Errorf(chat.EUnavailable, "too many messages wait to be stored; try again shortly")
+		return nil
+	}
 	r.out.Seq = w.seqs[s] + 1
 	w.seqs[s] = r.out.Seq
-	w.log.appended(logPart(s))
 	ids[h] = r.out.Seq // after a collision the newer seq wins; the older id is found by findStored's lookup
 	w.cache.count++
-	return w.queueRow(ctx, st, r)
+	w.rows = append(w.rows, r)
+	return nil
 }
 
 // findStored answers r as a duplicate when the session already holds its client id;
 // seq is the message the id's hash points at.
 func (w *sqliteWriter) findStored(ctx context.Context, st sqliteStmts, r *request, seq int64) (bool, error) {
-	err := scanMessage(st.bySeq.QueryRowContext(ctx, r.in.SessionID, seq, logPart(r.in.SessionID)), &r.out)
+	if m := w.pendingMessage(r.in.SessionID, func(m *chat.Message) bool { return m.Seq == seq }); m != nil {
+		if m.ClientID == r.in.ClientID {
+			r.out, r.dup = *m, true
+			return true, nil
+		}
+		return w.findByClient(ctx, st, r)
+	}
+	err := w.stored(ctx, st, r.in.SessionID, seq-1, func(m *chat.Message) bool { return m.Seq == seq }, &r.out)
 	if err == nil && r.out.ClientID == r.in.ClientID {
 		r.dup = true
 		return true, nil
@@ -253,8 +334,13 @@ func (w *sqliteWriter) findStored(ctx context.Context, st sqliteStmts, r *reques
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return false, err
 	}
-	// Two client ids share a hash: look for this one among the session's rows.
-	err = scanMessage(w.byClient(ctx, st, r.in.SessionID, r.in.ClientID), &r.out)
+	return w.findByClient(ctx, st, r)
+}
+
+// findByClient answers r as a duplicate when the session holds its client id, pending
+// or stored: two client ids share a hash, so the id itself is looked for.
+func (w *sqliteWriter) findByClient(ctx context.Context, st sqliteStmts, r *request) (bool, error) {
+	err := w.byClient(ctx, st, r.in.SessionID, r.in.ClientID, &r.out)
 	if err == nil {
 		r.dup = true
 		return true, nil
@@ -272,39 +358,52 @@ func (w *sqliteWriter) clientIDs(ctx context.Context, st sqliteStmts, session st
 	if ids, ok := w.cache.ids[session]; ok {
 		return ids, nil
 	}
-	if err := w.flushRows(ctx, st); err != nil { // the load reads the session's rows
-		return nil, err
-	}
 	if w.cache.count >= maxCachedIDs || len(w.cache.ids) >= maxCachedSessions {
 		clear(w.cache.ids)
 		w.cache.count = 0
 		clear(w.seqs)
 	}
-	rows, err := st.clientIDs.QueryContext(ctx, session, logPart(session))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	ids := make(map[uint64]int64)
 	var last int64
-	for rows.Next() {
-		var seq int64
-		var id string
-		if err := rows.Scan(&seq, &id); err != nil {
-			return nil, err
-		}
-		ids[w.cache.hash(id)] = seq
-		last = max(last, seq)
-	}
-	if err := rows.Err(); err != nil {
+	if err := readChunks(ctx, st.chunksAfter, session, 0, func(m *chat.Message) bool {
+		ids[w.cache.hash(m.ClientID)] = m.Seq
+		last = max(last, m.Seq)
+		return true
+	}); err != nil {
 		return nil, err
 	}
+	w.eachPending(session, func(m *chat.Message) bool {
+		ids[w.cache.hash(m.ClientID)] = m.Seq
+		last = max(last, m.Seq)
+		return true
+	})
 	w.cache.ids[session], w.seqs[session] = ids, last
 	w.cache.count += len(ids)
 	return ids, nil
 }
 
-// byClient reads the session's message with the client id, from either table.
-func (w *sqliteWriter) byClient(ctx context.Context, st sqliteStmts, session, clientID string) *sql.Row {
-	return st.byClient.QueryRowContext(ctx, session, clientID, logPart(session))
+// byClient reads the session's message with the client id into m, pending or
+// stored; sql.ErrNoRows when there is none.
+func (w *sqliteWriter) byClient(ctx context.Context, st sqliteStmts, session, clientID string, m *chat.Message) error {
+	if p := w.pendingMessage(session, func(m *chat.Message) bool { return m.ClientID == clientID }); p != nil {
+		*m = *p
+		return nil
+	}
+	return w.stored(ctx, st, session, 0, func(m *chat.Message) bool { return m.ClientID == clientID }, m)
+}
+
+// stored reads into m the first of the session's stored messages after seq after that
+// match reports; sql.ErrNoRows when there is none.
+func (w *sqliteWriter) stored(ctx context.Context, st sqliteStmts, session string, after int64, match func(*chat.Message) bool, m *chat.Message) error {
+	found := false
+	err := readChunks(ctx, st.chunksAfter, session, after, func(c *chat.Message) bool {
+		if match(c) {
+			*m, found = *c, true
+		}
+		return !found
+	})
+	if err == nil && !found {
+		err = sql.ErrNoRows
+	}
+	return err
 }

@@ -168,7 +168,7 @@ func testStores(t *testing.T) []struct {
 func TestFailedBatchFailsEveryCallerAndLeavesNoGap(t *testing.T) {
 	ctx := context.Background()
 	db := openTestSQLite(t)
-	if _, err := db.db.Exec(`CREATE TRIGGER fail_boom BEFORE INSERT ON message_log WHEN NEW.text = 'boom'
+	if _, err := db.db.Exec(`CREATE TRIGGER fail_boom BEFORE INSERT ON message_pending WHEN instr(NEW.batch, CAST('boom' AS BLOB)) > 0
 		BEGIN SELECT RAISE(ABORT, 'boom refused'); END`); err != nil {
 		t.Fatal(err)
 	}

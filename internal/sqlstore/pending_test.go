@@ -1,0 +1,329 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"parley/internal/chat"
+	"parley/internal/testenv"
+)
+
+// countStored returns the session's messages in message_chunks.
+func countStored(t *testing.T, db *DB, session string) int {
+	t.Helper()
+	var n int
+	if err := db.db.QueryRow(sqliteChunkCount, session).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// countPending returns the session's messages pending in memory.
+func countPending(db *DB, session string) int {
+	db.pending.mu.RLock()
+	defer db.pending.mu.RUnlock()
+	return len(db.pending.bySession[session])
+}
+
+// countBatchRows returns the rows of message_pending.
+func countBatchRows(t *testing.T, db *DB) int {
+	t.Helper()
+	var n int
+	if err := db.db.QueryRow(`SELECT COUNT(*) FROM message_pending`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// crash closes db as a crash would leave it: without merging what is pending.
+func crash(t *testing.T, db *DB) {
+	t.Helper()
+	sqliteW(db).ready = false
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkPages reads the session's messages page by page (4 at a time) and checks every
+// page holds the next seqs with their client ids.
+func checkPages(t *testing.T, db *DB, session string, n int) {
+	t.Helper()
+	for after := int64(0); after < int64(n); after += 4 {
+		page, err := db.Messages(context.Background(), session, after, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range page {
+			if m.Seq != after+int64(i)+1 || m.ClientID != fmt.Sprintf("c-%d", m.Seq) || m.SessionID != session {
+				t.Fatalf("page after %d: message %d is seq %d id %s", after, i, m.Seq, m.ClientID)
+			}
+		}
+		if want := min(4, n-int(after)); len(page) != want {
+			t.Fatalf("page after %d holds %d messages, want %d", after, len(page), want)
+		}
+	}
+}
+
+// TestPendingMerge keeps a chat's messages split between the pending batches and
+// messages (a chat is merged once 5 of its messages are pending) and checks that every read sees them
+// as one sequence: pages that cross the two, the last seq, resends of a merged and of
+// a pending message, a restart after a crash with messages still pending, a delete of
+// a chat with pending messages that a second crash does not bring back, and a new
+// chat after the delete starting again at seq 1.
+func TestPendingMerge(t *testing.T) {
+	ctx := context.Background()
+	db, path := openToReopen(t)
+	db.pending.rowsDue = 5
+	a, b := chat.NewSessionID(), chat.NewSessionID()
+	for i := 1; i <= 23; i++ {
+		for _, s := range []string{a, b} {
+			if _, _, err := db.Append(ctx, testMessage(s, fmt.Sprintf("c-%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	na := 23
+	for countPending(db, a) == 0 { // leave some of a's pending
+		na++
+		if _, _, err := db.Append(ctx, testMessage(a, fmt.Sprintf("c-%d", na))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sqliteW(db).merges.Load() == 0 || countStored(t, db, a) == 0 {
+		t.Fatalf("want a's messages both merged and pending; merges %d, messages %d, pending %d",
+			sqliteW(db).merges.Load(), countStored(t, db, a), countPending(db, a))
+	}
+	checkContiguous(t, db, a, na)
+	checkPages(t, db, a, na)
+	if last, err := db.LastSeq(ctx, a); err != nil || last != int64(na) {
+		t.Fatalf("LastSeq = %d, %v; want %d", last, err, na)
+	}
+	if m, dup, err := db.Append(ctx, testMessage(a, "c-2")); err != nil || !dup || m.Seq != 2 || m.Text != "text c-2" {
+		t.Fatalf("resend of a merged message = %+v dup %v err %v, want seq 2 dup", m, dup, err)
+	}
+	last := fmt.Sprintf("c-%d", na)
+	if m, dup, err := db.Append(ctx, testMessage(a, last)); err != nil || !dup || m.Seq != int64(na) {
+		t.Fatalf("resend of a pending message = seq %d dup %v err %v, want seq %d dup", m.Seq, dup, err, na)
+	}
+
+	pendingB := countPending(db, b)
+	crash(t, db)
+	db = openAgain(t, path)
+	db.pending.rowsDue = 1000
+	if got := countPending(db, b); got != pendingB {
+		t.Fatalf("after a crash %d of b's messages are pending again, want %d", got, pendingB)
+	}
+	checkContiguous(t, db, b, 23)
+	checkPages(t, db, a, na)
+	if m, dup, err := db.Append(ctx, testMessage(b, "c-23")); err != nil || !dup || m.Seq != 23 {
+		t.Fatalf("resend after restart = seq %d dup %v err %v, want seq 23 dup", m.Seq, dup, err)
+	}
+	if _, _, err := db.Append(ctx, testMessage(b, "c-24")); err != nil { // one more, pending for sure
+		t.Fatal(err)
+	}
+	n, err := db.DeleteSession(ctx, b)
+	if err != nil || n != 24 {
+		t.Fatalf("DeleteSession = %d, %v; want 24", n, err)
+	}
+	if got := countStored(t, db, b) + countPending(db, b); got != 0 {
+		t.Fatalf("%d messages of a deleted session remain", got)
+	}
+	if m, dup, err := db.Append(ctx, testMessage(b, "again-1")); err != nil || dup || m.Seq != 1 {
+		t.Fatalf("first message after the delete = seq %d dup %v err %v, want seq 1", m.Seq, dup, err)
+	}
+	crash(t, db)
+	db = openAgain(t, path)
+	msgs, err := db.Messages(ctx, b, 0, 100)
+	if err != nil || len(msgs) != 1 || msgs[0].ClientID != "again-1" {
+		t.Fatalf("after the delete and a crash, b holds %+v (%v); want only again-1", msgs, err)
+	}
+	checkContiguous(t, db, a, na)
+}
+
+// TestPendingDrainsWhenIdle checks a quiet writer merges what is pending, so a
+// restart has nothing to read back and memory holds nothing.
+func TestPendingDrainsWhenIdle(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	s := chat.NewSessionID()
+	for i := 1; i <= 3; i++ {
+		if _, _, err := db.Append(ctx, testMessage(s, fmt.Sprintf("c-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return countPending(db, s) == 0 }, "the idle writer to merge the pending messages")
+	if got, batches := countStored(t, db, s), countBatchRows(t, db); got != 3 || batches != 0 {
+		t.Fatalf("after the idle merge messages holds %d rows (want 3) and message_pending %d (want 0)", got, batches)
+	}
+	checkContiguous(t, db, s, 3)
+}
+
+// TestPendingCodec round-trips messages through a batch blob, and checks a cut or
+// damaged blob is refused rather than read wrong.
+func TestPendingCodec(t *testing.T) {
+	at := time.Date(2026, 12, 2, 10, 0, 0, 123456000, time.UTC)
+	in := []chat.Message{
+		{SessionID: "s1", Seq: 1, ClientID: "c1", From: "a@x.org", To: "b@x.org", Room: "r", Kind: chat.KindChat, Text: "héllo 👋", CreatedAt: at},
+		{SessionID: "s2", Seq: 1 << 40, ClientID: "c2", From: "b@x.org", Room: "r2", Kind: chat.KindBye, Text: strings.Repeat("x", 300), CreatedAt: at.Add(time.Hour)},
+	}
+	blob := []byte{pendingVersion}
+	for i := range in {
+		blob = appendPending(blob, &in[i])
+	}
+	out, err := decodePending(blob)
+	if err != nil || !reflect.DeepEqual(out, in) {
+		t.Fatalf("decodePending = %+v, %v; want %+v", out, err, in)
+	}
+	for _, cut := range []int{0, 1, 5, len(blob) - 1} {
+		if _, err := decodePending(blob[:cut]); err == nil {
+			t.Errorf("a blob cut to %d bytes decoded", cut)
+		}
+	}
+}
+
+// FuzzDecodePending checks no blob makes the decoder panic or over-read.
+func FuzzDecodePending(f *testing.F) {
+	m := testMessage("s", "c")
+	f.Add(appendPending([]byte{pendingVersion}, &m))
+	f.Add([]byte{pendingVersion, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msgs, err := decodePending(b)
+		if err == nil {
+			again := []byte{pendingVersion}
+			for i := range msgs {
+				again = appendPending(again, &msgs[i])
+			}
+			if len(again) > len(b)+len(msgs)*8 {
+				t.Fatalf("%d messages re-encode to %d bytes from %d", len(msgs), len(again), len(b))
+			}
+		}
+	})
+}
+
+// TestUpgradeKeepsMessages opens a database left by a Parley before the message log
+// (schema version 2: messages with a unique client-id index, no message_log) and
+// checks that its messages are all still read, in order, that a resend of an old id
+// is still a duplicate, and that appending continues after them.
+func TestUpgradeKeepsMessages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	old, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDB(old, dialectSQLite, nil)
+	ms, err := d.migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := old.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE schema_migrations (
+		version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:2] {
+		if err := d.apply(ctx, conn, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	session := chat.NewSessionID()
+	for seq := 1; seq <= 30; seq++ {
+		if _, err := conn.ExecContext(ctx, `INSERT INTO messages (`+messageCols+`) VALUES (?, ?, ?, 'a@x.org', 'b@x.org', 'r', 'chat', 'old', 1)`,
+			session, seq, fmt.Sprintf("old-%d", seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close()
+	old.Close()
+
+	db := openAgain(t, path)
+	checkContiguous(t, db, session, 30)
+	if m, dup, err := db.Append(ctx, testMessage(session, "old-17")); err != nil || !dup || m.Seq != 17 {
+		t.Fatalf("resend of a message stored before the upgrade = seq %d dup %v err %v, want seq 17 dup", m.Seq, dup, err)
+	}
+	if m, dup, err := db.Append(ctx, testMessage(session, "new-1")); err != nil || dup || m.Seq != 31 {
+		t.Fatalf("first message after the upgrade = seq %d dup %v err %v, want seq 31", m.Seq, dup, err)
+	}
+}
+
+// TestUpgradeFromMessageLog opens a database left by a Parley with message_log
+// (schema version 8), one chat's messages split between messages and the log, and
+// checks they are all read, in order, after the upgrade, that a resend of a logged id
+// is a duplicate, and that the old tables hold nothing any more.
+func TestUpgradeFromMessageLog(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	old, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDB(old, dialectSQLite, nil)
+	ms, err := d.migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := old.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE schema_migrations (
+		version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:8] {
+		if err := d.apply(ctx, conn, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	session := chat.NewSessionID()
+	for seq := 1; seq <= 40; seq++ {
+		q := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, 'a@x.org', 'b@x.org', 'r', 'chat', 'old', 1)`
+		args := []any{session, seq, fmt.Sprintf("c-%d", seq)}
+		if seq > 25 {
+			q = `INSERT INTO message_log (part, id, ` + messageCols + `) VALUES (3, ?, ?, ?, ?, 'a@x.org', 'b@x.org', 'r', 'chat', 'old', 1)`
+			args = append([]any{seq}, args...)
+		}
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close()
+	old.Close()
+
+	db := openAgain(t, path)
+	checkContiguous(t, db, session, 40)
+	checkPages(t, db, session, 40)
+	if m, dup, err := db.Append(ctx, testMessage(session, "c-33")); err != nil || !dup || m.Seq != 33 {
+		t.Fatalf("resend of a logged message = seq %d dup %v err %v, want seq 33 dup", m.Seq, dup, err)
+	}
+	var left int
+	if err := db.db.QueryRow(`SELECT COUNT(*) FROM messages`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("messages holds %d rows (%v) after the conversion, want 0", left, err)
+	}
+	if got := countStored(t, db, session); got != 40 {
+		t.Fatalf("message_chunks holds %d of the chat's messages, want 40", got)
+	}
+}
+
+// TestSecondProcessRefused checks a second open of an embedded database that is open
+// already (as a second Parley process would) fails with a clear error, and succeeds
+// once the first has closed it.
+func TestSecondProcessRefused(t *testing.T) {
+	db, path := openToReopen(t)
+	if _, err := OpenSQLite(context.Background(), path, testLogger(t)); err == nil || !strings.Contains(err.Error(), "open in another Parley process") {
+		t.Fatalf("second open = %v, want refused as open in another process", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	openAgain(t, path)
+}
