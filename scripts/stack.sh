@@ -290,7 +290,7 @@ ensure_dynalite_installed() {
 ensure_dynalite() {
   dynalite_ready && return 0
   ensure_dynalite_installed
-  start_bg dynalite node "$ROOT/test/node_modules/dynalite/cli.js" --host "$HOST" --port "$DYNAMO_PORT" \
+  start_bg dynalite node "$ROOT/test/dynalite.js" --host "$HOST" --port "$DYNAMO_PORT" \
     --createTableMs 0 --deleteTableMs 0 --updateTableMs 0
   PENDING+=("dynalite $STARTED_PID dynalite_ready")
 }
