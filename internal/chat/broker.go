@@ -26,21 +26,7 @@ type Event struct {
 	Email   string // presence, typing and receipt events: whose state or signal it is
 	Online  bool   // presence events
 	Frame   []byte // the JSON frame to send to clients; shared, never modified
-	// Origin, when set, is the publisher (a hub) whose own connections already have
-	// the event: an in-process broker does not hand it back to a subscription made
-	// with the same origin (WithOrigin). It never leaves the process.
-	Origin any
 }
-
-type originKey struct{}
-
-// WithOrigin returns ctx for a Subscribe made on behalf of origin (see Event.Origin).
-func WithOrigin(ctx context.Context, origin any) context.Context {
-	return context.WithValue(ctx, originKey{}, origin)
-}
-
-// OriginOf returns the origin WithOrigin put in ctx, or nil.
-func OriginOf(ctx context.Context) any { return ctx.Value(originKey{}) }
 
 // Broker carries events between the replicas serving a session's connections.
 // Delivery is at most once and in publish order per session: a replica that was cut

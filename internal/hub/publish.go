@@ -35,15 +35,6 @@ type InstantBroker interface {
 // re-read by the presence watch.
 func (h *Hub) Publish(ev chat.Event) { h.pub.publish(ev) }
 
-// PublishDelivered publishes an event that this replica's connections already have
-// (a message delivered by Member.Deliver, an end told by Member.Announce): the
-// in-process broker then skips this hub's own subscription, which would only drop it
-// as a repeat (chat.Event.Origin).
-func (h *Hub) PublishDelivered(ev chat.Event) {
-	ev.Origin = h
-	h.pub.publish(ev)
-}
-
 // publisher is the hub's publish queue: one ring and one goroutine per shard, a
 // session always in the same shard, so its events keep their order.
 type publisher struct {

@@ -140,36 +140,14 @@ func (q *SendQueue) Hold() {
 	q.mu.Unlock()
 }
 
-// Release ends a Hold and writes what waits. The caller is the connection's reader,
-// which may block on its own connection (as Reply may), so when no writer runs it
-// writes one batch itself, the frames it produced in the Hold among them: no writer
-// goroutine is started for the usual ack and message. What is left after that batch
-// (frames other connections sent meanwhile) goes to a writer goroutine, so the reader
-// is back to reading after one write.
+// Release ends a Hold and starts writing what waits.
 func (q *SendQueue) Release() {
 	q.mu.Lock()
 	q.held = false
-	if q.closed || q.n == 0 || q.writing {
-		q.mu.Unlock()
-		return
+	if !q.closed && q.n > 0 {
+		q.startWriter()
 	}
-	q.writing = true
-	q.wg.Add(1)
 	q.mu.Unlock()
-	if !q.batch() {
-		q.wg.Done()
-		return
-	}
-	if err := q.w.Flush(); err != nil {
-		q.failWrite(err)
-		q.wg.Done()
-		return
-	}
-	if q.batch() {
-		go q.runFlushing() // hands over the writer's place and its wg count
-		return
-	}
-	q.wg.Done()
 }
 
 // startWriter starts the writer goroutine unless it runs or the queue is held.
@@ -216,17 +194,6 @@ func (q *SendQueue) run() {
 			return
 		}
 	}
-}
-
-// runFlushing is run for a writer whose batch is already added: it flushes it, then
-// goes on as run.
-func (q *SendQueue) runFlushing() {
-	if err := q.w.Flush(); err != nil {
-		q.failWrite(err)
-		q.wg.Done()
-		return
-	}
-	q.run()
 }
 
 // batch adds the waiting frames to the FrameWriter's batch (until it is full) and

@@ -218,54 +218,6 @@ func TestSendQueueHold(t *testing.T) {
 	q.Wait()
 }
 
-// TestSendQueueReleaseWritesAtOnce: with no writer running, Release writes what the
-// Hold gathered before it returns (on the caller's goroutine, the connection's reader,
-// so no writer goroutine is started for an ack and its message); a frame another
-// connection sends while that write blocks goes out after it, by a writer goroutine.
-func TestSendQueueReleaseWritesAtOnce(t *testing.T) {
-	var n atomic.Int32
-	w := eachFrame(func([]byte) error { n.Add(1); return nil })
-	q := NewSendQueue(16, w, func(error) { t.Error("unexpected fail") })
-	q.Hold()
-	q.Reply([]byte("ack"))
-	q.Send([]byte("message"))
-	q.Release()
-	if got := n.Load(); got != 2 {
-		t.Fatalf("%d frames written when Release returned, want 2", got)
-	}
-
-	block, entered := make(chan struct{}), make(chan struct{})
-	var mu sync.Mutex
-	var order []string
-	w2 := eachFrame(func(f []byte) error {
-		mu.Lock()
-		order = append(order, string(f))
-		mu.Unlock()
-		if string(f) == "ack" {
-			close(entered)
-			<-block
-		}
-		return nil
-	})
-	q2 := NewSendQueue(16, w2, func(error) { t.Error("unexpected fail") })
-	q2.Hold()
-	q2.Reply([]byte("ack"))
-	done := make(chan struct{})
-	go func() { q2.Release(); close(done) }()
-	<-entered
-	q2.Send([]byte("from the other person"))
-	close(block)
-	<-done
-	waitFor(t, "the frame sent during the write", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 2 })
-	if order[1] != "from the other person" {
-		t.Fatalf("frames written %q", order)
-	}
-	q.Close()
-	q2.Close()
-	q.Wait()
-	q2.Wait()
-}
-
 // TestSendQueueRepliesNeverOverflow: replies (acks, refusals) beyond what the queue
 // takes of its own frames never close it; once replyLimit wait unwritten, Reply
 // waits for the writer instead, and the frames all go out in order.

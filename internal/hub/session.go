@@ -122,7 +122,7 @@ func (s *session) subscribe() (func(), error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		cancel, err := s.h.opts.Broker.Subscribe(chat.WithOrigin(ctx, s.h), s.id, s.onEvent)
+		cancel, err := s.h.opts.Broker.Subscribe(ctx, s.id, s.onEvent)
 		ch <- result{cancel, err}
 	}()
 	select {

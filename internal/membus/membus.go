@@ -31,7 +31,7 @@ func (b *Bus) Subscribe(ctx context.Context, sessionID string, fn func(chat.Even
 	if b.closed {
 		return nil, chat.Errorf(chat.EUnavailable, "the message bus is closed")
 	}
-	s := &subscription{fn: fn, origin: chat.OriginOf(ctx)}
+	s := &subscription{fn: fn}
 	set := b.subs[sessionID]
 	if set == nil {
 		set = make(map[*subscription]struct{})
@@ -63,9 +63,6 @@ func (b *Bus) Publish(ctx context.Context, ev chat.Event) error {
 		return chat.Errorf(chat.EUnavailable, "the message bus is closed")
 	}
 	for s := range b.subs[ev.Session] {
-		if ev.Origin != nil && ev.Origin == s.origin {
-			continue // its subscriber has it already (chat.Event.Origin)
-		}
 		s.push(ev)
 	}
 	return nil
@@ -111,7 +108,6 @@ func (b *Bus) Close() error {
 // no goroutine.
 type subscription struct {
 	fn       func(chat.Event)
-	origin   any // chat.OriginOf the Subscribe's context
 	mu       sync.Mutex
 	queue    []chat.Event
 	draining bool

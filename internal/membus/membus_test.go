@@ -61,27 +61,6 @@ func TestBusDeliversEveryEventOnceInOrder(t *testing.T) {
 	}
 }
 
-// TestBusSkipsTheOrigin: an event published with an origin (a hub whose own
-// connections have it already) reaches every subscription but the ones made with that
-// origin; without an origin it reaches them all.
-func TestBusSkipsTheOrigin(t *testing.T) {
-	ctx := context.Background()
-	b := New()
-	defer b.Close()
-	hubA, hubB := new(int), new(int)
-	var a, other recorder
-	cancelA, _ := b.Subscribe(chat.WithOrigin(ctx, hubA), "s1", a.add)
-	defer cancelA()
-	cancelB, _ := b.Subscribe(chat.WithOrigin(ctx, hubB), "s1", other.add)
-	defer cancelB()
-	_ = b.Publish(ctx, chat.Event{Type: chat.EventMessage, Session: "s1", Seq: 1, Origin: hubA})
-	_ = b.Publish(ctx, chat.Event{Type: chat.EventMessage, Session: "s1", Seq: 2})
-	testenv.Eventually(t, 5*time.Second, func() bool { return other.len() == 2 && a.len() == 1 }, "the events")
-	if got := a.get(); got[0] != 2 {
-		t.Fatalf("the origin's own subscription got seqs %v, want only 2", got)
-	}
-}
-
 func TestBusCancelStopsDelivery(t *testing.T) {
 	ctx := context.Background()
 	b := New()

@@ -51,7 +51,7 @@ func (c *Client) store(id, text string, kind chat.Kind) error {
 	c.t.Reply(wire.Ack(id, stored.Seq))
 	c.member.Deliver(stored.Seq, frame)
 	c.t.Release()
-	c.r.o.Hub.PublishDelivered(chat.Event{Type: chat.EventMessage, Session: c.sess.ID, Seq: stored.Seq, Frame: frame})
+	c.r.o.Hub.Publish(chat.Event{Type: chat.EventMessage, Session: c.sess.ID, Seq: stored.Seq, Frame: frame})
 	return nil
 }
 
@@ -103,7 +103,7 @@ func (c *Client) handleEnd(wire.ClientFrame) error {
 	// This replica's connections hear it at once; the broker tells the others.
 	ev := chat.Event{Type: chat.EventEnded, Session: c.sess.ID, Frame: frame}
 	c.member.Announce(ev)
-	c.r.o.Hub.PublishDelivered(ev)
+	c.r.o.Hub.Publish(ev)
 	if c.r.o.Queue == nil {
 		return nil
 	}
