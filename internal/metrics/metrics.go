@@ -27,6 +27,7 @@ const (
 	ReasonInvalidFrame = "invalid_frame"
 	ReasonChatEnded    = "chat_ended"
 	ReasonNotAllowed   = "not_allowed"
+	ReasonNoChat       = "no_chat"      // a WebSocket to a room where the person has no chat (closed 1000)
 	ReasonUnauthorized = "unauthorized" // WebSocket without a valid cookie (401)
 	ReasonBadOrigin    = "bad_origin"   // WebSocket with a foreign Origin (403)
 	ReasonOther        = "other"
@@ -44,7 +45,7 @@ var knownReasons = []string{
 	ReasonRateLimited, ReasonRoomFull, ReasonTooLong, ReasonEmpty, ReasonInvalidFrame,
 	ReasonChatEnded, ReasonNotAllowed, ReasonUnauthorized, ReasonBadOrigin, ReasonOther,
 	ReasonSignInLimited, ReasonJoinLimited, ReasonConnLimited, ReasonBadSignIn, ReasonCrossSite,
-	ReasonServerFull,
+	ReasonServerFull, ReasonNoChat,
 }
 
 // Metrics holds Parley's collectors. Build it once with New and pass it to the

@@ -26,6 +26,7 @@ func TestMetricsCount(t *testing.T) {
 	m.StoreCommitted(3, 2*time.Millisecond)
 	m.Refused(ReasonRateLimited)
 	m.Refused("room_full")
+	m.Refused("no_chat")
 	m.Refused("no-such-reason")
 
 	tests := []struct {
@@ -40,6 +41,7 @@ func TestMetricsCount(t *testing.T) {
 		{"drops", m.drops, 1},
 		{"rate_limited", m.refusals[ReasonRateLimited], 1},
 		{"room_full", m.refusals[ReasonRoomFull], 1},
+		{"no_chat", m.refusals[ReasonNoChat], 1},
 		{"other", m.refusals[ReasonOther], 1},
 		{"too_long", m.refusals[ReasonTooLong], 0},
 	}
