@@ -48,6 +48,12 @@ type authenticator interface {
 	revoke(w http.ResponseWriter, r *http.Request) error
 	// revokeAll ends every sign-in of email, on every browser.
 	revokeAll(ctx context.Context, email string) (int64, error)
+	// loginKey names the sign-in the request's cookie carries, for stillSignedIn.
+	loginKey(r *http.Request) (string, bool)
+	// stillSignedIn reports whether the sign-in named key still holds: false once it
+	// has been signed out (here or on another replica) or has expired. A store that
+	// cannot answer is no reason to end anything: then it reports true.
+	stillSignedIn(ctx context.Context, key string) bool
 }
 
 // currentEmail returns the signed-in person's email from the cookie.
@@ -84,8 +90,10 @@ type loginAuth struct {
 	now    func() time.Time
 	log    *slog.Logger
 
+	ttl   time.Duration // loginCacheTTL; tests shorten it
+
 	mu    sync.Mutex
-	cache map[string]cachedLogin // token hash → sign-in, read within loginCacheTTL
+	cache map[string]cachedLogin // token hash → sign-in, read within ttl
 	gen   uint64                 // bumped by every revocation; a read that raced one is not cached
 }
 
@@ -98,7 +106,7 @@ type cachedLogin struct {
 var _ authenticator = (*loginAuth)(nil)
 
 func newLoginAuth(key []byte, secure bool, store chat.LoginStore, now func() time.Time, log *slog.Logger) *loginAuth {
-	return &loginAuth{key: key, secure: secure, store: store, now: now, log: log, cache: make(map[string]cachedLogin)}
+	return &loginAuth{key: key, secure: secure, store: store, now: now, log: log, ttl: loginCacheTTL, cache: make(map[string]cachedLogin)}
 }
 
 func (a *loginAuth) mac(token string) []byte {
@@ -155,30 +163,57 @@ func (a *loginAuth) identify(r *http.Request) (identity, bool) {
 }
 
 // lookup returns the sign-in under hash, from the cache when it was read within
-// loginCacheTTL and has not expired, else from the store.
+// a.ttl and has not expired, else from the store. A store that cannot answer makes
+// the request signed out (logged).
 func (a *loginAuth) lookup(ctx context.Context, hash string) (chat.Login, bool) {
+	l, err := a.read(ctx, hash)
+	if err != nil {
+		if !chat.IsCode(err, chat.ENotFound) {
+			a.log.Warn("cannot read a sign-in; treating the request as signed out", "code", chat.ErrorCode(err), "err", err)
+		}
+		return chat.Login{}, false
+	}
+	return l, true
+}
+
+// read is lookup with the store's error: ENotFound for a sign-in that has ended.
+func (a *loginAuth) read(ctx context.Context, hash string) (chat.Login, error) {
 	now := a.now()
 	a.mu.Lock()
 	c, ok := a.cache[hash]
 	gen := a.gen
 	a.mu.Unlock()
-	if ok && now.Sub(c.fetched) < loginCacheTTL && now.Before(c.login.ExpiresAt) {
-		return c.login, true
+	if ok && now.Sub(c.fetched) < a.ttl && now.Before(c.login.ExpiresAt) {
+		return c.login, nil
 	}
 	l, err := a.store.Login(ctx, hash, now)
 	if err != nil {
-		if !chat.IsCode(err, chat.ENotFound) {
-			a.log.Warn("cannot read a sign-in; treating the request as signed out", "code", chat.ErrorCode(err), "err", err)
-		}
 		a.forget(hash)
-		return chat.Login{}, false
+		return chat.Login{}, err
 	}
 	a.mu.Lock()
 	if a.gen == gen { // no revocation ran meanwhile, so l is not stale
 		a.remember(hash, l, now)
 	}
 	a.mu.Unlock()
-	return l, true
+	return l, nil
+}
+
+// loginKey returns the hash of the request's sign-in token.
+func (a *loginAuth) loginKey(r *http.Request) (string, bool) { return a.cookieHash(r) }
+
+// stillSignedIn: see authenticator. Open WebSockets ask it at every ping, so a
+// sign-out on any replica ends them within a ping interval and a.ttl.
+func (a *loginAuth) stillSignedIn(ctx context.Context, key string) bool {
+	_, err := a.read(ctx, key)
+	switch {
+	case err == nil:
+		return true
+	case chat.IsCode(err, chat.ENotFound):
+		return false
+	}
+	a.log.Warn("cannot check the sign-in of an open chat; keeping the chat open", "code", chat.ErrorCode(err), "err", err)
+	return true
 }
 
 // remember caches l under hash as read at now; a.mu is held.

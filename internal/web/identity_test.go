@@ -180,3 +180,35 @@ func TestServerIdentity(t *testing.T) {
 		t.Fatal("isAdmin")
 	}
 }
+
+// downLogins is a sign-in store that cannot answer.
+type downLogins struct{ *memLogins }
+
+func (downLogins) Login(context.Context, string, time.Time) (chat.Login, error) {
+	return chat.Login{}, chat.Errorf(chat.EUnavailable, "the database is down")
+}
+
+// TestStillSignedIn: an open chat's sign-in check says no only when the store says
+// the sign-in has ended (revoked or expired), never because the store cannot answer,
+// so a database outage does not close everyone's chats.
+func TestStillSignedIn(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	store := newMemLogins()
+	a := newLoginAuth([]byte("k"), false, store, func() time.Time { return now }, testLogger(t))
+	a.ttl = 0 // every check asks the store
+	c := issueCookie(t, a, identity{Email: "a@x.org", IssuedAt: now, Verified: true})
+	key, ok := a.tokenHash(c.Value)
+	if !ok || !a.stillSignedIn(context.Background(), key) {
+		t.Fatal("a fresh sign-in is not signed in")
+	}
+	down := newLoginAuth([]byte("k"), false, downLogins{store}, func() time.Time { return now }, testLogger(t))
+	if !down.stillSignedIn(context.Background(), key) {
+		t.Fatal("a store that cannot answer ended an open chat's sign-in")
+	}
+	if _, err := store.RevokeLogins(context.Background(), "a@x.org"); err != nil {
+		t.Fatal(err)
+	}
+	if a.stillSignedIn(context.Background(), key) {
+		t.Fatal("a revoked sign-in is still signed in")
+	}
+}

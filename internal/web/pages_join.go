@@ -107,7 +107,8 @@ func (s *Server) handleSignOut() http.Handler {
 // out everywhere"): every sign-in of the person ends, on every browser, and their
 // WebSockets on this replica are closed, so their pages reconnect and find
 // themselves signed out. Other replicas stop believing the sign-ins within
-// loginCacheTTL; their open WebSockets end when they next reconnect.
+// loginCacheTTL, and close their open WebSockets at the next ping's sign-in check
+// (wsConn.keepAlive).
 func (s *Server) handleSignOutEverywhere() http.Handler {
 	return s.formGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		email, ok := s.currentEmail(r)

@@ -46,6 +46,8 @@ func (s *Server) handleWS() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
+		login, _ := s.auth.loginKey(r) // present: currentEmail found the sign-in
+		req.login = strings.Clone(login)
 		release := takeConnSlot(r)
 		conn, err := upgrade(w, r, s.cfg.ReadLimit)
 		if err != nil {
@@ -62,6 +64,7 @@ type wsRequest struct {
 	room    string
 	after   int64
 	session string // the session to reattach to, if any
+	login   string // the sign-in it was opened under (authenticator.loginKey)
 }
 
 func parseWSRequest(r *http.Request, email string) (wsRequest, error) {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -8,6 +9,10 @@ import (
 
 	"parley/internal/hub"
 )
+
+// signInCheckTimeout bounds keepAlive's check of the sign-in; a store slower than
+// that keeps the chat open (authenticator.stillSignedIn).
+const signInCheckTimeout = 2 * time.Second
 
 // sendFailed closes a connection whose queue overflowed (hub.ErrSlow) or whose write
 // failed. It runs on the delivering goroutine and does not wait.
@@ -21,11 +26,24 @@ func (c *wsConn) sendFailed(err error) {
 
 // keepAlive pings the client; a client that has sent nothing (no frame, not even a
 // pong) for IdleTimeout is gone and its connection is closed. The timer re-arms
-// itself, so no goroutine waits between pings, and reads need no deadline.
+// itself, so no goroutine waits between pings, and reads need no deadline. It also
+// checks that the person is still signed in: a sign-out (or "Sign out everywhere")
+// on another replica closes the chat here within a ping interval and the sign-in
+// cache's lifetime, "going away", and the page reconnects to find itself signed out.
 func (c *wsConn) keepAlive() {
 	silent := time.Since(c.conn.heardAt())
 	if silent >= c.s.cfg.IdleTimeout {
 		c.abort("idle timeout")
+		return
+	}
+	if c.ctx.Err() != nil {
+		return // closing already
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, signInCheckTimeout)
+	signedIn := c.s.auth.stillSignedIn(ctx, c.req.login)
+	cancel()
+	if !signedIn {
+		c.close(ws.StatusGoingAway, "signed out")
 		return
 	}
 	if err := c.conn.writeControl(ws.OpPing, nil); err != nil {
