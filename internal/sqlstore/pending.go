@@ -244,4 +244,3 @@ func (p *pendingSet) resize(merged int, took time.Duration) {
 	want := int(int64(mergePause) * int64(merged) / max(1, int64(took)))
 	p.budget = min(max((p.budget+want)/2, mergeMin), mergeMax)
 }
-

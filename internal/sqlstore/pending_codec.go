@@ -58,4 +58,3 @@ func decodePending(b []byte) ([]chat.Message, error) {
 	}
 	return out, nil
 }
-

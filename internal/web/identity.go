@@ -90,7 +90,7 @@ type loginAuth struct {
 	now    func() time.Time
 	log    *slog.Logger
 
-	ttl   time.Duration // loginCacheTTL; tests shorten it
+	ttl time.Duration // loginCacheTTL; tests shorten it
 
 	mu    sync.Mutex
 	cache map[string]cachedLogin // token hash → sign-in, read within ttl
