@@ -382,7 +382,10 @@
     if (!f.email || f.email === YOU) { return; }
     presenceNotice(f);
     if (!state.peer) { showPeer(f.email); }
-    if (f.email === state.peer && !state.ended) { showPresence(!!f.online); }
+    if (f.email !== state.peer || state.ended) { return; }
+    // degraded: the server could not read presence, so online is only a guess; say
+    // so rather than show the other person as gone. Chatting works as usual.
+    if (f.degraded) { showPresenceText('status unknown'); } else { showPresence(!!f.online); }
   }
 
   function markEnded(by) {
