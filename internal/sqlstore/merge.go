@@ -73,6 +73,8 @@ func (w *sqliteWriter) loadPending(ctx context.Context) error {
 			return err
 		}
 		p.dropped[s] = max(p.dropped[s], through)
+		// New batch rows get ids above every mark's, so no mark can cover them.
+		p.nextID = max(p.nextID, through+1)
 	}
 	if err := rows.Close(); err != nil {
 		return err
