@@ -129,6 +129,7 @@ type snapshot struct {
 	sends, deliveries int64
 	acks              int64
 	serverCPU         float64 // the server's process_cpu_seconds_total; -1 when unknown
+	serverSys         float64 // of it, kernel time (--server-pid only); -1 when unknown
 	benchCPU          float64 // this process's CPU seconds
 }
 
@@ -138,9 +139,9 @@ type snapshot struct {
 func (r *chatRun) snap(ctx context.Context) snapshot {
 	t := r.cnt.totals()
 	s := snapshot{at: time.Now(), sends: t.sends, deliveries: t.deliveries, acks: t.acks,
-		serverCPU: -1, benchCPU: selfCPUSeconds()}
+		serverCPU: -1, serverSys: -1, benchCPU: selfCPUSeconds()}
 	if len(r.o.ServerPIDs) > 0 {
-		s.serverCPU = procCPUSeconds(r.o.ServerPIDs)
+		s.serverCPU, s.serverSys = procCPUTimes(r.o.ServerPIDs)
 		return s
 	}
 	sites := []*site{r.site}
@@ -264,6 +265,9 @@ func (r *chatRun) result(s0, s1 snapshot, lat *latencies) *Result {
 			res.ServerCPU = (s1.serverCPU - s0.serverCPU) / secs
 			if res.Deliveries > 0 {
 				res.ServerCPUPerDelivery = (s1.serverCPU - s0.serverCPU) / float64(res.Deliveries) * 1e6
+				if s0.serverSys >= 0 && s1.serverSys >= 0 {
+					res.ServerSysPerDelivery = (s1.serverSys - s0.serverSys) / float64(res.Deliveries) * 1e6
+				}
 			}
 		}
 	}

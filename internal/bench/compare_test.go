@@ -186,6 +186,27 @@ func TestProcReadings(t *testing.T) {
 	if cpu := procCPUSeconds([]int{1 << 30}); cpu != -1 {
 		t.Errorf("procCPUSeconds of no process = %v, want -1", cpu)
 	}
+	// Kernel time: write to a file until this process has spent some in the kernel.
+	f, err := os.CreateTemp(t.TempDir(), "sys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<16)
+	for end := time.Now().Add(5 * time.Second); ; {
+		for range 200 {
+			if _, err := f.WriteAt(buf, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		total, sys := procCPUTimes([]int{pid})
+		if sys > 0 && sys <= total {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("procCPUTimes = %v total, %v in the kernel; want some kernel time, at most the total", total, sys)
+		}
+	}
 }
 
 // TestCompareReport checks the ratios and verdicts of a comparison's report.

@@ -22,6 +22,7 @@ type summary struct {
 	runs            int
 	deliveries, p99 float64
 	cpuPerDelivery  float64 // server µs per delivery; 0 when unknown
+	sysPerDelivery  float64 // of it, in the kernel; 0 when unknown
 	lost, dup       int64
 	each            []float64 // deliveries/s of every run
 	errors          int
@@ -47,6 +48,7 @@ func (r *CompareResult) summarize(rooms int) []summary {
 			s.p99 += res.Latency.P99
 			if res.ServerCPUPerDelivery > 0 {
 				s.cpuPerDelivery += res.ServerCPUPerDelivery
+				s.sysPerDelivery += res.ServerSysPerDelivery
 				cpuRuns++
 			}
 			t := res.allTallies()
@@ -59,6 +61,7 @@ func (r *CompareResult) summarize(rooms int) []summary {
 		}
 		if cpuRuns > 0 {
 			s.cpuPerDelivery /= float64(cpuRuns)
+			s.sysPerDelivery /= float64(cpuRuns)
 		}
 		if s.runs+s.errors > 0 {
 			out = append(out, s)
@@ -102,7 +105,7 @@ func (r *CompareResult) writeReport(w io.Writer) {
 		ss := r.summarize(rooms)
 		fmt.Fprintf(w, "\nR=%d (%d rooms x 2 clients)\n", rooms, rooms)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "server\tdeliveries/s\tp99 ms\tserver µs/delivery\tlost\tduplicated\teach run (deliveries/s)\t")
+		fmt.Fprintln(tw, "server\tdeliveries/s\tp99 ms\tserver µs/delivery\tof it kernel\tlost\tduplicated\teach run (deliveries/s)\t")
 		for _, s := range ss {
 			each := make([]string, len(s.each))
 			for i, v := range s.each {
@@ -111,8 +114,8 @@ func (r *CompareResult) writeReport(w io.Writer) {
 			if s.errors > 0 {
 				each = append(each, fmt.Sprintf("%d failed", s.errors))
 			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%d\t%d\t%s\t\n", s.server, s.deliveries, s.p99, s.cpuPerDelivery,
-				s.lost, s.dup, strings.Join(each, " / "))
+			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%s\t\n", s.server, s.deliveries, s.p99, s.cpuPerDelivery,
+				s.sysPerDelivery, s.lost, s.dup, strings.Join(each, " / "))
 		}
 		_ = tw.Flush()
 		for _, line := range ratioLines(ss, rooms) {

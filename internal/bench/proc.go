@@ -16,30 +16,38 @@ const clockTicks = 100
 // /metrics (Centrifugo's is off by default, the bare hub has none) the same way as
 // Parley.
 func procCPUSeconds(pids []int) float64 {
-	var total float64
+	total, _ := procCPUTimes(pids)
+	return total
+}
+
+// procCPUTimes is procCPUSeconds and, of it, the system (kernel) time; both -1 when
+// one cannot be read. The split tells socket and disk work (the kernel's) from the
+// server's own.
+func procCPUTimes(pids []int) (total, system float64) {
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
-			return -1
+			return -1, -1
 		}
 		// The command name (field 2) is in parentheses and may hold spaces: the fields
 		// after the last ')' are 3, 4, …; utime and stime are fields 14 and 15.
 		i := bytes.LastIndexByte(b, ')')
 		if i < 0 {
-			return -1
+			return -1, -1
 		}
 		f := bytes.Fields(b[i+1:])
 		if len(f) < 13 {
-			return -1
+			return -1, -1
 		}
 		ut, err1 := strconv.ParseFloat(string(f[11]), 64)
 		st, err2 := strconv.ParseFloat(string(f[12]), 64)
 		if err1 != nil || err2 != nil {
-			return -1
+			return -1, -1
 		}
 		total += (ut + st) / clockTicks
+		system += st / clockTicks
 	}
-	return total
+	return total, system
 }
 
 // procRSS is the processes' resident memory in bytes, from /proc/<pid>/status.

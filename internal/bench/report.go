@@ -43,6 +43,9 @@ type Result struct {
 	ServerCPU            float64 `json:"server_cpu_cores"`
 	BenchCPU             float64 `json:"bench_cpu_cores"`
 	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery"`
+	// ServerSysPerDelivery is the kernel's part of ServerCPUPerDelivery (socket and
+	// disk work), known with --server-pid only.
+	ServerSysPerDelivery float64 `json:"server_sys_cpu_us_per_delivery,omitempty"`
 	BenchCPUPerDelivery  float64 `json:"bench_cpu_us_per_delivery"`
 	tally
 	Idle    *IdleResult `json:"idle,omitempty"`
@@ -175,8 +178,12 @@ func (r *Result) writeTable(w io.Writer) error {
 		fmt.Fprintf(w, "reconnects: %d\n", r.Reconnects)
 	}
 	if r.Idle == nil && (r.ServerCPU > 0 || r.BenchCPU > 0) {
-		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery), load generator %.2f cores (%.1f µs per delivery)\n",
-			r.ServerCPU, r.ServerCPUPerDelivery, r.BenchCPU, r.BenchCPUPerDelivery)
+		kernel := ""
+		if r.ServerSysPerDelivery > 0 {
+			kernel = fmt.Sprintf(", %.1f of them in the kernel", r.ServerSysPerDelivery)
+		}
+		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery%s), load generator %.2f cores (%.1f µs per delivery)\n",
+			r.ServerCPU, r.ServerCPUPerDelivery, kernel, r.BenchCPU, r.BenchCPUPerDelivery)
 	}
 	for _, t := range r.Targets {
 		fmt.Fprintln(w, t.describe())
