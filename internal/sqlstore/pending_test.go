@@ -208,23 +208,28 @@ func FuzzDecodePending(f *testing.F) {
 	})
 }
 
-// TestUpgradeKeepsMessages opens a database left by a Parley before the message log
-// (schema version 2: messages with a unique client-id index, no message_log) and
-// checks that its messages are all still read, in order, that a resend of an old id
-// is still a duplicate, and that appending continues after them.
-func TestUpgradeKeepsMessages(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "parley.db")
+// oldSQLite creates a SQLite file at path as a Parley with only the first n
+// migrations left it, and returns it with a connection to fill it through; the caller
+// closes both before opening the file with OpenSQLite.
+func oldSQLite(t *testing.T, path string, n int) (*sql.DB, *sql.Conn) {
+	t.Helper()
 	old, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDB(old, dialectSQLite, nil)
+	return old, applyFirst(t, newDB(old, dialectSQLite, nil), n)
+}
+
+// applyFirst creates the migrations table of d's empty database and applies d's first
+// n migrations, on a connection it returns.
+func applyFirst(t *testing.T, d *DB, n int) *sql.Conn {
+	t.Helper()
+	ctx := context.Background()
 	ms, err := d.migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := old.Conn(ctx)
+	conn, err := d.db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,11 +237,22 @@ func TestUpgradeKeepsMessages(t *testing.T) {
 		version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range ms[:2] {
+	for _, m := range ms[:n] {
 		if err := d.apply(ctx, conn, m); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return conn
+}
+
+// TestUpgradeKeepsMessages opens a database left by a Parley before the message log
+// (schema version 2: messages with a unique client-id index, no message_log) and
+// checks that its messages are all still read, in order, that a resend of an old id
+// is still a duplicate, and that appending continues after them.
+func TestUpgradeKeepsMessages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	old, conn := oldSQLite(t, path, 2)
 	session := chat.NewSessionID()
 	for seq := 1; seq <= 30; seq++ {
 		if _, err := conn.ExecContext(ctx, `INSERT INTO messages (`+messageCols+`) VALUES (?, ?, ?, 'a@x.org', 'b@x.org', 'r', 'chat', 'old', 1)`,
@@ -264,28 +280,7 @@ func TestUpgradeKeepsMessages(t *testing.T) {
 func TestUpgradeFromMessageLog(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "parley.db")
-	old, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDB(old, dialectSQLite, nil)
-	ms, err := d.migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := old.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE schema_migrations (
-		version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range ms[:8] {
-		if err := d.apply(ctx, conn, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	old, conn := oldSQLite(t, path, 8)
 	session := chat.NewSessionID()
 	for seq := 1; seq <= 40; seq++ {
 		q := `INSERT INTO messages (` + messageCols + `) VALUES (?, ?, ?, 'a@x.org', 'b@x.org', 'r', 'chat', 'old', 1)`

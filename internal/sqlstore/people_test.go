@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,22 +105,8 @@ func testRoomsLowercaseUpgrade(t *testing.T, old *DB, reopen func() *DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := old.db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE schema_migrations (
-		version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range ms {
-		if strings.Contains(m.name, "rooms_lowercase") {
-			break
-		}
-		if err := old.apply(ctx, conn, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	before := slices.IndexFunc(ms, func(m migration) bool { return strings.Contains(m.name, "rooms_lowercase") })
+	conn := applyFirst(t, old, before)
 	start := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 	older, newer, ended := chat.NewSessionID(), chat.NewSessionID(), chat.NewSessionID()
 	for _, s := range []struct {
