@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"parley/internal/chat"
@@ -30,8 +31,43 @@ func appendMessage(b []byte, m chat.Message) []byte {
 	b = append(b, `,"kind":`...)
 	b = appendJSONString(b, string(m.Kind))
 	b = append(b, `,"at":"`...)
-	b = m.CreatedAt.UTC().AppendFormat(b, AtLayout) // digits, '-', ':', '.', 'T', 'Z', '+': nothing to escape
+	b = appendAt(b, m.CreatedAt) // digits, '-', ':', '.', 'T', 'Z', '+': nothing to escape
 	return append(b, `"}`...)
+}
+
+// appendAt appends t as AtLayout does, for the years of four digits without going
+// through the layout (a third of the frame's cost); other years go through it.
+func appendAt(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, AtLayout)
+	}
+	hour, minute, sec := t.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond()/1000, 6) // truncated, as the layout does
+	return append(b, 'Z')
+}
+
+// appendDigits appends the n lowest decimal digits of v ≥ 0, zero-padded.
+func appendDigits(b []byte, v, n int) []byte {
+	b = append(b, "000000"[:n]...)
+	for i := len(b) - 1; n > 0; i, n = i-1, n-1 {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return b
 }
 
 // appendAck appends the ack of message id, stored as seq.
@@ -50,7 +86,7 @@ func appendAck(b []byte, id string, seq int64) []byte {
 // goes through encoding/json, so every escape stays exactly its.
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainJSON[s[i]] {
 			q, err := json.Marshal(s)
 			if err != nil { // a string always encodes
 				panic("wire: encoding a string: " + err.Error())
@@ -62,3 +98,11 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
+
+// plainJSON marks the bytes appendJSONString copies as they are.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()

@@ -24,6 +24,9 @@ func TestEncodeFastMatchesJSON(t *testing.T) {
 		checkEncodeFast(t, s, at, 42)
 	}
 	checkEncodeFast(t, "x", time.Time{}, 0)
+	checkEncodeFast(t, "x", time.Date(12026, 1, 2, 3, 4, 5, 999999999, time.UTC), 1) // five-digit year
+	checkEncodeFast(t, "x", time.Date(-7, 12, 31, 23, 59, 59, 1000, time.UTC), 2)    // before year 0
+	checkEncodeFast(t, "x", time.Date(2026, 12, 31, 23, 59, 59, 999, time.FixedZone("y", -7200)), 3)
 	checkEncodeFast(t, "x", chat.Now(), -1)
 }
 
