@@ -41,8 +41,10 @@ type session struct {
 	presence map[string]bool
 	// told counts the presence events broadcast here per person, so a presence
 	// read that one of them overtook is not told after it (Member.TellPresence).
-	told    map[string]uint64
-	clients map[*client]struct{}
+	told map[string]uint64
+	// clients are the local connections: a slice, as a chat has two people with a
+	// connection or a few each, and every message walks it.
+	clients []*client
 }
 
 // newPresence reports whether ev tells the local connections something new, and
@@ -70,7 +72,7 @@ func (s *session) firstEnd() bool {
 func newSession(h *Hub, id string) *session {
 	return &session{
 		h: h, id: id, ready: make(chan struct{}),
-		held: make(map[int64][]byte), clients: make(map[*client]struct{}),
+		held: make(map[int64][]byte),
 	}
 }
 
@@ -217,7 +219,7 @@ func (s *session) onEvent(ev chat.Event) {
 // deliverNext hands the frame of seq next to every client and moves on.
 func (s *session) deliverNext(frame []byte) {
 	n := 0
-	for c := range s.clients {
+	for _, c := range s.clients {
 		if c.message(s.next, frame, s.h.opts.MaxBuffered) {
 			n++
 		}
@@ -230,6 +232,12 @@ func (s *session) deliverNext(frame []byte) {
 // arms the gap timer while anything is still held.
 func (s *session) deliverHeld() {
 	if s.next == 0 {
+		return
+	}
+	if len(s.held) == 0 { // the usual case: messages arrive in order
+		if s.armed {
+			s.armTimer()
+		}
 		return
 	}
 	for {
@@ -286,7 +294,7 @@ func (s *session) broadcast(ev chat.Event) {
 		}
 		s.told[ev.Email]++
 	}
-	for c := range s.clients {
+	for _, c := range s.clients {
 		if (ev.Type == chat.EventPresence || ev.Type == chat.EventTyping) && ev.Email == c.email {
 			continue
 		}
@@ -363,12 +371,19 @@ func (s *session) readPage(after int64) ([]chat.Message, error) {
 
 func (s *session) add(c *client) {
 	s.lock()
-	s.clients[c] = struct{}{}
+	s.clients = append(s.clients, c)
 	s.unlock()
 }
 
 func (s *session) remove(c *client) {
 	s.lock()
-	delete(s.clients, c)
+	for i, x := range s.clients {
+		if x == c {
+			last := len(s.clients) - 1
+			s.clients[i], s.clients[last] = s.clients[last], nil
+			s.clients = s.clients[:last]
+			break
+		}
+	}
 	s.unlock()
 }
