@@ -60,8 +60,9 @@ type frameConn struct {
 
 	batch *[]byte // frames Added and not yet flushed; only the send queue's writer touches it
 
-	wmu     sync.Mutex  // one frame at a time: the send queue's, pings, pongs, close
-	closing atomic.Bool // the close frame is sent (set under wmu); nothing is sent after it
+	wmu       sync.Mutex  // one frame at a time: the send queue's, pings, pongs, close
+	wdeadline time.Time   // the write deadline last set (under wmu)
+	closing   atomic.Bool // the close frame is sent (set under wmu); nothing is sent after it
 }
 
 var _ hub.FrameWriter = (*frameConn)(nil)

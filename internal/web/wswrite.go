@@ -82,6 +82,12 @@ func (c *frameConn) writeFrame(op ws.OpCode, payload []byte) error {
 	return err
 }
 
+// deadlineSlack is how stale a write deadline may be before a write moves it:
+// moving it costs a runtime timer update, so a busy connection moves it about once a
+// second instead of once per write, and each write still gets between timeout −
+// deadlineSlack and timeout.
+const deadlineSlack = time.Second
+
 // write writes p, whole frames, unless the close frame has gone out.
 func (c *frameConn) write(p []byte, timeout time.Duration) error {
 	c.wmu.Lock()
@@ -89,7 +95,10 @@ func (c *frameConn) write(p []byte, timeout time.Duration) error {
 	if c.closing.Load() {
 		return errClosing
 	}
-	_ = c.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if now := time.Now(); c.wdeadline.Sub(now) < timeout-deadlineSlack {
+		c.wdeadline = now.Add(timeout)
+		_ = c.conn.SetWriteDeadline(c.wdeadline)
+	}
 	_, err := c.conn.Write(p)
 	return err
 }
