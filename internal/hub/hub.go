@@ -300,6 +300,11 @@ type StoreCheck func(ctx context.Context, session string) ([]chat.Event, error)
 // read messages only. Only the catch-ups call it, never the per-message path.
 func (h *Hub) SetStoreCheck(fn StoreCheck) { h.check.Store(&fn) }
 
+// InProcess reports whether the broker is in-process (or absent): then every event
+// reaches this process's connections as it is published and none can be lost, so an
+// ended chat is always known here (Member.Ended) without reading the session row.
+func (h *Hub) InProcess() bool { return h.pub.instant }
+
 // Sessions returns how many sessions have local connections (for metrics).
 func (h *Hub) Sessions() int {
 	h.mu.Lock()

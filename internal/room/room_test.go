@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,10 +220,14 @@ func TestThirdPersonRefusedRoomFull(t *testing.T) {
 	}
 }
 
+// replicaBroker is the in-process bus seen as a broker between replicas (as Redis
+// is): the hub does not take it for in-process, so events may be lost on the way.
+type replicaBroker struct{ chat.Broker }
+
 // TestEndedEventLost: a chat ended without its ended event reaching this replica (a
 // broker outage) still refuses sends once the client re-reads the row.
 func TestEndedEventLost(t *testing.T) {
-	e := newEnv(t, Options{Recheck: 20 * time.Millisecond}, hub.Options{})
+	e := newEnv(t, Options{Recheck: 20 * time.Millisecond}, hub.Options{Broker: replicaBroker{membus.New()}})
 	host, ht, _ := e.enter(t, "lost-end", "host@x.org")
 	e.enter(t, "lost-end", "guest@x.org")
 	if won, err := e.store.End(context.Background(), host.Session().ID, "guest@x.org", chat.Now()); err != nil || !won {
@@ -232,6 +237,42 @@ func TestEndedEventLost(t *testing.T) {
 	host.HandleFrame(sendFrame("c-2", "after the end"))
 	if f := ht.wait(t, "the refusal", isType(wire.TypeError)); f.Code != "chat_ended" || f.ID != "c-2" {
 		t.Fatalf("send after an unannounced end: %+v", f)
+	}
+}
+
+// countedSessions counts reads of session rows.
+type countedSessions struct {
+	chat.SessionStore
+	reads atomic.Int64
+}
+
+func (c *countedSessions) Session(ctx context.Context, id string) (*chat.Session, error) {
+	c.reads.Add(1)
+	return c.SessionStore.Session(ctx, id)
+}
+
+// TestInProcessSendsReadNoRow: with the in-process bus (one process, no event lost)
+// a send never reads the session row once both people are in, however old the
+// connection's copy is; an end by the other person is still refused at once.
+func TestInProcessSendsReadNoRow(t *testing.T) {
+	e := newEnv(t, Options{Recheck: time.Nanosecond}, hub.Options{})
+	host, ht, _ := e.enter(t, "in-process", "host@x.org")
+	guest, _, _ := e.enter(t, "in-process", "guest@x.org")
+	host.HandleFrame(sendFrame("c-first", "hello")) // reads the row once: the guest came after the host
+	waitCount(t, ht, wire.TypeAck, 1)
+	counted := &countedSessions{SessionStore: e.rooms.o.Sessions}
+	e.rooms.o.Sessions = counted
+	for i := range 20 {
+		host.HandleFrame(sendFrame(fmt.Sprintf("c-%d", i), "hello"))
+	}
+	waitCount(t, ht, wire.TypeAck, 21)
+	if n := counted.reads.Load(); n != 0 {
+		t.Fatalf("20 sends read the session row %d times, want 0", n)
+	}
+	guest.HandleFrame([]byte(`{"type":"end"}`))
+	host.HandleFrame(sendFrame("c-late", "after the end"))
+	if f := ht.wait(t, "the refusal", func(f wire.Frame) bool { return f.Type == wire.TypeError && f.ID == "c-late" }); f.Code != "chat_ended" {
+		t.Fatalf("send after the end: %+v", f)
 	}
 }
 
