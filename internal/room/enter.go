@@ -62,7 +62,8 @@ func (r *Rooms) Enter(ctx context.Context, t Transport, req Request) (*Client, e
 }
 
 func (c *Client) enter() error {
-	ctx, cancel := context.WithTimeout(c.ctx, c.r.o.StoreTimeout)
+	base := entering(c.ctx)
+	ctx, cancel := context.WithTimeout(base, c.r.o.StoreTimeout)
 	defer cancel()
 	sess, role, err := c.findSession(ctx)
 	if err != nil {
@@ -80,11 +81,19 @@ func (c *Client) enter() error {
 	if err := c.t.Write(c.welcome(ctx, last)); err != nil {
 		return fmt.Errorf("%w: %w", errClientGone, err)
 	}
-	c.member, err = c.r.o.Hub.Join(c.ctx, hub.Join{Session: sess.ID, Email: c.req.Email,
+	c.member, err = c.r.o.Hub.Join(base, hub.Join{Session: sess.ID, Email: c.req.Email,
 		Peer: sess.Peer(c.req.Email), After: min(c.req.After, last), To: c.t,
 		Replay: c.replayWrite, Window: c.r.o.Window})
 	return err
 }
+
+// entering is the context of entering's calls: the connection's, without its
+// cancellation. Nothing cancels a connection's context before Enter returns (its
+// reading starts after), so this changes no outcome; but every call made under the
+// connection's own context (database/sql derives one per query) would register with
+// it, leaving it a map of children to keep for as long as the connection lives: about
+// a kilobyte of an idle connection's memory (docs/BENCHMARKS.md).
+func entering(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 // welcome encodes the welcome frame: with every person's receipts (v1.1) when the
 // chat layer keeps them. The cursors cost one read per connection; when it fails the

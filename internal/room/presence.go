@@ -17,7 +17,7 @@ const degradedPresence = "presence" // the presence backend did not answer: "onl
 // client that attached to an ended session. Presence calls are bounded by
 // hub.PresenceTimeout: a presence backend that hangs costs a guessed dot, not the chat.
 func (c *Client) announce() {
-	ctx, cancel := context.WithTimeout(c.ctx, c.r.o.StoreTimeout)
+	ctx, cancel := context.WithTimeout(entering(c.ctx), c.r.o.StoreTimeout)
 	// Read the session again: a participant who entered after this connection's Enter
 	// but announced before it joined the hub would otherwise go unmentioned.
 	if fresh, err := c.r.o.Sessions.Session(ctx, c.sess.ID); err == nil {
