@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,12 +42,55 @@ type presenceWatch struct {
 
 // watched is what the watch knows about one session with local connections or a hub
 // subscription. Guarded by presenceWatch.mu.
+// Slices, not maps: a chat has two people and one subscription per replica, and an
+// idle replica holds one record per chat.
 type watched struct {
-	local  map[string]int     // connections on this replica, per email
-	people map[string]bool    // everyone known to be in the session
-	online map[string]bool    // last observed state of people not connected here
-	gen    uint64             // bumped by every presence event, so an older check loses
-	subs   map[*watchSub]bool // the hub's subscriptions, which deliver local events
+	people []watchedPerson // everyone known to be in the session
+	gen    uint64          // bumped by every presence event, so an older check loses
+	subs   []*watchSub     // the hub's subscriptions, which deliver local events
+}
+
+// watchedPerson is one person of a watched session.
+type watchedPerson struct {
+	email  string
+	local  int  // connections on this replica
+	seen   bool // online is an observation: the last state seen while not connected here
+	online bool
+}
+
+// find returns email's record, or nil.
+func (s *watched) find(email string) *watchedPerson {
+	for i := range s.people {
+		if s.people[i].email == email {
+			return &s.people[i]
+		}
+	}
+	return nil
+}
+
+// person returns email's record, adding it.
+func (s *watched) person(email string) *watchedPerson {
+	if p := s.find(email); p != nil {
+		return p
+	}
+	s.people = append(s.people, watchedPerson{email: email})
+	return &s.people[len(s.people)-1]
+}
+
+// localTo reports whether email has a connection on this replica.
+func (s *watched) localTo(email string) bool {
+	p := s.find(email)
+	return p != nil && p.local > 0
+}
+
+// anyLocal reports whether anyone has a connection on this replica.
+func (s *watched) anyLocal() bool {
+	for i := range s.people {
+		if s.people[i].local > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // watchSub is one hub subscription: deliver hands an event to the hub's session.
@@ -80,8 +124,7 @@ func (w *presenceWatch) run() {
 func (w *presenceWatch) entry(id string) *watched {
 	s := w.sessions[id]
 	if s == nil {
-		s = &watched{local: make(map[string]int), people: make(map[string]bool),
-			online: make(map[string]bool), subs: make(map[*watchSub]bool)}
+		s = &watched{}
 		w.sessions[id] = s
 	}
 	return s
@@ -89,7 +132,7 @@ func (w *presenceWatch) entry(id string) *watched {
 
 // forget drops the session's record once nothing local refers to it. Called with w.mu held.
 func (w *presenceWatch) forget(id string, s *watched) {
-	if len(s.local) == 0 && len(s.subs) == 0 {
+	if len(s.subs) == 0 && !s.anyLocal() {
 		delete(w.sessions, id)
 	}
 }
@@ -100,10 +143,9 @@ func (w *presenceWatch) joined(session, email, peer string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.entry(session)
-	s.local[email]++
-	s.people[email] = true
+	s.person(email).local++
 	if peer != "" {
-		s.people[peer] = true
+		s.person(peer)
 	}
 }
 
@@ -115,9 +157,10 @@ func (w *presenceWatch) left(session, email string) {
 	if s == nil {
 		return
 	}
-	if s.local[email]--; s.local[email] <= 0 {
-		delete(s.local, email)
-		delete(s.online, email) // not observed while local; unknown from now on
+	if p := s.find(email); p != nil {
+		if p.local--; p.local <= 0 {
+			p.local, p.seen, p.online = 0, false, false // not observed while local; unknown from now on
+		}
 	}
 	w.forget(session, s)
 }
@@ -128,11 +171,11 @@ func (w *presenceWatch) told(session, email string, online bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.sessions[session]
-	if s == nil || s.local[email] > 0 {
+	if s == nil || s.localTo(email) {
 		return
 	}
-	s.people[email] = true
-	s.online[email] = online
+	p := s.person(email)
+	p.seen, p.online = true, online
 }
 
 // Observed reports what the watch last saw of email's presence in the session, and
@@ -141,9 +184,11 @@ func (w *presenceWatch) Observed(session, email string) (online, seen bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if s := w.sessions[session]; s != nil {
-		online, seen = s.online[email]
+		if p := s.find(email); p != nil && p.seen {
+			return p.online, true
+		}
 	}
-	return online, seen
+	return false, false
 }
 
 // observe records a presence event from the broker.
@@ -155,8 +200,8 @@ func (w *presenceWatch) observe(ev chat.Event) {
 		return
 	}
 	s.gen++
-	s.people[ev.Email] = true
-	s.online[ev.Email] = ev.Online
+	p := s.person(ev.Email)
+	p.seen, p.online = true, ev.Online
 }
 
 // check asks Presence about every person not connected here and tells the local
@@ -169,12 +214,12 @@ func (w *presenceWatch) check() {
 	w.mu.Lock()
 	var asks []ask
 	for id, s := range w.sessions {
-		if len(s.local) == 0 {
+		if !s.anyLocal() {
 			continue
 		}
-		for email := range s.people {
-			if s.local[email] == 0 {
-				asks = append(asks, ask{id, email, s.gen})
+		for _, p := range s.people {
+			if p.local == 0 {
+				asks = append(asks, ask{id, p.email, s.gen})
 			}
 		}
 	}
@@ -200,17 +245,16 @@ func (w *presenceWatch) checkOne(session, email string, gen uint64) {
 	}
 	w.mu.Lock()
 	s := w.sessions[session]
-	if s == nil || s.gen != gen || s.local[email] > 0 || len(s.local) == 0 {
+	if s == nil || s.gen != gen || s.localTo(email) || !s.anyLocal() {
 		w.mu.Unlock() // an event or a local connection says more than this answer
 		return
 	}
-	before, seen := s.online[email]
-	s.online[email] = online
+	p := s.person(email)
+	before, seen := p.online, p.seen
+	p.seen, p.online = true, online
 	var subs []*watchSub
 	if seen && before != online {
-		for sub := range s.subs {
-			subs = append(subs, sub)
-		}
+		subs = append(subs, s.subs...)
 	}
 	w.mu.Unlock()
 	if len(subs) == 0 {
@@ -242,12 +286,15 @@ type watchedBroker struct {
 func (b watchedBroker) Subscribe(ctx context.Context, sessionID string, fn func(chat.Event)) (func(), error) {
 	sub := &watchSub{deliver: fn}
 	b.w.mu.Lock()
-	b.w.entry(sessionID).subs[sub] = true
+	s := b.w.entry(sessionID)
+	s.subs = append(s.subs, sub)
 	b.w.mu.Unlock()
 	drop := func() {
 		b.w.mu.Lock()
 		if s := b.w.sessions[sessionID]; s != nil {
-			delete(s.subs, sub)
+			if i := slices.Index(s.subs, sub); i >= 0 {
+				s.subs = slices.Delete(s.subs, i, i+1)
+			}
 			b.w.forget(sessionID, s)
 		}
 		b.w.mu.Unlock()
