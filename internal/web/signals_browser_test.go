@@ -30,7 +30,8 @@ func ownState(text string) string {
 }
 
 // TestBrowserLiveSignals: two people in headless Chromium, one of them on a 390×844
-// phone screen. Typing shows at the other person and goes away; ✓✓ is highlighted
+// phone screen. Typing shows at the other person and goes away, at the latest when
+// their message arrives; ✓✓ is highlighted
 // only once the reader's tab is visible; a hidden tab counts unread messages in its
 // title; joined and left notices and a day separator are in the timeline; the ended
 // room is read-only after a reload.
@@ -60,9 +61,17 @@ func TestBrowserLiveSignals(t *testing.T) {
 	bob.waitFor("the typing indicator to go", `document.getElementById('typing').hidden`)
 	ann.do("clear", chromedp.Evaluate[chromedp.Void](`(function (t) { t.value = ''; t.dispatchEvent(new Event('input')); })(document.getElementById('text'))`))
 
-	// Read on screen while visible: ✓✓ highlighted.
-	ann.send("Are you there?", true)
+	// Typing again, then the message: it ends the indicator at once (the 4 s timer
+	// would keep it for seconds after the message is on screen).
+	ann.do("type", chromedp.Focus(chromedp.ID("text")), insertText("Are you"))
+	bob.waitFor("the typing indicator again", `!document.getElementById('typing').hidden`)
+	ann.send(" there?", true)
 	bob.waitForMessage("Are you there?")
+	if evaluate[bool](bob, `!document.getElementById('typing').hidden`) {
+		t.Error("bob still sees ann typing once her message is shown")
+	}
+
+	// Read on screen while visible: ✓✓ highlighted.
 	ann.waitFor("✓✓ read", ownState("Are you there?")+` === 'read'`)
 	bob.waitFor("a day separator", `document.querySelector('#messages li.day') !== null &&
 		document.querySelector('#messages li.day').textContent === 'Today'`)
