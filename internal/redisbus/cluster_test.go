@@ -157,6 +157,13 @@ func TestClusterFanOut(t *testing.T) {
 // and subscribes its channel back to back on one connection; Redis's confirmation of
 // the unsubscription must not be taken for the server dropping the channel, which
 // would replace the connection and make every chat of the replica catch up.
+// TestClusterPublishBatch: a pipeline of sharded publishes, split across the masters
+// that hold the channels, keeps every session's order.
+func TestClusterPublishBatch(t *testing.T) {
+	env := newClusterEnv(t)
+	checkPublishBatch(t, env.bus(t, "a"), env.bus(t, "b"))
+}
+
 func TestClusterRejoin(t *testing.T) {
 	env := newClusterEnv(t)
 	a, b := env.bus(t, "a"), env.bus(t, "b")

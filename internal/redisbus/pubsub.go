@@ -282,6 +282,26 @@ func (b *Bus) Publish(ctx context.Context, ev chat.Event) error {
 	return nil
 }
 
+// PublishBatch publishes evs in order in one pipeline: one round trip for all of
+// them instead of one each (in a cluster, one per master holding their channels, each
+// in order). An error means some of them may not have been published.
+func (b *Bus) PublishBatch(ctx context.Context, evs []chat.Event) error {
+	_, err := b.rc.Cmd.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, ev := range evs {
+			if b.sharded {
+				p.SPublish(ctx, b.channel(ev.Session), encodeEvent(ev))
+			} else {
+				p.Publish(ctx, b.channel(ev.Session), encodeEvent(ev))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return chat.Wrap(chat.EUnavailable, err, "redis publish failed")
+	}
+	return nil
+}
+
 // OnReconnect registers fn to be called, on its own goroutine, each time the channels
 // of a lost subscriber connection are subscribed again.
 func (b *Bus) OnReconnect(fn func()) {
