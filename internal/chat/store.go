@@ -102,3 +102,12 @@ type MessageStore interface {
 
 	Close() error
 }
+
+// EndChecked is a MessageStore whose Append refuses, with EChatEnded, a message to a
+// chat whose end is recorded, deciding it in the same transaction that would store the
+// message: a message is stored before the end, or refused. Connections then need not
+// re-read the session row to catch an ended event the broker lost.
+type EndChecked interface {
+	MessageStore
+	RefusesAfterEnd()
+}

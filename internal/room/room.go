@@ -83,6 +83,10 @@ type Options struct {
 type Rooms struct {
 	o   Options
 	log *slog.Logger
+	// trustRow: a connection's copy of its session row, once both people are in it,
+	// needs no re-reading every Recheck (peerForSend): no ended event can be lost (the
+	// bus is in-process), or the message store refuses messages after the end itself.
+	trustRow bool
 }
 
 // New returns the chat layer, filling defaults for zero Options.
@@ -98,6 +102,8 @@ func New(o Options) *Rooms {
 	chat.SetDefault(&o.Recheck, DefaultRecheck)
 	chat.SetDefault(&o.Window, 16)
 	r := &Rooms{o: o, log: o.Logger}
+	_, endChecked := o.Messages.(chat.EndChecked)
+	r.trustRow = endChecked || (o.Hub != nil && o.Hub.InProcess())
 	if o.Hub != nil {
 		o.Hub.SetStoreCheck(r.missedEvents)
 	}

@@ -34,6 +34,9 @@ func (c *Client) store(id, text string, kind chat.Kind) error {
 	stored, dup, err := c.r.o.Messages.Append(c.ctx, chat.Message{SessionID: c.sess.ID, ClientID: id,
 		From: c.req.Email, To: peer, Room: c.sess.Room, Kind: kind, Text: text})
 	if err != nil {
+		if chat.IsCode(err, chat.EChatEnded) {
+			c.member.MarkEnded() // the store knew first: later sends are refused without it
+		}
 		return err
 	}
 	if dup && stored.From != c.req.Email {
@@ -61,16 +64,17 @@ var errChatEnded = chat.Errorf(chat.EChatEnded, "This chat has ended; no more me
 // peerForSend returns the other person, the message's To, or errChatEnded. The hub
 // knows when the session ended (its ended event sets the flag before the ended frame
 // goes out, on every replica), so the session row is read only while no participant
-// has entered yet (once one has, the peer never changes) and, over a broker between
-// replicas, every Recheck: a net for an ended event lost with a broker outage (the
-// in-process bus loses none, and a chat ends only through a connection of this
-// process). A message sent while an end on another replica is still on its way may
-// be stored just after the end.
+// has entered yet (once one has, the peer never changes) and, where an ended event
+// lost with a broker outage would let messages in after the end, every Recheck: not
+// with the in-process bus (it loses none, and a chat ends only through a connection of
+// this process), nor with a message store that refuses them itself (chat.EndChecked:
+// SQLite, MariaDB). Otherwise (DynamoDB messages across replicas) a message sent while
+// an end on another replica is still on its way may be stored just after the end.
 func (c *Client) peerForSend(ctx context.Context) (string, error) {
 	if c.member.Ended() {
 		return "", errChatEnded
 	}
-	if peer := c.sess.Peer(c.req.Email); peer != "" && (c.r.o.Hub.InProcess() || time.Since(c.readAt) < c.r.o.Recheck) {
+	if peer := c.sess.Peer(c.req.Email); peer != "" && (c.r.trustRow || time.Since(c.readAt) < c.r.o.Recheck) {
 		return peer, nil
 	}
 	sess, err := c.r.o.Sessions.Session(ctx, c.sess.ID)

@@ -24,6 +24,13 @@ func scanMessage(r rowScanner, m *chat.Message) error {
 	return err
 }
 
+var _ chat.EndChecked = (*DB)(nil)
+
+// RefusesAfterEnd marks the store as chat.EndChecked: on both dialects the writer reads
+// the session's status in the transaction that would store the message, and refuses a
+// message to an ended chat with EChatEnded (refuseAfterEnd; ended_test.go).
+func (d *DB) RefusesAfterEnd() {}
+
 // Append implements chat.MessageStore. The message joins the writer's next group
 // commit; Append returns once that transaction has committed (or failed), so a nil
 // error means the message is durable and may be acknowledged. See writer for how seqs
