@@ -22,7 +22,7 @@ const (
 type Event struct {
 	Type    EventType
 	Session string
-	Seq     int64  // message events only
+	Seq     int64  // message events; typing events: a stamp, so a replica drops its own echo
 	Email   string // presence, typing and receipt events: whose state or signal it is
 	Online  bool   // presence events
 	Frame   []byte // the JSON frame to send to clients; shared, never modified

@@ -42,6 +42,10 @@ type session struct {
 	// told counts the presence events broadcast here per person, so a presence
 	// read that one of them overtook is not told after it (Member.TellPresence).
 	told map[string]uint64
+	// signals is the stamp of the last typing and receipt event told here per person:
+	// the broker's copy of one told here first (Member.Announce, Hub.Tell) is dropped.
+	// Made on first use.
+	signals map[signalKey]int64
 	// clients are the local connections: a slice, as a chat has two people with a
 	// connection or a few each, and every message walks it.
 	clients []*client
@@ -57,6 +61,29 @@ func (s *session) newPresence(ev chat.Event) bool {
 		s.presence = make(map[string]bool, 2)
 	}
 	s.presence[ev.Email] = ev.Online
+	return true
+}
+
+// signalKey names whose signal of which kind a stamp is.
+type signalKey struct {
+	typ   chat.EventType
+	email string
+}
+
+// newSignal reports whether ev (a typing or receipt event) has not been told here
+// yet, and records it. An event without a stamp is always new. s.mu must be held.
+func (s *session) newSignal(ev chat.Event) bool {
+	if ev.Seq == 0 {
+		return true
+	}
+	k := signalKey{ev.Type, ev.Email}
+	if s.signals[k] == ev.Seq {
+		return false
+	}
+	if s.signals == nil {
+		s.signals = make(map[signalKey]int64, 2)
+	}
+	s.signals[k] = ev.Seq
 	return true
 }
 
@@ -200,6 +227,9 @@ func (s *session) onEvent(ev chat.Event) {
 		}
 		if ev.Type == chat.EventPresence && !s.newPresence(ev) {
 			return
+		}
+		if (ev.Type == chat.EventTyping || ev.Type == chat.EventReceipt) && !s.newSignal(ev) {
+			return // told here already
 		}
 		s.broadcast(ev)
 		return

@@ -11,8 +11,8 @@ import (
 
 // The v1.1 live signals (docs/protocol.md): typing and receipts. Neither is a message:
 // they never take a seq, never reach the transcript, and cost no store write per
-// frame. Both travel to the chat's connections through the hub's publish queue and
-// the broker, like presence, as events of their own.
+// frame. Both travel to the chat's connections as events of their own, like presence:
+// to this replica's connections at once, and through the broker to the others.
 const (
 	// TypingEvery is how often one connection's typing reaches the other person at
 	// most; the extras are dropped (a client sends one every 2 s while typing).
@@ -35,7 +35,12 @@ func (c *Client) handleTyping(wire.ClientFrame) error {
 	if c.typingFrame == nil {
 		c.typingFrame = wire.Typing(c.req.Email)
 	}
-	c.r.o.Hub.Publish(chat.Event{Type: chat.EventTyping, Session: c.sess.ID, Email: c.req.Email, Frame: c.typingFrame})
+	// This replica's connections hear it at once (a hung broker does not hold it back,
+	// and it cannot arrive after the message typed); the broker tells the others, and
+	// its copy here is dropped by the stamp.
+	ev := chat.Event{Type: chat.EventTyping, Session: c.sess.ID, Email: c.req.Email, Seq: now.UnixNano(), Frame: c.typingFrame}
+	c.member.Announce(ev)
+	c.r.o.Hub.Publish(ev)
 	return nil
 }
 
@@ -146,8 +151,12 @@ func (w *cursorWriter) flush() {
 			w.stored = stored
 			w.mu.Unlock()
 			if moved {
-				w.r.o.Hub.Publish(chat.Event{Type: chat.EventReceipt, Session: w.session, Email: w.email,
-					Frame: wire.Receipt(w.email, stored)})
+				// This replica's connections first, then the others through the broker
+				// (its copy here is dropped by the stamp).
+				ev := chat.Event{Type: chat.EventReceipt, Session: w.session, Email: w.email,
+					Seq: time.Now().UnixNano(), Frame: wire.Receipt(w.email, stored)}
+				w.r.o.Hub.Tell(ev)
+				w.r.o.Hub.Publish(ev)
 			}
 		}
 	}

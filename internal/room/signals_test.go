@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"parley/internal/chat"
 	"parley/internal/hub"
+	"parley/internal/membus"
 	"parley/internal/wire"
 )
 
@@ -281,6 +283,56 @@ func BenchmarkSignals(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			guest.HandleFrame(f)
+		}
+	})
+}
+
+// TestSignalsLocalFirstOnce: typing and receipts reach this replica's connections
+// without the broker, so a hung broker does not hold them back; over a broker between
+// replicas, their copy coming back is not told a second time.
+func TestSignalsLocalFirstOnce(t *testing.T) {
+	t.Run("broker hung", func(t *testing.T) {
+		e := newEnv(t, Options{}, hub.Options{Broker: hungBroker{bus: membus.New()}, PublishTimeout: 200 * time.Millisecond})
+		host, _, _ := e.enter(t, "typing-hung", "host@x.org")
+		_, gt, _ := e.enter(t, "typing-hung", "guest@x.org")
+		host.HandleFrame(typingFrame)
+		gt.wait(t, "typing while the broker hangs", isType(wire.TypeTyping))
+	})
+	t.Run("receipt, broker hung", func(t *testing.T) {
+		e := newEnv(t, Options{}, hub.Options{Broker: hungBroker{bus: membus.New()}, PublishTimeout: 200 * time.Millisecond})
+		_, guest, ht, _ := chatOfThree(t, e, "receipt-hung")
+		guest.HandleFrame(frame(wire.TypeRead, 3))
+		ht.wait(t, "the receipt while the broker hangs", isReceipt("guest@x.org", 3, 3))
+	})
+	t.Run("echo dropped", func(t *testing.T) {
+		e := newEnv(t, Options{}, hub.Options{Broker: replicaBroker{membus.New()}})
+		host, _, _ := e.enter(t, "typing-echo", "host@x.org")
+		guest, gt, _ := e.enter(t, "typing-echo", "guest@x.org")
+		host.HandleFrame(typingFrame)
+		gt.wait(t, "typing", isType(wire.TypeTyping))
+		// Published after the typing: once it is here, the typing's copy came back too.
+		e.hub.Publish(chat.Event{Type: chat.EventTranscript, Session: host.Session().ID, Frame: wire.Transcript("/transcripts/x")})
+		gt.wait(t, "the sentinel", isType(wire.TypeTranscript))
+		if n := gt.count(wire.TypeTyping); n != 1 {
+			t.Fatalf("the peer got %d typing frames for one, want 1", n)
+		}
+		host.HandleFrame(sendFrame("c-1", "hello"))
+		waitCount(t, gt, wire.TypeMessage, 1)
+		guest.HandleFrame(frame(wire.TypeRead, 1))
+		ht := host.t.(*transport)
+		ht.wait(t, "the receipt", isReceipt("guest@x.org", 1, 1))
+		// A second sentinel after the receipt, which a session tells every time.
+		e.hub.Publish(chat.Event{Type: chat.EventPresence, Session: host.Session().ID, Email: "sentinel@x.org",
+			Online: true, Frame: wire.Presence("sentinel@x.org", true)})
+		ht.wait(t, "the second sentinel", func(f wire.Frame) bool { return f.Type == wire.TypePresence && f.Email == "sentinel@x.org" })
+		n := 0
+		for _, f := range ht.all() {
+			if isReceipt("guest@x.org", 1, 1)(f) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("the host got %d receipt frames for one, want 1", n)
 		}
 	})
 }
