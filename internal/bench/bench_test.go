@@ -51,6 +51,12 @@ func TestTallyRoom(t *testing.T) {
 			want: tally{Lost: 2},
 		},
 		{
+			name: "LostAfterAck",
+			a:    sender{sent: 2, acked: map[int]bool{1: true, 2: true}, got: received([]int{1}, nil, 1)},
+			b:    sender{sent: 0, got: received(nil, []int{1}, 1)},
+			want: tally{Lost: 2, LostAcked: 2},
+		},
+		{
 			name: "Duplicated",
 			a:    sender{sent: 1, got: received([]int{1, 1}, nil, 1, 1)},
 			b:    sender{sent: 0, got: received(nil, []int{1, 1, 1}, 1)},

@@ -273,8 +273,8 @@ func (r *chatRun) result(s0, s1 snapshot, lat *latencies) *Result {
 	}
 	for _, rm := range r.rooms {
 		res.tally.add(tallyRoom(
-			sender{sent: rm.a.sent, refused: rm.a.refused, got: &rm.a.got},
-			sender{sent: rm.b.sent, refused: rm.b.refused, got: &rm.b.got}))
+			sender{sent: rm.a.sent, refused: rm.a.refused, acked: rm.a.acked, got: &rm.a.got},
+			sender{sent: rm.b.sent, refused: rm.b.refused, acked: rm.b.acked, got: &rm.b.got}))
 	}
 	return res
 }

@@ -34,6 +34,7 @@ type client struct {
 	maxOwn, maxPeer atomic.Int64 // highest message numbers received, for the drain
 	got             ledger       // owned by the client's goroutine until it ends
 	refused         map[int]bool // owned by the client's goroutine
+	acked           map[int]bool // message numbers the server acknowledged; owned likewise
 	sent            int          // owned by the client's goroutine
 	frame           frame        // the frame being handled
 	cmdID           int          // Centrifugo: the last command id used
@@ -60,6 +61,7 @@ func newClient(s *site, cnt *counters, runID string, i int, side string) *client
 		prefix:     fmt.Sprintf("%s-%d-%s-", runID, i, side),
 		peerPrefix: fmt.Sprintf("%s-%d-%s-", runID, i, peer),
 		refused:    make(map[int]bool),
+		acked:      make(map[int]bool),
 		cmdID:      centrifugoSubscribeID,
 	}
 	cnt.register(&c.stats)
@@ -247,6 +249,9 @@ func (c *client) handleParley(data []byte) event {
 		return event{own: c.message(f)}
 	case "ack":
 		c.stats.acks.Add(1)
+		if n, ok := idNumber(f.ID, c.prefix); ok {
+			c.acked[n] = true
+		}
 	case "error":
 		code := string(f.Code)
 		c.cnt.addError(code)

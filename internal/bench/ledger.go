@@ -41,12 +41,14 @@ func (l *ledger) maxSeq() int64 { return int64(len(l.seqs) - 1) }
 type sender struct {
 	sent    int          // messages 1..sent were written at least once
 	refused map[int]bool // refused by an error frame, so not expected
+	acked   map[int]bool // acknowledged by the server (Parley's ack frame)
 	got     *ledger
 }
 
 // tally is the verdict of the loss and duplication check.
 type tally struct {
 	Lost          int64 `json:"lost"`           // a sent message missing at its sender or at the peer
+	LostAcked     int64 `json:"lost_acked"`     // of them, misses of a message the server had acknowledged
 	Duplicated    int64 `json:"duplicated"`     // extra copies of a message at a client
 	SeqGaps       int64 `json:"seq_gaps"`       // seqs missing below a client's highest seq
 	SeqDuplicates int64 `json:"seq_duplicates"` // extra copies of a seq at a client
@@ -55,6 +57,7 @@ type tally struct {
 
 func (t *tally) add(o tally) {
 	t.Lost += o.Lost
+	t.LostAcked += o.LostAcked
 	t.Duplicated += o.Duplicated
 	t.SeqGaps += o.SeqGaps
 	t.SeqDuplicates += o.SeqDuplicates
@@ -84,6 +87,9 @@ func tallyDirection(from, to sender) tally {
 		switch {
 		case c == 0:
 			t.Lost++
+			if from.acked[n] {
+				t.LostAcked++
+			}
 		case c > 1:
 			t.Duplicated += int64(c - 1)
 		}

@@ -120,8 +120,8 @@ func (r *Result) integrityError() error {
 	if t.Lost+t.Duplicated+t.SeqGaps+t.SeqDuplicates == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: %d lost, %d duplicated, %d seq gaps, %d repeated seqs",
-		ErrIntegrity, t.Lost, t.Duplicated, t.SeqGaps, t.SeqDuplicates)
+	return fmt.Errorf("%w: %d lost (%d of them acknowledged by the server), %d duplicated, %d seq gaps, %d repeated seqs",
+		ErrIntegrity, t.Lost, t.LostAcked, t.Duplicated, t.SeqGaps, t.SeqDuplicates)
 }
 
 // allTallies adds the tallies of the chats run inside an idle run.
