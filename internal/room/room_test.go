@@ -277,6 +277,45 @@ func TestEndedEventLost(t *testing.T) {
 	}
 }
 
+// lostAnswer is a message store whose first Append of client id lose stores the
+// message and then reports a failure, as when the store's answer is lost on the way.
+type lostAnswer struct {
+	chat.MessageStore
+	lose string
+	lost atomic.Bool
+}
+
+func (s *lostAnswer) Append(ctx context.Context, m chat.Message) (chat.Message, bool, error) {
+	stored, dup, err := s.MessageStore.Append(ctx, m)
+	if err == nil && m.ClientID == s.lose && !s.lost.Swap(true) {
+		return chat.Message{}, false, chat.Errorf(chat.EUnavailable, "the answer was lost")
+	}
+	return stored, dup, err
+}
+
+// TestResendAfterLostAnswer: a message stored by an attempt whose answer was lost is
+// delivered when the client resends it and gets the duplicate's ack: to the sender and
+// to the other person, once, though no later message shows the gap.
+func TestResendAfterLostAnswer(t *testing.T) {
+	e := newEnv(t, Options{}, hub.Options{})
+	e.rooms.o.Messages = &lostAnswer{MessageStore: e.store, lose: "c-1"}
+	host, ht, _ := e.enter(t, "lost-answer", "host@x.org")
+	_, gt, _ := e.enter(t, "lost-answer", "guest@x.org")
+	host.HandleFrame(sendFrame("c-1", "hello"))
+	ht.wait(t, "the refusal", func(f wire.Frame) bool { return f.Type == wire.TypeError && f.ID == "c-1" })
+	host.HandleFrame(sendFrame("c-1", "hello")) // the client's resend
+	ht.wait(t, "the ack", func(f wire.Frame) bool { return f.Type == wire.TypeAck && f.ID == "c-1" && f.Seq == 1 })
+	ht.wait(t, "the sender's own message", func(f wire.Frame) bool { return f.Type == wire.TypeMessage && f.Seq == 1 })
+	gt.wait(t, "the message at the other person", func(f wire.Frame) bool { return f.Type == wire.TypeMessage && f.Seq == 1 })
+	host.HandleFrame(sendFrame("c-1", "hello")) // once more: nothing new anywhere
+	host.HandleFrame(sendFrame("c-2", "next"))
+	waitCount(t, gt, wire.TypeMessage, 2)
+	waitCount(t, ht, wire.TypeMessage, 2)
+	if n, m := gt.count(wire.TypeMessage), ht.count(wire.TypeMessage); n != 2 || m != 2 {
+		t.Fatalf("message frames: %d at the other person, %d at the sender, want 2 and 2", n, m)
+	}
+}
+
 // countedSessions counts reads of session rows.
 type countedSessions struct {
 	chat.SessionStore

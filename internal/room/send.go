@@ -16,8 +16,8 @@ func (c *Client) handleBye(f wire.ClientFrame) error {
 
 // store stores a message, acknowledges it to the sender, delivers it to this
 // replica's connections of the session and queues it for the other replicas: the ack
-// waits for the store only. A resend of a stored id gets the same ack and delivers
-// nothing new.
+// waits for the store only. A resend of a stored id gets the same ack, and its
+// message reaches only the connections that do not have it yet.
 func (c *Client) store(id, text string, kind chat.Kind) error {
 	if err := chat.ValidateClientID(id); err != nil {
 		return err
@@ -42,11 +42,14 @@ func (c *Client) store(id, text string, kind chat.Kind) error {
 	if dup && stored.From != c.req.Email {
 		return chat.Errorf(chat.EInvalidFrame, "This message id is already used in this chat; send it with a new id.")
 	}
-	if dup {
-		c.t.Reply(wire.Ack(id, stored.Seq))
-		return nil
+	if !dup {
+		c.r.o.Metrics.Stored(1)
 	}
-	c.r.o.Metrics.Stored(1)
+	// A resend (dup) is delivered and published again too: its first attempt may have
+	// been stored and then failed before it was delivered (a store's answer lost on the
+	// way, a connection closed after StoreTimeout), and nothing else would tell this
+	// replica's connections or the others until a later message showed the gap. The
+	// hubs drop it by seq wherever it was delivered already.
 	frame := wire.Message(stored)
 	// The ack and the message go to this replica's connections at once, the sender's
 	// two in one write; then the publish queue carries the message to the other replicas.
