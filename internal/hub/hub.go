@@ -178,8 +178,8 @@ func (m *Member) Deliver(seq int64, frame []byte) {
 // Announce hands an event this replica has just produced (presence, ended) to the
 // session's local connections at once, before it is published for the other
 // replicas: nothing local waits for the broker. The broker's copy is then dropped:
-// a session ends once, a presence event that repeats the state last told is not told
-// again, and a typing event carries a stamp (Seq) told once.
+// a session ends once, and a presence event that repeats the state last told is not
+// told again. (Typing and receipts go through Tell.)
 func (m *Member) Announce(ev chat.Event) {
 	m.s.lock()
 	defer m.s.unlock()
@@ -189,13 +189,10 @@ func (m *Member) Announce(ev chat.Event) {
 	if ev.Type == chat.EventPresence && !m.s.newPresence(ev) {
 		return
 	}
-	if ev.Type == chat.EventTyping && !m.s.newSignal(ev) {
-		return
-	}
 	m.s.broadcast(ev)
 }
 
-// Tell hands ev, a signal this replica produced (a receipt), to the session's local
+// Tell hands ev, a signal this replica produced (typing, a receipt), to the session's local
 // connections at once, as the broker would, if any are here; publish it afterwards
 // for the other replicas. ev.Seq must be a stamp of its own: the broker's copy is
 // then not told again. A hung or down broker so delays nothing on this replica.

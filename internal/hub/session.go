@@ -43,7 +43,7 @@ type session struct {
 	// read that one of them overtook is not told after it (Member.TellPresence).
 	told map[string]uint64
 	// signals is the stamp of the last typing and receipt event told here per person:
-	// the broker's copy of one told here first (Member.Announce, Hub.Tell) is dropped.
+	// the broker's copy of one told here first (Hub.Tell) is dropped.
 	// Made on first use.
 	signals map[signalKey]int64
 	// clients are the local connections: a slice, as a chat has two people with a

@@ -39,7 +39,7 @@ func (c *Client) handleTyping(wire.ClientFrame) error {
 	// and it cannot arrive after the message typed); the broker tells the others, and
 	// its copy here is dropped by the stamp.
 	ev := chat.Event{Type: chat.EventTyping, Session: c.sess.ID, Email: c.req.Email, Seq: now.UnixNano(), Frame: c.typingFrame}
-	c.member.Announce(ev)
+	c.r.o.Hub.Tell(ev)
 	c.r.o.Hub.Publish(ev)
 	return nil
 }
