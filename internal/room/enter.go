@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -28,9 +29,11 @@ type Client struct {
 	member *hub.Member
 
 	limiter        *rate.Limiter
-	throttledSince time.Time   // when the client went over its rate without pause; zero when under
-	wait           *time.Timer // the reader's pause for the limiter, made on the first
-	stall          *time.Timer // watchStore's, made on the first frame
+	throttledSince time.Time    // when the client went over its rate without pause; zero when under
+	wait           *time.Timer  // the reader's pause for the limiter, made on the first
+	stall          *time.Timer  // watchStore's, made on the first frame
+	stallArmed     atomic.Bool  // stall is set to fire
+	busySince      atomic.Int64 // when the frame being handled started (since monoStart, +1); 0 between frames
 
 	connected    bool          // Presence counted this connection (Disconnected is owed)
 	presenceDone chan struct{} // closed when announcePresence has finished

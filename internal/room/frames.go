@@ -50,7 +50,7 @@ func (c *Client) HandleFrame(data []byte) {
 	}
 	c.watchStore()
 	err = h.handle(c, f)
-	c.stall.Stop()
+	c.busySince.Store(0)
 	if err != nil {
 		c.Reject(err, f.ID)
 	}
@@ -66,19 +66,44 @@ func (c *Client) Reject(err error, id string) {
 }
 
 // watchStore bounds the store calls of one frame by StoreTimeout without a context
-// and timer of their own per frame: one timer per connection is re-armed. A store
-// stalled that long closes the connection (1013, try again later), which cancels the
-// connection's context and so the stalled call; the client reconnects, and resends
-// what was not acknowledged, harmlessly.
+// or a timer update of their own per frame: the frame's start is noted, and one timer
+// per connection, armed while frames come, checks at most every StoreTimeout whether a
+// frame has been handled that long. A store stalled that long closes the connection
+// (1013, try again later), which cancels the connection's context and so the stalled
+// call; the client reconnects, and resends what was not acknowledged, harmlessly.
 func (c *Client) watchStore() {
+	c.busySince.Store(int64(time.Since(monoStart)) + 1) // never 0, which means idle
+	if c.stallArmed.Load() {
+		return
+	}
+	c.stallArmed.Store(true)
 	if c.stall == nil {
-		c.stall = time.AfterFunc(c.r.o.StoreTimeout, c.storeStalled)
+		c.stall = time.AfterFunc(c.r.o.StoreTimeout, c.checkStall)
 		return
 	}
 	c.stall.Reset(c.r.o.StoreTimeout)
 }
 
-func (c *Client) storeStalled() {
+// monoStart is what frame start times count from, on the monotonic clock.
+var monoStart = time.Now()
+
+// checkStall is the stall timer's: it closes the connection if the frame being
+// handled started StoreTimeout ago or more, re-arms itself for the rest of that time
+// if one started later, and stays unarmed between frames (watchStore arms it). The
+// flag is cleared before the frame's start is read, and watchStore notes the start
+// before reading the flag, so a frame cannot start unwatched.
+func (c *Client) checkStall() {
+	c.stallArmed.Store(false)
+	since := c.busySince.Load()
+	if since == 0 {
+		return
+	}
+	left := c.r.o.StoreTimeout - (time.Since(monoStart) + 1 - time.Duration(since))
+	if left > 0 {
+		c.stallArmed.Store(true)
+		c.stall.Reset(left)
+		return
+	}
 	c.r.log.Warn("a store call took too long; closing the connection", "room", c.req.Room, "timeout", c.r.o.StoreTimeout)
 	c.t.Close(wire.CloseTryAgainLater, "try again later")
 }

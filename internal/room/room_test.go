@@ -395,6 +395,59 @@ func TestStalledStoreCloses(t *testing.T) {
 	}
 }
 
+// slowAppends is a message store whose Append takes delay, and hangs until its
+// context ends once stall is set.
+type slowAppends struct {
+	chat.MessageStore
+	delay time.Duration
+	stall atomic.Bool
+}
+
+func (s *slowAppends) Append(ctx context.Context, m chat.Message) (chat.Message, bool, error) {
+	if s.stall.Load() {
+		<-ctx.Done()
+		return chat.Message{}, false, chat.Wrap(chat.EUnavailable, ctx.Err(), "the store stalled")
+	}
+	time.Sleep(s.delay) // a slow store, not a wait for something
+	return s.MessageStore.Append(ctx, m)
+}
+
+// TestBusyConnectionIsNotStalled: StoreTimeout bounds one frame, not a run of them.
+// A connection whose frames each take well under StoreTimeout, one after another for
+// several times StoreTimeout, stays open with every message acknowledged (the stall
+// timer, armed at the first frame, finds a later frame when it fires); a frame that
+// then stalls, after the timer has gone idle, still closes it with 1013.
+func TestBusyConnectionIsNotStalled(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	e := newEnv(t, Options{StoreTimeout: timeout}, hub.Options{})
+	slow := &slowAppends{MessageStore: e.store, delay: timeout / 6}
+	e.rooms.o.Messages = slow
+	host, ht, cancel := e.enter(t, "busy", "host@x.org")
+	start := time.Now()
+	n := 0
+	for time.Since(start) < 4*timeout {
+		n++
+		host.HandleFrame(sendFrame(fmt.Sprintf("c-%d", n), "busy"))
+	}
+	if code := ht.closeCode(); code != 0 {
+		t.Fatalf("closed with %d after %d quick frames in %v", code, n, time.Since(start))
+	}
+	waitCount(t, ht, wire.TypeAck, n)
+	testenv.Eventually(t, 10*time.Second, func() bool { return !host.stallArmed.Load() }, "the stall timer going idle")
+	slow.stall.Store(true)
+	handled := make(chan struct{})
+	go func() {
+		host.HandleFrame(sendFrame("c-stalled", "into the void"))
+		close(handled)
+	}()
+	testenv.Eventually(t, 10*time.Second, func() bool { return ht.closeCode() != 0 }, "the close")
+	cancel() // as the transport does when it closes
+	<-handled
+	if code := ht.closeCode(); code != wire.CloseTryAgainLater {
+		t.Fatalf("closed with %d, want 1013", code)
+	}
+}
+
 func waitCount(tb testing.TB, tr *transport, typ string, n int) {
 	tb.Helper()
 	testenv.Eventually(tb, 10*time.Second, func() bool { return tr.count(typ) >= n }, fmt.Sprintf("%d %s frames", n, typ))
