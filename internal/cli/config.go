@@ -16,6 +16,7 @@ import (
 	"parley/internal/hub"
 	"parley/internal/redisbus"
 	"parley/internal/redisconn"
+	"parley/internal/s3blob"
 	"parley/internal/web"
 )
 
@@ -64,6 +65,8 @@ type Config struct {
 	S3Endpoint       string        `env:"PARLEY_S3_ENDPOINT" flag:"s3-endpoint" help:"S3 endpoint override (S3-compatible store)"`
 	S3PublicEndpoint string        `env:"PARLEY_S3_PUBLIC_ENDPOINT" flag:"s3-public-endpoint" help:"S3 endpoint browsers reach, used to sign download links"`
 	S3PathStyle      bool          `env:"PARLEY_S3_PATH_STYLE" flag:"s3-path-style" help:"path-style S3 addressing"`
+	S3PutTimeout     time.Duration `env:"PARLEY_S3_PUT_TIMEOUT" flag:"s3-put-timeout" help:"longest one transcript upload to S3 (or reading one back) may take before the export fails and is retried"`
+	S3CallTimeout    time.Duration `env:"PARLEY_S3_CALL_TIMEOUT" flag:"s3-call-timeout" help:"longest any other S3 call (HeadObject, HeadBucket, presigning) may take"`
 	RedisURL         string        `env:"PARLEY_REDIS_URL" flag:"redis-url" secret:"true" help:"Redis for fan-out between replicas and the job queue"`
 	RedisClusterURL  string        `env:"PARLEY_REDIS_CLUSTER_URL" flag:"redis-cluster-url" secret:"true" help:"a Redis Cluster instead, redis://host1:p1?addr=host2:p2&addr=host3:p3 (sharded pub/sub)"`
 	RedisPrefix      string        `env:"PARLEY_REDIS_PREFIX" flag:"redis-prefix" help:"names Parley's channels, keys and job queue in Redis, so deployments can share one Redis"`
@@ -103,6 +106,8 @@ func defaults() Config {
 		PresenceCheck: hub.DefaultPresenceCheck,
 		PresenceTTL:   redisbus.DefaultPresenceTTL,
 		AWSRegion:     "us-east-1",
+		S3PutTimeout:  s3blob.DefaultPutTimeout,
+		S3CallTimeout: s3blob.DefaultCallTimeout,
 		MailFrom:      "Parley <parley@localhost>",
 		RedisPrefix:   "parley",
 		PurgeSchedule: "59 23 * * *",
@@ -263,6 +268,9 @@ func (c *Config) finish() error {
 	}
 	if c.BodyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("PARLEY_BODY_TIMEOUT %s: want a positive duration such as 30s", c.BodyTimeout))
+	}
+	if c.S3PutTimeout <= 0 || c.S3CallTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("PARLEY_S3_PUT_TIMEOUT %s, PARLEY_S3_CALL_TIMEOUT %s: want positive durations such as 60s and 10s", c.S3PutTimeout, c.S3CallTimeout))
 	}
 	if c.RedisURL != "" && c.RedisClusterURL != "" {
 		errs = append(errs, errors.New("set PARLEY_REDIS_URL or PARLEY_REDIS_CLUSTER_URL, not both"))

@@ -28,6 +28,9 @@ func TestLoadConfig(t *testing.T) {
 			if c.BodyTimeout != 30*time.Second || c.MaxConns != 16384 {
 				t.Fatalf("body timeout %v, max conns %d; want 30s and 16384", c.BodyTimeout, c.MaxConns)
 			}
+			if c.S3PutTimeout != 60*time.Second || c.S3CallTimeout != 10*time.Second {
+				t.Fatalf("S3 timeouts %v, %v; want 60s and 10s", c.S3PutTimeout, c.S3CallTimeout)
+			}
 		}, ""},
 		{"EnvThenFlagWins", map[string]string{"PARLEY_ADDR": "127.0.0.1:9000", "PARLEY_MAX_MESSAGE_CHARS": "100"}, []string{"--addr", "127.0.0.1:9001"}, func(t *testing.T, c Config) {
 			if c.Addr != "127.0.0.1:9001" || c.MaxText != 100 || c.PublicURL != "http://127.0.0.1:9001" {
@@ -52,6 +55,13 @@ func TestLoadConfig(t *testing.T) {
 		}, ""},
 		{"ErrZeroMaxConns", map[string]string{"PARLEY_MAX_CONNS": "0"}, nil, nil, "PARLEY_MAX_CONNS"},
 		{"ErrBadBodyTimeout", map[string]string{"PARLEY_BODY_TIMEOUT": "-1s"}, nil, nil, "PARLEY_BODY_TIMEOUT"},
+		{"S3Timeouts", map[string]string{"PARLEY_S3_PUT_TIMEOUT": "3m", "PARLEY_S3_CALL_TIMEOUT": "20s"}, nil, func(t *testing.T, c Config) {
+			o := c.s3Options(nil)
+			if o.PutTimeout != 3*time.Minute || o.CallTimeout != 20*time.Second {
+				t.Fatalf("S3 options carry put %v, call %v; want 3m and 20s", o.PutTimeout, o.CallTimeout)
+			}
+		}, ""},
+		{"ErrZeroS3Timeout", map[string]string{"PARLEY_S3_CALL_TIMEOUT": "0s"}, nil, nil, "PARLEY_S3_CALL_TIMEOUT"},
 		{"ErrUnknownFlag", nil, []string{"--no-such-flag"}, nil, "no-such-flag"},
 	}
 	for _, tc := range tests {

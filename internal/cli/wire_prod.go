@@ -49,6 +49,7 @@ func (c Config) s3Options(log *slog.Logger) s3blob.Options {
 	return s3blob.Options{
 		Bucket: c.S3Bucket, Prefix: c.S3Prefix, Region: c.AWSRegion,
 		Endpoint: c.S3Endpoint, PublicEndpoint: c.S3PublicEndpoint, PathStyle: c.S3PathStyle, Logger: log,
+		PutTimeout: c.S3PutTimeout, CallTimeout: c.S3CallTimeout,
 	}
 }
 
