@@ -68,12 +68,20 @@ var _ Sender = (*SendQueue)(nil)
 // called once, without blocking, when the queue overflows (with ErrSlow) or a write
 // fails; it should close the connection.
 func NewSendQueue(limit int, w FrameWriter, fail func(err error)) *SendQueue {
+	q := new(SendQueue)
+	q.Init(limit, w, fail)
+	return q
+}
+
+// Init sets up a zero SendQueue as NewSendQueue does, for a queue kept inside the
+// connection's own struct (one allocation, and one object less to reach per frame).
+// It must not be copied after.
+func (q *SendQueue) Init(limit int, w FrameWriter, fail func(err error)) {
 	if limit < 1 {
 		limit = 1
 	}
-	q := &SendQueue{w: w, fail: fail, limit: limit, replyLimit: max(1, limit/4)}
+	q.w, q.fail, q.limit, q.replyLimit = w, fail, limit, max(1, limit/4)
 	q.room.L = &q.mu
-	return q
 }
 
 // Send queues a frame the server sends on its own, without blocking. When limit such
