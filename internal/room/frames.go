@@ -72,7 +72,7 @@ func (c *Client) Reject(err error, id string) {
 // (1013, try again later), which cancels the connection's context and so the stalled
 // call; the client reconnects, and resends what was not acknowledged, harmlessly.
 func (c *Client) watchStore() {
-	c.busySince.Store(int64(time.Since(monoStart)) + 1) // never 0, which means idle
+	c.busySince.Store(frameClock())
 	if c.stallArmed.Load() {
 		return
 	}
@@ -87,6 +87,10 @@ func (c *Client) watchStore() {
 // monoStart is what frame start times count from, on the monotonic clock.
 var monoStart = time.Now()
 
+// frameClock is the time for busySince: nanoseconds since monoStart, plus one so it
+// is never 0 (which means no frame is being handled).
+func frameClock() int64 { return int64(time.Since(monoStart)) + 1 }
+
 // checkStall is the stall timer's: it closes the connection if the frame being
 // handled started StoreTimeout ago or more, re-arms itself for the rest of that time
 // if one started later, and stays unarmed between frames (watchStore arms it). The
@@ -98,7 +102,7 @@ func (c *Client) checkStall() {
 	if since == 0 {
 		return
 	}
-	left := c.r.o.StoreTimeout - (time.Since(monoStart) + 1 - time.Duration(since))
+	left := c.r.o.StoreTimeout - time.Duration(frameClock()-since)
 	if left > 0 {
 		c.stallArmed.Store(true)
 		c.stall.Reset(left)
