@@ -57,6 +57,7 @@ const (
 	maxCachedSessions = 10000
 	batchTimeout      = 30 * time.Second // MySQL
 	maxBatchAttempts  = 5
+	maxGather         = 4
 )
 
 // writeOp is what a request asks the writer to do.
@@ -223,7 +224,7 @@ func (w *writer) run() {
 	for {
 		select {
 		case <-w.wake:
-			runtime.Gosched() // let the senders already running hand in theirs: bigger batches
+			w.gather()
 			w.take(false)
 		case <-idle:
 			if !w.busy {
@@ -240,6 +241,29 @@ func (w *writer) run() {
 		w.busy = true
 		w.dialect.committed()
 	}
+}
+
+// gather lets the senders already running hand in their requests before the batch
+// is taken: it yields the processor while each yield brought more, at most maxGather
+// times. Under load the batch grows and one commit serves more messages; with nothing
+// else to run, a yield returns at once and nothing waits.
+func (w *writer) gather() {
+	n := w.pendingLen()
+	for range maxGather {
+		runtime.Gosched()
+		m := w.pendingLen()
+		if m == n {
+			return
+		}
+		n = m
+	}
+}
+
+// pendingLen is the number of requests not yet taken.
+func (w *writer) pendingLen() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
 }
 
 // waiting reports whether requests are waiting for the writer.
