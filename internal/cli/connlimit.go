@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"io"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"parley/internal/metrics"
@@ -102,4 +104,14 @@ func (c *countedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// SyscallConn gives the socket's descriptor, as on a bare TCP connection: the
+// WebSocket writer writes through it without waiting (web.frameConn.TryFlush).
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }

@@ -26,6 +26,19 @@ type InstantBroker interface {
 	PublishNeverBlocks()
 }
 
+// SharedBroker is an InstantBroker that counts the hubs publishing through it (the
+// in-process bus). A hub alone on it delivers every message it publishes itself
+// (Member.Deliver) before publishing, and no other hub is there to hear it, so it
+// does not hand the bus its messages, which would only hand them back to be dropped
+// as duplicates. Every other event still goes through the bus.
+type SharedBroker interface {
+	InstantBroker
+	// JoinHub counts one more hub on the broker until the returned func is called.
+	JoinHub() (leave func())
+	// Hubs is how many hubs are on the broker.
+	Hubs() int
+}
+
 // BatchBroker is a Broker that can publish several events in one round trip (the
 // Redis bus pipelines them). The publish queue hands it what waits in a shard, in
 // order, up to maxPublishBatch at a time.
@@ -51,6 +64,8 @@ func (h *Hub) Publish(ev chat.Event) { h.pub.publish(ev) }
 type publisher struct {
 	b       chat.Broker
 	instant bool
+	shared  SharedBroker // b, when it counts its hubs
+	leave   func()       // shared: this hub leaves it
 	log     *slog.Logger
 	m       *metrics.Metrics
 	timeout time.Duration
@@ -82,6 +97,9 @@ func newPublisher(b chat.Broker, log *slog.Logger, m *metrics.Metrics, timeout t
 	p := &publisher{b: b, log: log, m: m, timeout: timeout, seed: maphash.MakeSeed()}
 	if _, ok := b.(InstantBroker); ok || b == nil {
 		p.instant = true
+		if sb, ok := b.(SharedBroker); ok {
+			p.shared, p.leave = sb, sb.JoinHub()
+		}
 		return p
 	}
 	per := max(1, size/publishShards)
@@ -100,6 +118,9 @@ func (p *publisher) publish(ev chat.Event) {
 		return
 	}
 	if p.instant {
+		if ev.Type == chat.EventMessage && p.shared != nil && p.shared.Hubs() == 1 {
+			return // delivered here already, and no other hub listens (SharedBroker)
+		}
 		if err := p.b.Publish(context.Background(), ev); err != nil {
 			p.log.Warn("cannot publish an event", "session", ev.Session, "type", int(ev.Type), "err", err)
 		}
@@ -199,6 +220,9 @@ const closeWait = 3 * time.Second
 // close stops the goroutines once their queues are empty and waits for them, at most
 // closeWait (then what still waits is dropped; the store has the messages).
 func (p *publisher) close() {
+	if p.leave != nil {
+		p.leave()
+	}
 	for i := range p.shards {
 		sh := &p.shards[i]
 		sh.mu.Lock()

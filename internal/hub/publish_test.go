@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"parley/internal/chat"
+	"parley/internal/membus"
 	"parley/internal/metrics"
 )
 
@@ -119,3 +120,5 @@ func publishLost(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	return 0
 }
+
+var _ SharedBroker = (*membus.Bus)(nil)

@@ -28,6 +28,17 @@ type FrameWriter interface {
 	Flush() error
 }
 
+// TryFrameWriter is a FrameWriter that can also write without waiting; its queue's
+// frames are then written by the shared flushers (flusher.go).
+type TryFrameWriter interface {
+	FrameWriter
+	// TryFlush writes the batch if the connection takes all of it now, without
+	// waiting, and reports whether it did. When it did not (the connection's other
+	// writes hold it, or its socket is full) the batch, or what is left of it, waits
+	// for Flush, which must be the next call.
+	TryFlush() (bool, error)
+}
+
 // SendQueue is a connection's bounded queue of encoded frames. Its writer goroutine
 // runs only while frames are waiting and exits when the queue is empty, so an idle
 // connection holds no writer goroutine. Frames are written in order, as many as are
@@ -41,6 +52,8 @@ type FrameWriter interface {
 // client down instead.
 type SendQueue struct {
 	w    FrameWriter
+	try  TryFrameWriter // w, if it can write without waiting; nil otherwise
+	f    *flusher       // the flusher that writes for it, with try
 	fail func(err error)
 
 	mu         sync.Mutex
@@ -82,6 +95,10 @@ func (q *SendQueue) Init(limit int, w FrameWriter, fail func(err error)) {
 	}
 	q.w, q.fail, q.limit, q.replyLimit = w, fail, limit, max(1, limit/4)
 	q.room.L = &q.mu
+	if try, ok := w.(TryFrameWriter); ok {
+		q.try = try
+		q.f = &flushers[nextFlusher.Add(1)%uint32(len(flushers))]
+	}
 }
 
 // Send queues a frame the server sends on its own, without blocking. When limit such
@@ -158,14 +175,18 @@ func (q *SendQueue) Release() {
 	q.mu.Unlock()
 }
 
-// startWriter starts the writer goroutine unless it runs or the queue is held.
-// q.mu must be held.
+// startWriter starts the writer unless it runs or the queue is held: the queue's
+// flusher, or a goroutine of its own. q.mu must be held.
 func (q *SendQueue) startWriter() {
 	if q.writing || q.held {
 		return
 	}
 	q.writing = true
 	q.wg.Add(1)
+	if q.f != nil {
+		q.f.push(q)
+		return
+	}
 	go q.run()
 }
 
@@ -202,6 +223,17 @@ func (q *SendQueue) run() {
 			return
 		}
 	}
+}
+
+// finish writes, with the FrameWriter's deadline, the batch a flusher could not
+// write at once, then drains the queue as run does.
+func (q *SendQueue) finish() {
+	if err := q.w.Flush(); err != nil {
+		q.failWrite(err)
+		q.wg.Done()
+		return
+	}
+	q.run()
 }
 
 // batch adds the waiting frames to the FrameWriter's batch (until it is full) and

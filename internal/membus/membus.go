@@ -7,6 +7,7 @@ package membus
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"parley/internal/chat"
 )
@@ -14,6 +15,7 @@ import (
 // Bus is an in-process chat.Broker: every event published for a session reaches every
 // subscription of that session exactly once, in publish order.
 type Bus struct {
+	hubs   atomic.Int32 // hubs publishing through the bus (JoinHub)
 	mu     sync.Mutex
 	subs   map[string]map[*subscription]struct{}
 	closed bool
@@ -71,6 +73,17 @@ func (b *Bus) Publish(ctx context.Context, ev chat.Event) error {
 // PublishNeverBlocks marks Publish as never waiting on anything outside the process
 // (hub.InstantBroker), so the hub publishes directly instead of through its queue.
 func (b *Bus) PublishNeverBlocks() {}
+
+// JoinHub counts a hub on the bus until leave is called (hub.SharedBroker): a hub
+// alone on it does not publish the messages it has delivered itself.
+func (b *Bus) JoinHub() (leave func()) {
+	b.hubs.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { b.hubs.Add(-1) }) }
+}
+
+// Hubs is how many hubs have joined the bus and not left it.
+func (b *Bus) Hubs() int { return int(b.hubs.Load()) }
 
 // OnReconnect does nothing: an in-process bus is never disconnected.
 func (b *Bus) OnReconnect(fn func()) {}

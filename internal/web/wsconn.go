@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -60,6 +61,17 @@ type frameConn struct {
 
 	batch *[]byte // frames Added and not yet flushed; only the send queue's writer touches it
 
+	// Writing without waiting (TryFlush), on a TCP connection only: raw is its
+	// descriptor, tryFn the callback that writes tryP once (made once, so a write
+	// allocates nothing) and reports tryN and tryErr. partial: a TryFlush wrote part
+	// of the batch and left wmu locked for Flush, so nothing cuts in before the rest.
+	raw     syscall.RawConn
+	tryFn   func(fd uintptr) bool
+	tryP    []byte
+	tryN    int
+	tryErr  error
+	partial bool
+
 	wmu       sync.Mutex  // one frame at a time: the send queue's, pings, pongs, close
 	wdeadline time.Time   // the write deadline last set (under wmu)
 	closing   atomic.Bool // the close frame is sent (set under wmu); nothing is sent after it
@@ -92,6 +104,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, limit int64) (*frameConn, e
 	}
 	c := &frameConn{conn: conn, br: bufio.NewReaderSize(rd, wsReadBuffer), limit: limit}
 	c.heard.Store(time.Now().UnixNano())
+	c.canTry()
 	return c, nil
 }
 

@@ -259,3 +259,72 @@ func TestWSPlainGetGets426(t *testing.T) {
 		t.Fatalf("status %d, Upgrade %q; want 426 and websocket", resp.StatusCode, resp.Header.Get("Upgrade"))
 	}
 }
+
+// TestWSTryFlushPartialWriteIsNotCutInto: on a real TCP connection whose reader has
+// stopped reading, TryFlush writes what the socket takes without waiting; when that
+// is part of a frame, nothing (here a ping) is written before Flush has written the
+// rest, and the reader finds every frame whole and in order once it reads again.
+func TestWSTryFlushPartialWriteIsNotCutInto(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	defer server.Close()
+	c := &frameConn{conn: server}
+	c.canTry()
+	if c.raw == nil {
+		t.Fatal("a TCP connection cannot be written without waiting")
+	}
+	// Far more than the socket buffers hold: a few frames of 1 MiB each.
+	const frames, size = 8, 1 << 20
+	for i := range frames {
+		c.Add(bytes.Repeat([]byte{'a' + byte(i)}, size))
+	}
+	done, err := c.TryFlush()
+	if err != nil || done {
+		t.Fatalf("TryFlush of %d MiB to a reader that reads nothing = %v, %v; want not done", frames, done, err)
+	}
+	if !c.partial {
+		t.Fatal("TryFlush wrote nothing; the socket should have taken the start of the batch")
+	}
+	pinged := make(chan error, 1)
+	go func() { pinged <- c.writeControl(ws.OpPing, []byte("p")) }()
+	flushed := make(chan error, 1)
+	go func() { flushed <- c.Flush() }()
+	r := bufio.NewReader(client)
+	for i := range frames {
+		f, err := ws.ReadFrame(r)
+		if err != nil || f.Header.OpCode != ws.OpText || len(f.Payload) != size || f.Payload[size-1] != 'a'+byte(i) {
+			t.Fatalf("frame %d: %+v (%v), want text frame %d whole", i, f.Header, err, i)
+		}
+	}
+	f, err := ws.ReadFrame(r)
+	if err != nil || f.Header.OpCode != ws.OpPing {
+		t.Fatalf("after the batch: %+v (%v), want the ping", f.Header, err)
+	}
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-pinged; err != nil {
+		t.Fatal(err)
+	}
+}

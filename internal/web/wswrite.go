@@ -2,10 +2,14 @@ package web
 
 import (
 	"encoding/binary"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"parley/internal/hub"
 )
 
 // writeBuffers hold frames while they are written. Pooled, so that an idle
@@ -60,9 +64,91 @@ func (c *frameConn) Flush() error {
 		return nil
 	}
 	c.batch = nil
-	err := c.write(*b, writeTimeout)
+	var err error
+	if c.partial { // TryFlush wrote the start of it and kept wmu
+		c.partial = false
+		err = c.writeLocked(*b, writeTimeout)
+		c.wmu.Unlock()
+	} else {
+		err = c.write(*b, writeTimeout)
+	}
 	putWriteBuffer(b)
 	return err
+}
+
+var _ hub.TryFrameWriter = (*frameConn)(nil)
+
+// canTry sets the connection up for TryFlush if it is a TCP socket.
+func (c *frameConn) canTry() {
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	c.raw, c.tryFn = raw, c.tryWrite
+}
+
+// TryFlush writes the batch if the socket takes all of it now (hub.TryFrameWriter).
+// It never waits: not for wmu (a ping, the replay, the close frame being written),
+// nor for room in the socket's buffer. What it could not write waits for Flush; if it
+// wrote part of a frame, it keeps wmu locked for Flush, which writes the rest.
+func (c *frameConn) TryFlush() (bool, error) {
+	b := c.batch
+	if b == nil {
+		return true, nil
+	}
+	if c.raw == nil || !c.wmu.TryLock() {
+		return false, nil
+	}
+	if c.closing.Load() {
+		c.wmu.Unlock()
+		c.batch = nil
+		putWriteBuffer(b)
+		return true, errClosing
+	}
+	c.moveDeadline(writeTimeout) // Flush may finish the write, with this deadline
+	c.tryP = *b
+	err := c.raw.Write(c.tryFn)
+	n := c.tryN
+	if err == nil {
+		err = c.tryErr
+	}
+	c.tryP, c.tryErr = nil, nil
+	switch {
+	case err != nil:
+		c.wmu.Unlock()
+		c.batch = nil
+		putWriteBuffer(b)
+		return true, err
+	case n == len(*b):
+		c.wmu.Unlock()
+		c.batch = nil
+		putWriteBuffer(b)
+		return true, nil
+	case n == 0:
+		c.wmu.Unlock()
+		return false, nil
+	}
+	*b = (*b)[:copy(*b, (*b)[n:])]
+	c.partial = true
+	return false, nil
+}
+
+// tryWrite is raw.Write's callback: one write(2) of tryP on the non-blocking socket,
+// done whatever it wrote (a full socket buffer writes nothing, EAGAIN).
+func (c *frameConn) tryWrite(fd uintptr) bool {
+	n, err := syscall.Write(int(fd), c.tryP)
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		n, err = 0, nil
+	}
+	if err != nil {
+		err = os.NewSyscallError("write", err)
+	}
+	c.tryN, c.tryErr = max(n, 0), err
+	return true
 }
 
 // writeText writes one text frame now, outside the send queue (the welcome, the
@@ -95,12 +181,23 @@ func (c *frameConn) write(p []byte, timeout time.Duration) error {
 	if c.closing.Load() {
 		return errClosing
 	}
+	return c.writeLocked(p, timeout)
+}
+
+// writeLocked writes p under a deadline of about timeout; wmu must be held.
+func (c *frameConn) writeLocked(p []byte, timeout time.Duration) error {
+	c.moveDeadline(timeout)
+	_, err := c.conn.Write(p)
+	return err
+}
+
+// moveDeadline moves the write deadline to timeout from now if it is stale by more
+// than deadlineSlack; wmu must be held.
+func (c *frameConn) moveDeadline(timeout time.Duration) {
 	if now := time.Now(); c.wdeadline.Sub(now) < timeout-deadlineSlack {
 		c.wdeadline = now.Add(timeout)
 		_ = c.conn.SetWriteDeadline(c.wdeadline)
 	}
-	_, err := c.conn.Write(p)
-	return err
 }
 
 // writeClose sends the close frame, once; nothing is sent after it. The reply to a
