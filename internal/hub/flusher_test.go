@@ -114,7 +114,13 @@ func TestFlusherStuckConnectionHoldsUpNoOther(t *testing.T) {
 			t.Fatalf("stuck socket: frame %d out of order", n)
 		}
 	}
-	// Its next frames go through a flusher again.
+	// Once its own writer has drained it and stopped, its next frames go through a
+	// flusher again.
+	waitFor(t, "the stuck queue's own writer to stop", func() bool {
+		sq.mu.Lock()
+		defer sq.mu.Unlock()
+		return !sq.writing
+	})
 	tries := stuck.tries.Load()
 	sq.Send([]byte("again"))
 	waitFor(t, "a frame after the socket opened", func() bool { return len(stuck.written()) == frames+1 })

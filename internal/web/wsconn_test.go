@@ -294,8 +294,8 @@ func TestWSTryFlushPartialWriteIsNotCutInto(t *testing.T) {
 	if c.raw == nil {
 		t.Fatal("a TCP connection cannot be written without waiting")
 	}
-	// Far more than the socket buffers hold: a few frames of 1 MiB each.
-	const frames, size = 8, 1 << 20
+	// Far more than the socket buffers hold: frames of 1 MiB each.
+	const frames, size = 16, 1 << 20
 	for i := range frames {
 		c.Add(bytes.Repeat([]byte{'a' + byte(i)}, size))
 	}
