@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"parley/internal/chat"
 )
 
 // Flushers. A send queue whose FrameWriter can write without blocking (a
@@ -72,22 +74,14 @@ func (f *flusher) run() {
 	}
 }
 
-// gather lets the goroutines already running queue their frames before a pass: it
-// yields the processor while each yield brought more queues, at most maxGather times.
-func (f *flusher) gather() {
-	n := f.waiting()
-	for range maxGather {
-		runtime.Gosched()
-		m := f.waiting()
-		if m == n {
-			return
-		}
-		n = m
-	}
-}
+// gather lets the goroutines already running queue their frames before a pass
+// (chat.Gather), so each write carries what they queue.
+func (f *flusher) gather() { chat.Gather(f.waiting, maxGather) }
 
+// maxGather bounds the yields before a pass, as the SQLite writer's.
 const maxGather = 4
 
+// waiting is how many queues wait their turn.
 func (f *flusher) waiting() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

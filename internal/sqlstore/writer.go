@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,20 +243,8 @@ func (w *writer) run() {
 }
 
 // gather lets the senders already running hand in their requests before the batch
-// is taken: it yields the processor while each yield brought more, at most maxGather
-// times. Under load the batch grows and one commit serves more messages; with nothing
-// else to run, a yield returns at once and nothing waits.
-func (w *writer) gather() {
-	n := w.pendingLen()
-	for range maxGather {
-		runtime.Gosched()
-		m := w.pendingLen()
-		if m == n {
-			return
-		}
-		n = m
-	}
-}
+// is taken (chat.Gather): under load the batch grows and one commit serves more.
+func (w *writer) gather() { chat.Gather(w.pendingLen, maxGather) }
 
 // pendingLen is the number of requests not yet taken.
 func (w *writer) pendingLen() int {
