@@ -39,10 +39,11 @@ type TryFrameWriter interface {
 	TryFlush() (bool, error)
 }
 
-// SendQueue is a connection's bounded queue of encoded frames. Its writer goroutine
-// runs only while frames are waiting and exits when the queue is empty, so an idle
-// connection holds no writer goroutine. Frames are written in order, as many as are
-// waiting in one batch.
+// SendQueue is a connection's bounded queue of encoded frames. Its writer (a shared
+// flusher for a TCP connection, flusher.go; otherwise, or while the socket is full, a
+// goroutine of its own) runs only while frames are waiting, so an idle connection
+// holds no writer goroutine. Frames are written in order, as many as are waiting in
+// one batch.
 //
 // Two kinds of frames share the queue. Frames the server sends on its own (messages,
 // presence: Send) are bounded by limit, and a connection that lets limit of them pile
