@@ -103,38 +103,36 @@ func (c *frameConn) TryFlush() (bool, error) {
 	if c.raw == nil || !c.wmu.TryLock() {
 		return false, nil
 	}
-	if c.closing.Load() {
-		c.wmu.Unlock()
-		c.batch = nil
-		putWriteBuffer(b)
-		return true, errClosing
+	err := errClosing
+	if !c.closing.Load() {
+		c.moveDeadline(writeTimeout) // Flush may finish the write, with this deadline
+		var n int
+		if n, err = c.writeNow(*b); err == nil && n < len(*b) {
+			if n == 0 {
+				c.wmu.Unlock()
+				return false, nil
+			}
+			*b = (*b)[:copy(*b, (*b)[n:])]
+			c.partial = true
+			return false, nil
+		}
 	}
-	c.moveDeadline(writeTimeout) // Flush may finish the write, with this deadline
-	c.tryP = *b
+	c.wmu.Unlock()
+	c.batch = nil
+	putWriteBuffer(b)
+	return true, err
+}
+
+// writeNow writes what of p the socket takes now, without waiting; wmu must be held.
+func (c *frameConn) writeNow(p []byte) (int, error) {
+	c.tryP = p
 	err := c.raw.Write(c.tryFn)
-	n := c.tryN
 	if err == nil {
 		err = c.tryErr
 	}
+	n := c.tryN
 	c.tryP, c.tryErr = nil, nil
-	switch {
-	case err != nil:
-		c.wmu.Unlock()
-		c.batch = nil
-		putWriteBuffer(b)
-		return true, err
-	case n == len(*b):
-		c.wmu.Unlock()
-		c.batch = nil
-		putWriteBuffer(b)
-		return true, nil
-	case n == 0:
-		c.wmu.Unlock()
-		return false, nil
-	}
-	*b = (*b)[:copy(*b, (*b)[n:])]
-	c.partial = true
-	return false, nil
+	return n, err
 }
 
 // tryWrite is raw.Write's callback: one write(2) of tryP on the non-blocking socket,
