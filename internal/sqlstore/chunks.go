@@ -96,7 +96,7 @@ func (w *sqliteWriter) convertMessages(ctx context.Context) error {
 	}
 	defer tx.Rollback()
 	var sessions []string
-	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT session_id FROM messages ORDER BY session_id`)
+	rows, err := w.conn.QueryContext(ctx, `SELECT DISTINCT session_id FROM messages ORDER BY session_id`)
 	if err != nil {
 		return err
 	}
@@ -111,11 +111,11 @@ func (w *sqliteWriter) convertMessages(ctx context.Context) error {
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	add := tx.StmtContext(ctx, w.prepared.addChunk)
+	add := w.prepared.addChunk
 	n := 0
 	for _, s := range sessions {
 		var msgs []*chat.Message
-		rows, err := tx.QueryContext(ctx, `SELECT `+messageCols+` FROM messages WHERE session_id = ? ORDER BY seq`, s)
+		rows, err := w.conn.QueryContext(ctx, `SELECT `+messageCols+` FROM messages WHERE session_id = ? ORDER BY seq`, s)
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,7 @@ func (w *sqliteWriter) convertMessages(ctx context.Context) error {
 		}
 		n += len(msgs)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM messages`); err != nil {
+	if _, err := w.conn.ExecContext(ctx, `DELETE FROM messages`); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

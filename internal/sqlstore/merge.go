@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"slices"
 	"time"
@@ -169,7 +168,7 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 		return 0, err
 	}
 	defer tx.Rollback()
-	add := tx.StmtContext(ctx, w.prepared.addChunk)
+	add := w.prepared.addChunk
 	for rest := msgs; len(rest) > 0; {
 		run := 1
 		for run < len(rest) && rest[run].SessionID == rest[0].SessionID {
@@ -180,14 +179,14 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 		}
 		rest = rest[run:]
 	}
-	trim := tx.StmtContext(ctx, w.prepared.trimBatch)
+	trim := w.prepared.trimBatch
 	for _, id := range empty {
 		if _, err := trim.ExecContext(ctx, id); err != nil {
 			return 0, err
 		}
 	}
 	if len(p.dropped) > 0 && len(empty) > 0 {
-		if err := w.trimDrops(ctx, tx, left); err != nil {
+		if err := w.trimDrops(ctx, left); err != nil {
 			return 0, err
 		}
 	}
@@ -207,7 +206,7 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 // trimDrops deletes the drop marks that no batch row left covers: those through an
 // id below the oldest batch with messages left after this merge (merging: the
 // messages per batch the merge moves).
-func (w *sqliteWriter) trimDrops(ctx context.Context, tx *sql.Tx, merging map[*pendingBatch]int) error {
+func (w *sqliteWriter) trimDrops(ctx context.Context, merging map[*pendingBatch]int) error {
 	p := w.pending
 	oldest := int64(0)
 	for _, b := range p.order {
@@ -218,7 +217,7 @@ func (w *sqliteWriter) trimDrops(ctx context.Context, tx *sql.Tx, merging map[*p
 	}
 	for s, through := range p.dropped {
 		if oldest == 0 || through < oldest {
-			if _, err := tx.StmtContext(ctx, w.prepared.trimDrop).ExecContext(ctx, s, through); err != nil {
+			if _, err := w.prepared.trimDrop.ExecContext(ctx, s, through); err != nil {
 				return err
 			}
 			delete(p.dropped, s) // a rollback leaves the mark in the table only: harmless

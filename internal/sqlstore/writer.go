@@ -317,8 +317,10 @@ type stmtList []struct {
 	query string
 }
 
-// prepare prepares every statement on the pool.
-func (l stmtList) prepare(ctx context.Context, db *sql.DB) error {
+// prepare prepares every statement on db: the pool (*sql.DB) or one connection (*sql.Conn).
+func (l stmtList) prepare(ctx context.Context, db interface {
+	PrepareContext(context.Context, string) (*sql.Stmt, error)
+}) error {
 	for _, p := range l {
 		var err error
 		if *p.dst, err = db.PrepareContext(ctx, p.query); err != nil {

@@ -18,7 +18,7 @@ import (
 type sqliteWriter struct {
 	loop     *writer // for its metrics and whether requests wait
 	d        *DB
-	prepared sqliteStmts // on the pool; bound to each batch's transaction
+	prepared sqliteStmts // on conn, with the BEGIN, COMMIT and ROLLBACK of its transactions
 
 	// conn is the one pooled connection the writer keeps for itself. SQLite drops a
 	// connection's page cache whenever another connection has written since its last
@@ -50,10 +50,14 @@ type pendingOp struct {
 	through int64
 }
 
-// sqliteStmts are the SQLite writer's statements. They are prepared once on the pool;
-// database/sql then keeps one prepared copy per connection, and a batch binds them to
-// its transaction with Tx.StmtContext, so no batch compiles SQL.
+// sqliteStmts are the SQLite writer's statements, prepared once on its own connection.
+// Its transactions are that connection's too, begun and ended by prepared statements
+// (connTx) rather than database/sql's Tx, whose BEGIN and COMMIT the driver compiles
+// anew each time and whose statements would be bound again to every transaction: so
+// no batch compiles SQL or binds a statement.
 type sqliteStmts struct {
+	// The writer's transactions (connTx).
+	begin, commit, rollback *sql.Stmt
 	// The stored messages (chunks.go): the reads behind the client-id filter and
 	// resends, and the merge's insert.
 	chunksAfter, countChunks, deleteChunks, addChunk *sql.Stmt
@@ -67,6 +71,7 @@ type sqliteStmts struct {
 // list returns every statement with its SQL.
 func (st *sqliteStmts) list() stmtList {
 	return stmtList{
+		{&st.begin, `BEGIN IMMEDIATE`}, {&st.commit, `COMMIT`}, {&st.rollback, `ROLLBACK`},
 		{&st.chunksAfter, sqliteChunksAfter}, {&st.countChunks, sqliteChunkCount},
 		{&st.deleteChunks, sqliteChunkDelete}, {&st.addChunk, sqliteChunkAdd}, {&st.end, endSession},
 		{&st.status, `SELECT status FROM sessions WHERE id = ?`},
@@ -79,26 +84,18 @@ func (st *sqliteStmts) list() stmtList {
 	}
 }
 
-// bind returns the statements bound to tx.
-func (st *sqliteStmts) bind(ctx context.Context, tx *sql.Tx) sqliteStmts {
-	var out sqliteStmts
-	st.list().bindTo(ctx, tx, out.list())
-	return out
-}
-
 func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 	d := loop.d
 	w := &sqliteWriter{loop: loop, d: d, seqs: make(map[string]int64), cache: newSQLiteCache(), pending: d.pending}
-	if err := w.prepared.list().prepare(ctx, d.db); err != nil {
-		w.prepared.list().close()
-		return nil, dbErr(err, "prepare message statements")
-	}
 	conn, err := d.db.Conn(ctx)
 	if err != nil {
-		w.prepared.list().close()
 		return nil, dbErr(err, "open the writer's connection")
 	}
 	w.conn = conn
+	if err := w.prepared.list().prepare(ctx, conn); err != nil {
+		w.close()
+		return nil, dbErr(err, "prepare message statements")
+	}
 	// The writer touches a few pages per commit (the end of message_pending and of
 	// message_chunks), and SQLite walks its whole page cache at the end of every
 	// write transaction: a small cache here costs fewer reads than it saves walking.
@@ -132,8 +129,45 @@ func (w *sqliteWriter) close() {
 	_ = w.conn.Close()
 }
 
+// connTx is a write transaction on the writer's own connection: the prepared
+// statements run in it until Commit or Rollback.
+type connTx struct {
+	st   *sqliteStmts
+	done bool
+}
+
 // begin starts a write transaction on the writer's own connection.
-func (w *sqliteWriter) begin(ctx context.Context) (*sql.Tx, error) { return w.conn.BeginTx(ctx, nil) }
+func (w *sqliteWriter) begin(ctx context.Context) (*connTx, error) {
+	if _, err := w.prepared.begin.ExecContext(ctx); err != nil {
+		return nil, err
+	}
+	return &connTx{st: &w.prepared}, nil
+}
+
+// Commit commits; a COMMIT that fails leaves no transaction open behind it.
+func (t *connTx) Commit() error {
+	if t.done {
+		return sql.ErrTxDone
+	}
+	t.done = true
+	_, err := t.st.commit.ExecContext(context.Background())
+	if err != nil {
+		t.rollback()
+	}
+	return err
+}
+
+// Rollback rolls back unless the transaction has ended (so it can be deferred).
+func (t *connTx) Rollback() {
+	if !t.done {
+		t.done = true
+		t.rollback()
+	}
+}
+
+// rollback runs ROLLBACK; its error ("no transaction is active", after SQLite rolled
+// back by itself) is of no use to anyone.
+func (t *connTx) rollback() { _, _ = t.st.rollback.ExecContext(context.Background()) }
 
 // retryable: a SQLite batch only waits for the file's lock, which busy_timeout bounds;
 // a batch that fails anyway is answered with the error.
@@ -163,7 +197,7 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 		return err
 	}
 	defer tx.Rollback()
-	st := w.prepared.bind(ctx, tx)
+	st := w.prepared
 	w.rows, w.ops = w.rows[:0], w.ops[:0]
 	defer func() {
 		clear(w.rows)
