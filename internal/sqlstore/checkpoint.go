@@ -15,7 +15,11 @@ import (
 // last leaf, its index leaf) again for every 1000 frames. A checkpoint on a timer,
 // on another connection, runs beside the writer and copies a page rewritten by many
 // commits once. The automatic checkpoint stays as a backstop, at sqliteAutoCheckpoint
-// pages (about 80 MB of WAL), should the timer ever fall behind.
+// pages (about 80 MB of WAL). Under steady writes it is still reached: the WAL goes
+// back to its start only when a write transaction begins with every frame copied, and
+// the writer commits while the timer's checkpoint runs, so the log grows until the
+// backstop checkpoints inside a commit (every few seconds at full load; see "The
+// R=1000 tail from the outside" in docs/BENCHMARKS.md).
 const (
 	sqliteCheckpointEvery = time.Second
 	sqliteAutoCheckpoint  = "20000"
