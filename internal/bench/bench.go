@@ -63,6 +63,7 @@ type Options struct {
 	Settle      time.Duration // idle: wait after connecting before reading /metrics
 	JSON        bool          // print the result as JSON instead of a table
 	CPUProfile  string        // write the load generator's own CPU profile here
+	LatencyLog  string        // chat: write every measured message's send time, latency and client here (CSV)
 	RunID       string        // names rooms and emails; random when empty
 	Quiet       bool          // no live progress line
 	ServerPIDs  []int         // the server's processes: CPU and memory from /proc instead of /metrics
@@ -89,6 +90,7 @@ func NewFlagSet(o *Options) *flag.FlagSet {
 	fs.DurationVar(&o.Settle, "settle", o.Settle, "idle: wait after connecting before reading /metrics")
 	fs.BoolVar(&o.JSON, "json", o.JSON, "print the result as JSON")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", o.CPUProfile, "write the load generator's CPU profile to this file")
+	fs.StringVar(&o.LatencyLog, "latency-log", o.LatencyLog, "chat: write each measured message's send time (unix µs), latency (µs) and client to this CSV file, to see when the slow ones happen")
 	fs.StringVar(&o.RunID, "run-id", o.RunID, "name of this run in room names and emails (random by default)")
 	fs.BoolVar(&o.Quiet, "quiet", o.Quiet, "no live progress line")
 	fs.Func("server-pid", "the server's process id (repeat, or comma-separated, for replicas): its CPU and memory are read from /proc instead of its /metrics", func(v string) error {

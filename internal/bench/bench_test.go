@@ -2,9 +2,13 @@ package bench
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,12 +160,48 @@ func TestSummarize(t *testing.T) {
 func TestLatenciesMerge(t *testing.T) {
 	l := newLatencies()
 	for i := range 100 {
-		l.record(i, time.Duration(i+1)*time.Millisecond)
+		l.record(i, time.Now(), time.Duration(i+1)*time.Millisecond)
 	}
-	l.record(0, time.Hour) // clamped to the histogram's range, not dropped
+	l.record(0, time.Now(), time.Hour) // clamped to the histogram's range, not dropped
 	h := l.merged()
 	if h.TotalCount() != 101 || h.Max() < histMax*99/100 {
 		t.Errorf("count %d max %d", h.TotalCount(), h.Max())
+	}
+}
+
+// TestLatencyLogInSendOrder: with the log asked for, every recorded message is in the
+// file, in the order they were sent, whichever client's shard holds it.
+func TestLatencyLogInSendOrder(t *testing.T) {
+	l := newLatencies()
+	l.keep = true
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range 50 {
+		client := (i * 7) % 40
+		l.record(client, t0.Add(time.Duration(50-i)*time.Millisecond), time.Duration(i+1)*time.Millisecond)
+	}
+	path := filepath.Join(t.TempDir(), "lat.csv")
+	if err := l.writeFile(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 51 || strings.Join(rows[0], ",") != "sent_unix_us,latency_us,client" {
+		t.Fatalf("%d rows, header %v", len(rows), rows[0])
+	}
+	for k, r := range rows[1:] {
+		i := 49 - k // the last recorded was sent first
+		want := []string{strconv.FormatInt(t0.Add(time.Duration(50-i)*time.Millisecond).UnixMicro(), 10),
+			strconv.Itoa((i + 1) * 1000), strconv.Itoa((i * 7) % 40)}
+		if strings.Join(r, ",") != strings.Join(want, ",") {
+			t.Fatalf("row %d = %v, want %v", k+1, r, want)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ type chatRun struct {
 	cnt     *counters
 	rooms   []room
 	readers bool           // start each client's reading goroutine once connected (idle mode)
+	lat     *latencies     // chat: the measured messages' latencies
 	wg      sync.WaitGroup // every client goroutine started
 	readCtx context.Context
 	stopRd  context.CancelFunc
@@ -45,6 +46,11 @@ func runChat(ctx context.Context, o Options, runID string, stderr io.Writer) (*R
 		return nil, err
 	}
 	res := r.loop(ctx, stderr)
+	if o.LatencyLog != "" {
+		if err := r.lat.writeFile(o.LatencyLog); err != nil {
+			return res, fmt.Errorf("latency log: %w", err)
+		}
+	}
 	return res, ctx.Err()
 }
 
@@ -169,8 +175,10 @@ func (r *chatRun) loop(ctx context.Context, stderr io.Writer) *Result {
 	runEnd := measureFrom.Add(r.o.Duration)
 	sendCtx, cancelSend := context.WithDeadline(ctx, runEnd.Add(r.o.Drain))
 	defer cancelSend()
+	r.lat = newLatencies()
+	r.lat.keep = r.o.LatencyLog != ""
 	l := &loop{text: messageText(r.o.Size), measureFrom: measureFrom,
-		resendAfter: r.o.ResendAfter, lat: newLatencies()}
+		resendAfter: r.o.ResendAfter, lat: r.lat}
 	var sending sync.WaitGroup
 	for i, rm := range r.rooms {
 		for j, c := range []*client{rm.a, rm.b} {

@@ -1,7 +1,12 @@
 package bench
 
 import (
+	"cmp"
 	"context"
+	"encoding/csv"
+	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,10 +28,18 @@ var fatalCodes = map[string]bool{"room_full": true, "chat_ended": true, "not_all
 // latencies is a sharded HdrHistogram in microseconds: one full-precision histogram
 // per client would cost hundreds of KB each, one shared lock would be contended.
 type latencies struct {
+	keep   bool // every sample too, for the latency log
 	shards [histShards]struct {
-		mu sync.Mutex
-		h  *hdrhistogram.Histogram
+		mu      sync.Mutex
+		h       *hdrhistogram.Histogram
+		samples []latencySample
 	}
+}
+
+// latencySample is one measured message: when it was sent, its latency and its client.
+type latencySample struct {
+	sent, us int64 // unix µs, µs
+	client   int32
 }
 
 func newLatencies() *latencies {
@@ -37,12 +50,42 @@ func newLatencies() *latencies {
 	return l
 }
 
-func (l *latencies) record(shard int, d time.Duration) {
-	s := &l.shards[shard%histShards]
+// record notes the latency d of a message client sent at sent.
+func (l *latencies) record(client int, sent time.Time, d time.Duration) {
+	s := &l.shards[client%histShards]
 	us := max(int64(d/time.Microsecond), histMin)
 	s.mu.Lock()
 	_ = s.h.RecordValue(min(us, histMax))
+	if l.keep {
+		s.samples = append(s.samples, latencySample{sent: sent.UnixMicro(), us: us, client: int32(client)})
+	}
 	s.mu.Unlock()
+}
+
+// writeFile writes the kept samples to path as CSV, in the order they were sent.
+func (l *latencies) writeFile(path string) error {
+	var all []latencySample
+	for i := range l.shards {
+		l.shards[i].mu.Lock()
+		all = append(all, l.shards[i].samples...)
+		l.shards[i].mu.Unlock()
+	}
+	slices.SortFunc(all, func(a, b latencySample) int { return cmp.Compare(a.sent, b.sent) })
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"sent_unix_us", "latency_us", "client"})
+	for _, s := range all {
+		_ = w.Write([]string{strconv.FormatInt(s.sent, 10), strconv.FormatInt(s.us, 10), strconv.Itoa(int(s.client))})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // merged returns one histogram of every shard.
@@ -94,7 +137,7 @@ func (l *loop) run(ctx context.Context, c *client, shard int) {
 		switch res {
 		case arrived:
 			if !first.Before(l.measureFrom) {
-				l.lat.record(shard, at.Sub(first))
+				l.lat.record(shard, first, at.Sub(first))
 			}
 		case refused:
 			c.refused[n] = true
