@@ -130,25 +130,20 @@ func (w *sqliteWriter) close() {
 }
 
 // connTx is a write transaction on the writer's own connection: the prepared
-// statements run in it until Commit or Rollback.
+// statements run in it until Commit or Rollback. A value, so a batch allocates none.
 type connTx struct {
 	st   *sqliteStmts
 	done bool
 }
 
 // begin starts a write transaction on the writer's own connection.
-func (w *sqliteWriter) begin(ctx context.Context) (*connTx, error) {
-	if _, err := w.prepared.begin.ExecContext(ctx); err != nil {
-		return nil, err
-	}
-	return &connTx{st: &w.prepared}, nil
+func (w *sqliteWriter) begin(ctx context.Context) (connTx, error) {
+	_, err := w.prepared.begin.ExecContext(ctx)
+	return connTx{st: &w.prepared}, err
 }
 
 // Commit commits; a COMMIT that fails leaves no transaction open behind it.
 func (t *connTx) Commit() error {
-	if t.done {
-		return sql.ErrTxDone
-	}
 	t.done = true
 	_, err := t.st.commit.ExecContext(context.Background())
 	if err != nil {
@@ -165,8 +160,6 @@ func (t *connTx) Rollback() {
 	}
 }
 
-// rollback runs ROLLBACK; its error ("no transaction is active", after SQLite rolled
-// back by itself) is of no use to anyone.
 func (t *connTx) rollback() { _, _ = t.st.rollback.ExecContext(context.Background()) }
 
 // retryable: a SQLite batch only waits for the file's lock, which busy_timeout bounds;
