@@ -82,13 +82,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		drops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_send_queue_drops_total", Help: "Connections closed because their send queue was full (slow clients)."}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "parley_store_batch_size", Help: "Messages per group commit of the message store.",
+			Name: "parley_store_batch_size", Help: "Messages per commit of the message store: a group commit (MariaDB), one message log write (SQLite).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}), // 1 … 1024
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "parley_store_commit_seconds", Help: "Time of one group commit of the message store.",
+			Name: "parley_store_commit_seconds", Help: "Time of one commit of the message store, until its messages are durable.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)}), // 50 µs … 1.6 s
 		mergeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "parley_store_log_merge_seconds", Help: "Time of one merge of pending SQLite messages into message_chunks (appends wait meanwhile; the name is from the message log it replaced).",
+			Name: "parley_store_log_merge_seconds", Help: "Time of one merge of pending SQLite messages into message_chunks (beside the appends, which go to the message log).",
 			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 14)}), // 100 µs … 0.8 s
 		refusals: make(map[string]prometheus.Counter, len(knownReasons)),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{

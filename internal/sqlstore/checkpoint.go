@@ -10,16 +10,20 @@ import (
 // SQLite checkpoints. In WAL mode every commit appends the pages it changed to the
 // WAL, and a checkpoint copies them back into the database file. SQLite's automatic
 // checkpoint runs inside whichever commit crosses wal_autocheckpoint pages (1000 by
-// default): with the group commit that is the writer, which then stalls every few
-// batches while it reads, writes and fsyncs, and copies each hot page (a session's
-// last leaf, its index leaf) again for every 1000 frames. A checkpoint on a timer,
-// on another connection, runs beside the writer and copies a page rewritten by many
-// commits once. The automatic checkpoint stays as a backstop, at sqliteAutoCheckpoint
-// pages (about 80 MB of WAL). Under steady writes it is still reached: the WAL goes
-// back to its start only when a write transaction begins with every frame copied, and
-// the writer commits while the timer's checkpoint runs, so the log grows until the
-// backstop checkpoints inside a commit (every few seconds at full load; see "The
-// R=1000 tail from the outside" in docs/BENCHMARKS.md).
+// default): the writer's merges, which would then stall every few merges while it
+// reads, writes and fsyncs, and copy each hot page again for every 1000 frames. A
+// checkpoint on a timer, on another connection, runs beside the writer and copies a
+// page rewritten by many commits once. The automatic checkpoint stays as a backstop,
+// at sqliteAutoCheckpoint pages (about 80 MB of WAL). Under steady writes it is still
+// reached: the WAL goes back to its start only when a write transaction begins with
+// every frame copied, and the writer commits while the timer's checkpoint runs, so the
+// log grows until the backstop checkpoints inside a merge (every few seconds at full
+// load; see "The R=1000 tail from the outside" in docs/BENCHMARKS.md). Appends do not
+// wait for it: they go to the message log (msglog.go).
+//
+// Each round also syncs the message log, and once a round has copied every frame (so
+// the database file is synced with every merge before it), deletes the log segments
+// those merges emptied.
 const (
 	sqliteCheckpointEvery = time.Second
 	sqliteAutoCheckpoint  = "20000"
@@ -53,7 +57,15 @@ func (c *checkpointer) run() {
 func (c *checkpointer) once() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := c.d.db.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+	var covered func()
+	if c.d.sw != nil {
+		covered = c.d.sw.beforeCheckpoint()
+	}
+	var busy, frames, copied int
+	err := c.d.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied)
+	if err == nil && covered != nil && frames == copied {
+		covered() // every frame copied and the database synced: the merges are on disk
+	}
 	return err
 }
 

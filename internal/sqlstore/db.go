@@ -5,9 +5,12 @@
 // participants, two ends — is settled by the database (unique indexes and conditional
 // updates), never by locks in this process, so it holds across replicas.
 //
-// Appends go through one writer goroutine that commits whatever arrived meanwhile in
-// one transaction (group commit): a commit costs one fsync however many messages it
-// carries, which is what makes SQLite fast enough for a busy site.
+// Appends: on MySQL they go through one writer goroutine that commits whatever
+// arrived meanwhile in one transaction (group commit): a commit costs one round of
+// locks and a log flush however many messages it carries. On SQLite the appending
+// goroutine writes its message to the message log itself (msglog.go) and merges move
+// the messages into SQLite beside the appends (pending.go), so no SQLite transaction
+// and no hand-off to another goroutine stands between a message and its ack.
 package sqlstore
 
 import (
@@ -33,6 +36,8 @@ type DB struct {
 	log     *slog.Logger
 	w       *writer
 	ckpt    *checkpointer // SQLite only
+	sw      *sqliteWriter // SQLite only: w's dialect, which appends on the caller's goroutine
+	path    string        // SQLite only: the database file
 	pending *pendingSet   // SQLite only: messages not yet in message_chunks (pending.go)
 	unlock  func()        // SQLite only: releases the file's lock (lockFile)
 	stmts   sync.Map      // query text → *sql.Stmt, prepared once (see prepared)
@@ -98,7 +103,7 @@ func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*DB, err
 	sqldb.SetMaxOpenConns(sqliteMaxConns)
 	sqldb.SetMaxIdleConns(sqliteMaxConns)
 	d := newDB(sqldb, dialectSQLite, logger)
-	d.pending, d.unlock = newPendingSet(), unlock
+	d.pending, d.unlock, d.path = newPendingSet(), unlock, path
 	if err := d.Migrate(ctx); err != nil {
 		_ = sqldb.Close()
 		unlock()

@@ -11,36 +11,34 @@ import (
 
 // eachPending calls fn with each of the session's pending messages as this batch
 // sees them, in seq order, until fn returns false: the committed ones (unless this
-// batch deleted the session), then this batch's own.
+// batch deleted the session), then this batch's own (the append in progress).
 func (w *sqliteWriter) eachPending(session string, fn func(*chat.Message) bool) {
-	from := 0
-	for i, op := range w.ops {
-		if op.batch == nil && op.drop == session {
-			from = i + 1
-		}
+	dropped := false
+	for _, op := range w.ops {
+		dropped = dropped || op.drop == session
 	}
-	if from == 0 {
-		for _, r := range w.pending.bySession[session] {
-			if !fn(r.m) {
-				return
-			}
-		}
-	}
-	for _, op := range w.ops[from:] {
-		if op.batch == nil {
-			continue
-		}
-		for i := range op.batch.msgs {
-			if m := &op.batch.msgs[i]; m.SessionID == session && !fn(m) {
-				return
-			}
-		}
+	if !dropped && !w.eachCommitted(session, fn) {
+		return
 	}
 	for _, r := range w.rows {
 		if r.out.SessionID == session && !fn(&r.out) {
 			return
 		}
 	}
+}
+
+// eachCommitted calls fn with the session's pending messages in seq order until fn
+// returns false, and reports whether it got to the end. Merges change the pending
+// messages beside the append lock, so it holds pending.mu for reading.
+func (w *sqliteWriter) eachCommitted(session string, fn func(*chat.Message) bool) bool {
+	w.pending.mu.RLock()
+	defer w.pending.mu.RUnlock()
+	for _, r := range w.pending.bySession[session] {
+		if !fn(r.m) {
+			return false
+		}
+	}
+	return true
 }
 
 // pendingMessage returns the session's pending message that match reports, or nil.
@@ -103,7 +101,6 @@ func (w *sqliteWriter) loadPending(ctx context.Context) error {
 		}
 		p.add(b)
 	}
-	w.nextID = p.nextID
 	return rows.Err()
 }
 
@@ -111,15 +108,19 @@ func (w *sqliteWriter) loadPending(ctx context.Context) error {
 // one merge at a time while no append waits.
 func (w *sqliteWriter) mergeIfDue(idle bool) {
 	p := w.pending
-	for {
+	for range maxMergesPerTick {
+		p.mu.Lock()
 		sessions := p.due(idle, time.Now())
-		if len(sessions) == 0 && len(p.empty) == 0 {
+		empty := len(p.empty)
+		p.mu.Unlock()
+		if len(sessions) == 0 && empty == 0 {
 			return
 		}
 		start := time.Now()
 		moved, err := w.merge(sessions)
 		took := time.Since(start)
 		w.loop.metrics.Load().StoreMerged(took)
+		p.mu.Lock()
 		if err != nil {
 			// The messages stay pending, where every read still finds them; the next
 			// merge tries again.
@@ -129,14 +130,21 @@ func (w *sqliteWriter) mergeIfDue(idle bool) {
 					p.full = append(p.full, s)
 				}
 			}
+			p.mu.Unlock()
 			return
 		}
 		p.resize(moved, took)
-		if !idle || len(p.bySession) == 0 || w.loop.waiting() {
-			return // one merge under load; appends waiting come first
+		left := len(p.bySession)
+		p.mu.Unlock()
+		if !idle || left == 0 || w.loop.waiting() {
+			return // one merge a tick under load; an End or a delete waiting comes first
 		}
 	}
 }
+
+// maxMergesPerTick bounds the merges of one tick of the writer, so an End or a
+// delete waits for a few at most.
+const maxMergesPerTick = 16
 
 // merge moves every pending message of the sessions into message_chunks and deletes the
 // batch rows left with none, in one transaction; it returns how many it moved.
@@ -145,23 +153,31 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 	slices.Sort(sessions)
 	var msgs []*chat.Message
 	counts := make([]int, len(sessions))
+	// What the merge takes is read under pending.mu: appends add to it meanwhile, at
+	// the end of each chat's list, which merged then leaves in place.
+	p.mu.RLock()
 	for i, s := range sessions {
 		for _, r := range p.bySession[s] {
 			msgs = append(msgs, r.m)
 		}
 		counts[i] = len(p.bySession[s])
 	}
-	// The batch rows this merge empties: the pending ones (drops), and those whose
-	// every message left is in this merge.
-	empty := slices.Clone(p.empty)
+	// The batch rows (message_pending) this merge empties: the pending ones (drops),
+	// and those whose every message left is in this merge.
+	var empty []int64
+	for _, b := range p.empty {
+		empty = append(empty, b.id)
+	}
 	left := make(map[*pendingBatch]int)
-	for _, s := range sessions {
-		for _, r := range p.bySession[s] {
-			if left[r.b]++; left[r.b] == r.b.left {
+	for i, s := range sessions {
+		for _, r := range p.bySession[s][:counts[i]] {
+			if left[r.b]++; r.b.seg == nil && left[r.b] == r.b.left {
 				empty = append(empty, r.b.id)
 			}
 		}
 	}
+	dropped := len(p.dropped) > 0
+	p.mu.RUnlock()
 	ctx := context.Background()
 	tx, err := w.begin(ctx)
 	if err != nil {
@@ -185,7 +201,7 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 			return 0, err
 		}
 	}
-	if len(p.dropped) > 0 && len(empty) > 0 {
+	if dropped && len(empty) > 0 {
 		if err := w.trimDrops(ctx, left); err != nil {
 			return 0, err
 		}
@@ -209,12 +225,14 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 func (w *sqliteWriter) trimDrops(ctx context.Context, merging map[*pendingBatch]int) error {
 	p := w.pending
 	oldest := int64(0)
+	p.mu.RLock()
 	for _, b := range p.order {
 		if b.left > merging[b] {
 			oldest = b.id
 			break
 		}
 	}
+	p.mu.RUnlock()
 	for s, through := range p.dropped {
 		if oldest == 0 || through < oldest {
 			if _, err := w.prepared.trimDrop.ExecContext(ctx, s, through); err != nil {
@@ -224,4 +242,74 @@ func (w *sqliteWriter) trimDrops(ctx context.Context, merging map[*pendingBatch]
 		}
 	}
 	return nil
+}
+
+// replayLog reads the message log back into memory (at start: a crash or a stop
+// leaves records there) and begins a new segment. A chat's records before its last
+// drop record are dead; of the rest, those a merge already stored (seq at most the
+// chat's last stored seq) are skipped, so a segment not yet deleted after its merges
+// brings back nothing twice.
+func (w *sqliteWriter) replayLog(ctx context.Context) error {
+	type rec struct {
+		seg int64
+		m   chat.Message
+	}
+	bySession := make(map[string][]rec)
+	var order []string // sessions in order of their first live record
+	ids, err := w.log.replay(func(seg int64, m chat.Message) {
+		if _, ok := bySession[m.SessionID]; !ok {
+			order = append(order, m.SessionID)
+		}
+		bySession[m.SessionID] = append(bySession[m.SessionID], rec{seg, m})
+	}, func(_ int64, session string) {
+		if _, ok := bySession[session]; ok {
+			bySession[session] = bySession[session][:0]
+		}
+	})
+	if err != nil {
+		return err
+	}
+	segs := make(map[int64]*logSegment, len(ids))
+	seen := make([]*logSegment, 0, len(ids))
+	batches := make(map[int64]*pendingBatch, len(ids))
+	for _, id := range ids {
+		segs[id] = &logSegment{id: id}
+		seen = append(seen, segs[id])
+	}
+	last, err := w.d.prepared(ctx, sqliteChunkLast)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	p := w.pending
+	for _, s := range order {
+		recs := bySession[s]
+		if len(recs) == 0 {
+			continue
+		}
+		var stored int64
+		if err := last.QueryRowContext(ctx, s).Scan(&stored); err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if r.m.Seq <= stored {
+				continue
+			}
+			b := batches[r.seg]
+			if b == nil {
+				b = &pendingBatch{id: p.nextID, at: now, seg: segs[r.seg]}
+				p.nextID++
+				batches[r.seg] = b
+			}
+			b.msgs = append(b.msgs, r.m)
+		}
+	}
+	p.mu.Lock()
+	for _, id := range ids { // oldest segment first, so each chat's messages stay in seq order
+		if b := batches[id]; b != nil {
+			p.add(b)
+		}
+	}
+	p.mu.Unlock()
+	return w.log.start(seen)
 }

@@ -47,7 +47,9 @@ func (d *DB) Append(ctx context.Context, m chat.Message) (chat.Message, bool, er
 	m.Seq = 0
 	r := newRequest(opAppend)
 	r.in = m
-	if err := d.w.do(ctx, r); err != nil {
+	if d.sw != nil {
+		d.sw.appendNow(ctx, r)
+	} else if err := d.w.do(ctx, r); err != nil {
 		return chat.Message{}, false, err
 	}
 	out, dup, err := r.out, r.dup, r.err

@@ -7,33 +7,38 @@ import (
 	"parley/internal/chat"
 )
 
-// Pending messages (SQLite). A group commit in WAL mode writes every page it changed,
-// and messages is clustered by (session_id, seq), so inserting a batch that carries
-// one message each of a hundred chats would write a hundred pages for a few KB of
-// rows. Instead, the writer stores each commit's new messages as one row of
-// message_pending: a blob holding all of them (appendPending), one insert per commit
-// whatever it carries. The messages wait there, and in memory (pendingSet), until a
-// merge moves a chat's pending messages into messages, all of them together, so a
-// merge fills whole pages of one chat. A chat is merged once mergeRows of its messages
-// wait, or once its oldest has waited mergeAge (quiet chats), or when the writer is
-// idle; a batch row is deleted, in the merge's transaction, once every message in it
-// has been merged (or deleted). So a message is in exactly one of the two at any
-// moment.
+// Pending messages (SQLite). A commit in WAL mode writes every page it changed, and
+// message_chunks is clustered by chat, so storing each message in its chat's rows as
+// it comes would write a page per chat per commit for a few bytes of each. Instead an
+// append writes its message as one record of the message log (msglog.go) and adds it
+// here, in memory (pendingSet), grouped in log batches of up to logBatch messages.
+// The messages wait until a merge moves a chat's pending messages into
+// message_chunks, all of them together, so a merge fills whole pages of one chat. A
+// chat is merged once mergeRows of its messages wait, or once its oldest has waited
+// mergeAge (quiet chats), or when the appends are quiet; merges run on the writer's
+// tick (mergeTick), on its own connection, beside the appends, which never wait for
+// them. A log segment is deleted once every message in it is merged (or deleted) and
+// a checkpoint has synced those merges (msglog.go).
 //
 // Reads. The file belongs to this process and only the writer stores messages, so
-// the pending messages in memory are exactly those of message_pending: a read takes a
-// chat's pending messages from memory and reads messages only for what is older. A
-// merge takes a chat's oldest pending messages, so its pending messages are always its
-// newest, and what a merge moves leaves memory only after its commit: a read that
-// copies the pending messages first and reads messages after cannot miss one.
+// the pending messages in memory are exactly those not yet in message_chunks: a read
+// takes a chat's pending messages from memory and reads message_chunks only for what
+// is older than them. A merge takes a chat's oldest pending messages, so its pending
+// messages are always its newest, and what a merge moves leaves memory only after its
+// commit: a read that copies the pending messages first and reads message_chunks
+// after cannot miss one (and an append reloading a chat's seqs and ids reads them in
+// that order too).
 //
-// At start the batches are read back into memory (a crash leaves them there), and
-// the idle writer merges them. A deleted chat (purge) is dropped from memory at once
-// and marked in message_pending_drops, so its messages still inside batch rows are not
-// read back after a restart; a mark goes once no batch row it covers is left.
+// At start the log is read back into memory (a crash or a stop leaves records
+// there), skipping what a merge had stored already, and the idle writer merges them.
+// A deleted chat (purge) is dropped from memory at once and a drop record written to
+// the log, so its earlier records are not read back after a restart. Rows of
+// message_pending, where an earlier version kept each group commit's messages, are
+// read back and merged at start before the log is.
 //
-// Merges block appends (one writer), so one merge moves at most mergeBudget messages:
-// as many as the last merge's speed says fit in about mergePause.
+// One merge moves at most mergeBudget messages: as many as the last merge's speed
+// says fit in about mergePause, so an End or a delete waiting for the writer waits
+// little.
 const (
 	mergeRows  = 128 // about seven pages of one chat's rows
 	mergeAge   = time.Second
@@ -41,19 +46,30 @@ const (
 	mergeMin   = 256
 	mergeMax   = 65536
 	mergePause = 4 * time.Millisecond
-	mergeIdle  = 250 * time.Millisecond
+	mergeTick  = 20 * time.Millisecond
 	// maxPending bounds the messages held in memory: past it (merges failing), new
 	// messages are refused with EUnavailable until a merge succeeds.
 	maxPending = 1 << 20
 )
 
-// pendingBatch is the messages of one row of message_pending.
+// pendingBatch is a group of pending messages: one row of message_pending (written
+// by an earlier version, read back at start), or up to logBatch consecutive messages
+// of the message log (msglog.go), which the appenders fill in place (seg set).
 type pendingBatch struct {
-	id   int64
-	at   time.Time // when it was committed (or read back at start)
-	msgs []chat.Message
-	left int // messages neither merged nor dropped
+	id     int64
+	at     time.Time // when its first message was stored (or read back at start)
+	msgs   []chat.Message
+	left   int         // messages neither merged nor dropped
+	seg    *logSegment // the log segment holding its messages; nil for a message_pending row
+	sealed bool        // a log batch takes no more messages
 }
+
+// logBatch is how many messages a log batch holds: allocated at once, so the
+// pointers into it stay put while appenders fill it.
+const logBatch = 256
+
+// finished reports whether the batch will never again hold a pending message.
+func (b *pendingBatch) finished() bool { return b.left == 0 && (b.seg == nil || b.sealed) }
 
 // pendingRef is one pending message of a chat and the batch that holds it.
 type pendingRef struct {
@@ -69,24 +85,29 @@ type pendingSet struct {
 	bySession map[string][]pendingRef // each chat's pending messages in seq order
 	order     []*pendingBatch         // batches with messages left, oldest first (emptied ones leave from the front)
 	full      []string                // chats that reached mergeRows since their last merge (maybe stale)
-	empty     []int64                 // batch rows with no message left, to delete
+	empty     []*pendingBatch         // batches finished since the last merge (rows to delete)
 	dropped   map[string]int64        // chat → last batch id its drop mark covers
 	rows      int                     // pending messages
 	nextID    int64                   // id of the next batch row
 	budget    int                     // messages one merge moves at most
 	fixed     bool                    // tests: keep budget as set
 	rowsDue   int                     // mergeRows; tests lower it
+	open      *pendingBatch           // the log batch appenders fill (pendingSet.addLogged)
 }
 
 func newPendingSet() *pendingSet {
 	return &pendingSet{bySession: make(map[string][]pendingRef), dropped: make(map[string]int64), nextID: 1, budget: mergeFirst, rowsDue: mergeRows}
 }
 
-// add appends a committed batch. p.mu must be held.
+// add appends a committed batch (read back at start). p.mu must be held.
 func (p *pendingSet) add(b *pendingBatch) {
 	b.left = len(b.msgs)
+	if b.seg != nil {
+		b.sealed = true
+		b.seg.open++
+	}
 	if b.left == 0 {
-		p.empty = append(p.empty, b.id)
+		p.finish(b)
 	} else {
 		p.order = append(p.order, b)
 	}
@@ -104,8 +125,54 @@ func (p *pendingSet) add(b *pendingBatch) {
 
 // release counts a batch's message merged or dropped. p.mu must be held.
 func (p *pendingSet) release(b *pendingBatch) {
-	if b.left--; b.left == 0 {
-		p.empty = append(p.empty, b.id)
+	if b.left--; b.finished() {
+		p.finish(b)
+	}
+}
+
+// finish records that b will hold no pending message again: its row is deleted by
+// the next merge, or its log segment has one batch fewer to wait for. p.mu must be
+// held.
+func (p *pendingSet) finish(b *pendingBatch) {
+	if b.seg != nil {
+		b.seg.open--
+	} else {
+		p.empty = append(p.empty, b)
+	}
+}
+
+// addLogged adds m, just written to the log's segment seg, to the open log batch
+// (beginning a new one when there is none, it is full or seg is newer). p.mu must be
+// held.
+func (p *pendingSet) addLogged(m *chat.Message, seg *logSegment, now time.Time) {
+	b := p.open
+	if b == nil || len(b.msgs) == cap(b.msgs) || b.seg != seg {
+		p.seal()
+		b = &pendingBatch{id: p.nextID, at: now, msgs: make([]chat.Message, 0, logBatch), seg: seg}
+		p.nextID++
+		seg.open++
+		p.open = b
+		p.order = append(p.order, b)
+	}
+	b.msgs = append(b.msgs, *m)
+	b.left++
+	p.rows++
+	ref := &b.msgs[len(b.msgs)-1]
+	s := append(p.bySession[m.SessionID], pendingRef{ref, b})
+	p.bySession[m.SessionID] = s
+	if len(s) == p.rowsDue {
+		p.full = append(p.full, m.SessionID)
+	}
+}
+
+// seal closes the open log batch. p.mu must be held.
+func (p *pendingSet) seal() {
+	if b := p.open; b != nil {
+		b.sealed = true
+		if b.left == 0 {
+			p.finish(b)
+		}
+		p.open = nil
 	}
 }
 
@@ -117,7 +184,16 @@ func (p *pendingSet) drop(session string, through int64) {
 	}
 	p.rows -= len(p.bySession[session])
 	delete(p.bySession, session)
-	p.dropped[session] = max(p.dropped[session], through)
+	if through > 0 { // a mark of message_pending_drops, read back at start
+		p.dropped[session] = max(p.dropped[session], through)
+	}
+}
+
+// count returns how many messages are pending.
+func (p *pendingSet) count() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.rows
 }
 
 // merged removes the first n pending messages of session, now in messages. p.mu
@@ -138,9 +214,10 @@ func (p *pendingSet) merged(session string, n int) {
 // trimmed forgets the batch rows deleted (p.empty) and the emptied batches at the
 // front of order. p.mu must be held.
 func (p *pendingSet) trimmed() {
+	clear(p.empty)
 	p.empty = p.empty[:0]
 	i := 0
-	for i < len(p.order) && p.order[i].left == 0 {
+	for i < len(p.order) && p.order[i].finished() {
 		i++
 	}
 	clear(p.order[:i])

@@ -12,7 +12,11 @@ import (
 	"parley/internal/metrics"
 )
 
-// Group commit. Every Append (and DeleteSession) is handed to one writer goroutine.
+// Group commit. Every Append on MySQL, and every DeleteSession and (SQLite) End, is
+// handed to one writer goroutine; an Append on SQLite is not (sqliteWriter.appendNow:
+// the caller writes it to the message log under the append lock, with the same seq
+// and dedupe rules as below), and the SQLite writer goroutine merges the pending
+// messages into message_chunks on its tick.
 // The writer takes the first waiting request, then everything else already waiting (up
 // to maxBatch), writes them all in one transaction with prepared statements, commits,
 // and only then answers each caller: an answer means durable. While a transaction
@@ -21,10 +25,10 @@ import (
 //
 // Seqs. A session's next seq is its last seq plus one, with no gaps and no repeats:
 //
-//   - SQLite: the file belongs to this process and only the writer inserts messages,
-//     so the writer remembers each session's last seq between batches (loaded with
-//     the session's client ids on first use, see sqlitecache.go). A failed
-//     transaction forgets the sessions it touched, since their rows were rolled back.
+//   - SQLite: the file belongs to this process and messages are appended only under
+//     the append lock, so the writer remembers each session's last seq between
+//     appends (loaded with the session's client ids on first use, see
+//     sqlitecache.go). A failed append or batch forgets the sessions it touched.
 //   - MySQL: several replicas append to the same session. Each batch transaction first
 //     locks the row of every session it touches in message_seqs (creating it when
 //     missing, in sorted order so two replicas cannot deadlock on each other's
@@ -159,7 +163,8 @@ func newWriter(ctx context.Context, d *DB) (*writer, error) {
 	w := &writer{d: d, quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	var err error
 	if d.dialect == dialectSQLite {
-		w.dialect, err = newSQLiteWriter(ctx, w)
+		d.sw, err = newSQLiteWriter(ctx, w)
+		w.dialect = d.sw
 	} else {
 		w.dialect, err = newMySQLWriter(ctx, d)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,10 +13,12 @@ import (
 )
 
 // sqliteWriter is the SQLite side of the writer: the file belongs to this process and
-// only the writer appends, so it remembers each session's last seq and client ids
-// between batches (sqlitecache.go), stores each batch's new messages as one row of
-// message_pending and merges them into messages (pending.go), and runs End in its
-// batches so messages and the end of their chat stay ordered.
+// messages are appended only under its append lock, so it remembers each session's
+// last seq and client ids between appends (sqlitecache.go); an append writes its
+// message to the message log on the caller's goroutine (appendNow, msglog.go), the
+// writer goroutine merges the pending messages into message_chunks (pending.go), and
+// End runs in the writer's batches under the append lock, so messages and the end of
+// their chat stay ordered.
 type sqliteWriter struct {
 	loop     *writer // for its metrics and whether requests wait
 	d        *DB
@@ -27,25 +31,32 @@ type sqliteWriter struct {
 	// it touches again.
 	conn *sql.Conn
 
+	// amu is the append lock: an append (appendNow) holds it from its checks to its
+	// log record, and the writer's batches (End, DeleteSession) hold it throughout,
+	// so seqs, cache, the log and the order of appends and ends have one owner at a
+	// time. Merges do not take it: they only move pending messages (under pending.mu).
+	amu     sync.Mutex
+	log     *msgLog          // the message log (msglog.go)
+	closed  bool             // under amu: appends are refused
 	seqs    map[string]int64 // session → last seq stored
-	cache   sqliteCache      // client ids and ended flags kept between batches
-	pending *pendingSet      // the DB's: messages in message_pending (pending.go)
+	cache   sqliteCache      // client ids and ended flags kept between appends
+	pending *pendingSet      // the DB's: messages not yet merged (pending.go)
+	reads   sqliteStmts      // status and chunksAfter prepared on the pool, for appends
 
-	// This batch: its new messages not yet in a batch row (rows), and what it did to
-	// the pending messages, applied to pending once it commits (ops).
-	rows   []*request
-	ops    []pendingOp
-	blob   []byte // reused encoding buffer
-	nextID int64  // id of the next message_pending row
+	// This batch: the message being appended (rows), and what an End or a delete did
+	// to the pending messages, applied to pending once it commits (ops).
+	rows []*request
+	ops  []pendingOp
+	blob []byte // the merge's reused encoding buffer
 
-	merges atomic.Int64 // merges committed
-	ready  bool         // started: close merges what is pending
+	appended atomic.Bool  // an append since the writer's last tick
+	merges   atomic.Int64 // merges committed
+	ready    bool         // started: close merges what is pending
 }
 
-// pendingOp is one change a batch makes to the pending messages: a batch row
-// (batch) or a chat's messages deleted (drop, through: the last batch row id).
+// pendingOp is one change a batch makes to the pending messages: a chat's messages
+// deleted (drop).
 type pendingOp struct {
-	batch   *pendingBatch
 	drop    string
 	through int64
 }
@@ -68,13 +79,16 @@ type sqliteStmts struct {
 	addBatch, addDrop, trimBatch, trimDrop, batches, drops *sql.Stmt
 }
 
+// sqliteStatus reads whether a session still takes messages.
+const sqliteStatus = `SELECT status FROM sessions WHERE id = ?`
+
 // list returns every statement with its SQL.
 func (st *sqliteStmts) list() stmtList {
 	return stmtList{
 		{&st.begin, `BEGIN IMMEDIATE`}, {&st.commit, `COMMIT`}, {&st.rollback, `ROLLBACK`},
 		{&st.chunksAfter, sqliteChunksAfter}, {&st.countChunks, sqliteChunkCount},
 		{&st.deleteChunks, sqliteChunkDelete}, {&st.addChunk, sqliteChunkAdd}, {&st.end, endSession},
-		{&st.status, `SELECT status FROM sessions WHERE id = ?`},
+		{&st.status, sqliteStatus},
 		{&st.addBatch, `INSERT INTO message_pending (id, batch) VALUES (?, ?)`},
 		{&st.addDrop, `INSERT OR IGNORE INTO message_pending_drops (session_id, through_id) VALUES (?, ?)`},
 		{&st.trimBatch, `DELETE FROM message_pending WHERE id = ?`},
@@ -96,6 +110,10 @@ func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 		w.close()
 		return nil, dbErr(err, "prepare message statements")
 	}
+	if err := (stmtList{{&w.reads.status, sqliteStatus}, {&w.reads.chunksAfter, sqliteChunksAfter}}).prepare(ctx, d.db); err != nil {
+		w.close()
+		return nil, dbErr(err, "prepare message statements")
+	}
 	// The writer touches a few pages per commit (the end of message_pending and of
 	// message_chunks), and SQLite walks its whole page cache at the end of every
 	// write transaction: a small cache here costs fewer reads than it saves walking.
@@ -111,6 +129,24 @@ func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 		w.close()
 		return nil, dbErr(err, "convert the stored messages")
 	}
+	// Batch rows an earlier version left are merged before the log is read back, so
+	// every pending message from now on is in the log, newer than anything stored.
+	for w.pending.rows > 0 {
+		moved, err := w.merge(w.pending.due(true, time.Now()))
+		if err != nil {
+			w.close()
+			return nil, dbErr(err, "merge the pending messages")
+		}
+		w.pending.resize(moved, time.Millisecond)
+	}
+	if w.log, err = openMsgLog(d.path); err != nil {
+		w.close()
+		return nil, err
+	}
+	if err := w.replayLog(ctx); err != nil {
+		w.close()
+		return nil, dbErr(err, "read the message log %s", w.log.dir)
+	}
 	w.ready = true
 	return w, nil
 }
@@ -122,10 +158,21 @@ const writerCacheKiB = "2048"
 // close merges what is pending (so a restart has nothing to read back) and releases
 // the statements and the connection.
 func (w *sqliteWriter) close() {
+	w.amu.Lock()
+	w.closed = true
+	w.amu.Unlock()
 	if w.ready {
 		w.mergeIfDue(true)
 	}
+	if w.log != nil {
+		w.amu.Lock()
+		if err := w.log.close(); err != nil {
+			w.d.log.Warn("closing the message log failed", "err", err)
+		}
+		w.amu.Unlock()
+	}
 	w.prepared.list().close()
+	(stmtList{{&w.reads.status, ""}, {&w.reads.chunksAfter, ""}}).close()
 	_ = w.conn.Close()
 }
 
@@ -166,14 +213,18 @@ func (t *connTx) rollback() { _, _ = t.st.rollback.ExecContext(context.Backgroun
 // a batch that fails anyway is answered with the error.
 func (w *sqliteWriter) retryable(error) bool { return false }
 
-// idleEvery: the log is drained when the writer is quiet.
-func (w *sqliteWriter) idleEvery() time.Duration { return mergeIdle }
+// idleEvery: merges run on the writer's tick, beside the appends.
+func (w *sqliteWriter) idleEvery() time.Duration { return mergeTick }
 
 func (w *sqliteWriter) committed() { w.mergeIfDue(false) }
-func (w *sqliteWriter) idle()      { w.mergeIfDue(true) }
+
+// idle merges what is due, or everything once no append came for a tick.
+func (w *sqliteWriter) idle() { w.mergeIfDue(!w.appended.Swap(false)) }
 
 // rolledBack drops the seq and client-id state of the batch's sessions.
 func (w *sqliteWriter) rolledBack(batch []*request) {
+	w.amu.Lock()
+	defer w.amu.Unlock()
 	for _, r := range batch {
 		delete(w.seqs, r.in.SessionID)
 		w.cache.forget(r.in.SessionID)
@@ -184,6 +235,8 @@ func (w *sqliteWriter) rolledBack(batch []*request) {
 // pending messages in memory. Its context has no Done, which saves the driver an
 // interrupt watch on every statement.
 func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
+	w.amu.Lock()
+	defer w.amu.Unlock()
 	ctx := context.Background()
 	tx, err := w.begin(ctx)
 	if err != nil {
@@ -201,24 +254,94 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 			return err
 		}
 	}
-	if err := w.flushRows(ctx, st); err != nil {
-		return err
-	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
 	if len(w.ops) > 0 {
 		w.pending.mu.Lock()
 		for _, op := range w.ops {
-			if op.batch != nil {
-				w.pending.add(op.batch)
-			} else {
-				w.pending.drop(op.drop, op.through)
-			}
+			w.pending.drop(op.drop, op.through)
 		}
 		w.pending.mu.Unlock()
 	}
 	return nil
+}
+
+// appendNow stores r's message at once, on the caller's goroutine: the checks and
+// the seq under the append lock, then one record in the message log. Its answer is
+// in r (out, dup, err), as the writer's would be.
+func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
+	w.amu.Lock()
+	defer w.amu.Unlock()
+	if w.closed {
+		r.err = chat.Errorf(chat.EUnavailable, "the message store is closed")
+		return
+	}
+	r.out, r.dup, r.err = r.in, false, nil
+	w.rows = w.rows[:0]
+	defer func() {
+		clear(w.rows)
+		w.rows = w.rows[:0]
+	}()
+	if err := w.appendMessage(ctx, w.reads, r); err != nil {
+		w.forget(r.in.SessionID)
+		r.err = dbErr(err, "store messages")
+		return
+	}
+	if len(w.rows) == 0 {
+		return // a duplicate or a refusal, answered in r
+	}
+	start := time.Now()
+	seg, err := w.log.appendMessage(&r.out)
+	if err != nil {
+		w.forget(r.in.SessionID)
+		w.d.log.Error("writing to the message log failed", "err", err)
+		r.err = chat.Wrap(chat.EUnavailable, err, "store messages")
+		return
+	}
+	w.loop.metrics.Load().StoreCommitted(1, time.Since(start))
+	w.appended.Store(true)
+	w.pending.mu.Lock()
+	w.pending.addLogged(&r.out, seg, time.Now())
+	w.pending.mu.Unlock()
+}
+
+// beforeCheckpoint hands the checkpointer the message log's part in a checkpoint:
+// it syncs the log's segment files now (so a power cut loses no more of the log than
+// of the database), and returns what to run once the checkpoint has synced every
+// frame: delete the segments emptied before it began. Nil once the log is closed.
+func (w *sqliteWriter) beforeCheckpoint() func() {
+	w.amu.Lock()
+	if w.closed || w.log == nil {
+		w.amu.Unlock()
+		return nil
+	}
+	files, current, emptied := w.log.beforeCheckpoint()
+	w.amu.Unlock()
+	for _, f := range files {
+		if err := f.Sync(); err != nil {
+			w.d.log.Warn("syncing the message log failed", "err", err)
+		}
+		_ = f.Close()
+	}
+	if current != nil {
+		if err := current.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			w.d.log.Warn("syncing the message log failed", "err", err)
+		}
+	}
+	return func() {
+		w.amu.Lock()
+		defer w.amu.Unlock()
+		if err := w.log.covered(emptied); err != nil {
+			w.d.log.Warn("deleting merged message log segments failed", "err", err)
+		}
+	}
+}
+
+// forget drops what is remembered of a session's seq and client ids (amu held).
+func (w *sqliteWriter) forget(session string) {
+	delete(w.seqs, session)
+	w.cache.forget(session)
 }
 
 // apply performs one request inside the batch transaction.
@@ -232,28 +355,6 @@ func (w *sqliteWriter) apply(ctx context.Context, st sqliteStmts, r *request) er
 	}
 	r.out = r.in
 	return w.appendMessage(ctx, st, r)
-}
-
-// flushRows stores the batch's new messages not yet in a batch row as one row of
-// message_pending.
-func (w *sqliteWriter) flushRows(ctx context.Context, st sqliteStmts) error {
-	if len(w.rows) == 0 {
-		return nil
-	}
-	b := &pendingBatch{id: w.nextID, at: time.Now(), msgs: make([]chat.Message, len(w.rows))}
-	w.blob = append(w.blob[:0], pendingVersion)
-	for i, r := range w.rows {
-		b.msgs[i] = r.out
-		w.blob = appendPending(w.blob, &r.out)
-	}
-	if _, err := st.addBatch.ExecContext(ctx, b.id, w.blob); err != nil {
-		return err
-	}
-	w.nextID++
-	w.ops = append(w.ops, pendingOp{batch: b})
-	clear(w.rows)
-	w.rows = w.rows[:0]
-	return nil
 }
 
 // sessionEnded reports whether the session's row says it no longer takes messages. A
@@ -285,23 +386,25 @@ func (w *sqliteWriter) sessionEnded(ctx context.Context, st sqliteStmts, session
 // and marked, so a restart does not read them back from their batch rows.
 func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *request) error {
 	s := r.in.SessionID
-	if err := w.flushRows(ctx, st); err != nil { // rows before the delete are deleted too
-		return err
-	}
 	if err := st.countChunks.QueryRowContext(ctx, s).Scan(&r.deleted); err != nil {
-		return err
-	}
-	if _, err := st.deleteChunks.ExecContext(ctx, s); err != nil {
 		return err
 	}
 	n := int64(0)
 	w.eachPending(s, func(*chat.Message) bool { n++; return true })
-	if n > 0 {
-		through := w.nextID - 1
-		if _, err := st.addDrop.ExecContext(ctx, s, through); err != nil {
+	if n > 0 || r.deleted > 0 {
+		// The drop record goes first: were the process to stop between the two, the
+		// restart reads the chat's log records as dropped and its stored messages as
+		// not deleted yet, and the delete (a purge's) is asked again; the other way
+		// round, a restart would bring back messages already deleted.
+		if err := w.log.appendDrop(s); err != nil {
 			return err
 		}
-		w.ops = append(w.ops, pendingOp{drop: s, through: through})
+	}
+	if _, err := st.deleteChunks.ExecContext(ctx, s); err != nil {
+		return err
+	}
+	if n > 0 {
+		w.ops = append(w.ops, pendingOp{drop: s})
 		r.deleted += n
 	}
 	delete(w.seqs, s) // reloaded, empty, by the next append
@@ -342,7 +445,7 @@ func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *req
 			return err
 		}
 	}
-	if w.pending.rows+len(w.rows) >= maxPending {
+	if w.pending.count() >= maxPending {
 		r.err = chat.Errorf(chat.EUnavailable, "too many messages wait to be stored; try again shortly")
 		return nil
 	}
@@ -403,18 +506,18 @@ func (w *sqliteWriter) clientIDs(ctx context.Context, st sqliteStmts, session st
 	}
 	ids := make(map[uint64]int64)
 	var last int64
-	if err := readChunks(ctx, st.chunksAfter, session, 0, func(m *chat.Message) bool {
+	add := func(m *chat.Message) bool {
 		ids[w.cache.hash(m.ClientID)] = m.Seq
 		last = max(last, m.Seq)
 		return true
-	}); err != nil {
+	}
+	// The pending messages first, then the stored ones: a merge committing in
+	// between moves messages from the first to the second, so they are seen twice
+	// (harmless) rather than not at all (a seq given twice).
+	w.eachPending(session, add)
+	if err := readChunks(ctx, st.chunksAfter, session, 0, add); err != nil {
 		return nil, err
 	}
-	w.eachPending(session, func(m *chat.Message) bool {
-		ids[w.cache.hash(m.ClientID)] = m.Seq
-		last = max(last, m.Seq)
-		return true
-	})
 	w.cache.ids[session], w.seqs[session] = ids, last
 	w.cache.count += len(ids)
 	return ids, nil

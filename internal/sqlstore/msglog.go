@@ -1,0 +1,292 @@
+package sqlstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"parley/internal/chat"
+)
+
+// The message log (SQLite). An append is made durable by the appending goroutine
+// itself: one write(2) of one record to the end of the log's current segment file,
+// under the writer's append lock, with no hand-off to another goroutine and no SQLite
+// transaction on the way. The kernel holds the record from then on, so a crash of
+// the process cannot lose it, which is the guarantee SQLite gives a WAL commit with
+// synchronous(NORMAL); the checkpointer syncs the log each time it syncs the database,
+// so a power cut loses no more than it would of the database itself.
+//
+// The messages wait in memory (pendingSet) until a merge moves them into
+// message_chunks, as before; a segment file is deleted once every message in it is
+// merged or deleted and a checkpoint has synced those merges (so a power cut cannot
+// take the merge back after its segment is gone), and only in order, oldest first, so
+// a drop record outlives every older record of its chat.
+//
+// A record is a 4-byte length and a 4-byte CRC-32C of its body, both little-endian,
+// then the body: a kind byte (logMessage, logDrop) and, for a message, its encoding
+// as a one-message pending batch (appendPending); for a drop, the session id. At
+// start the segments are read in order; a record that is cut short or fails its CRC
+// ends its segment (the tail of a write a power cut interrupted).
+const (
+	logMessage byte = 1
+	logDrop    byte = 2
+
+	logSegmentBytes = 8 << 20 // a segment is closed and a new one begun past this
+	logHeader       = 8
+	logMaxRecord    = 1 << 24 // far above any message; a larger length is corruption
+	// logMaxMessageRecord is room past logSegmentBytes for the record that crosses it
+	// (a message's text and ids are bounded far below this by the chat layer).
+	logMaxMessageRecord = 1 << 20
+)
+
+var logCRC = crc32.MakeTable(crc32.Castagnoli)
+
+// msgLog is the message log of one database file: the directory <file>-log holding
+// segment files named by their number. Its methods are called under the writer's
+// append lock (sqliteWriter.amu), except where noted.
+type msgLog struct {
+	dir  string
+	f    *os.File // the current segment, opened for appending
+	seg  int64    // its number
+	size int64    // its length
+	buf  []byte   // the record being written
+	segs []*logSegment
+	// unsynced are the segments closed to appends since the checkpointer last
+	// synced them; it syncs and closes them.
+	unsynced []*os.File
+}
+
+// logSegment is one segment file and the pending batches that hold its messages.
+type logSegment struct {
+	id     int64
+	open   int  // its batches with messages neither merged nor dropped
+	sealed bool // no more records go to it
+	synced bool // emptied and then covered by a checkpoint: may be deleted
+}
+
+// openMsgLog opens (creating) the log directory of the database file path.
+func openMsgLog(path string) (*msgLog, error) {
+	l := &msgLog{dir: path + "-log"}
+	if err := os.MkdirAll(l.dir, 0o700); err != nil {
+		return nil, chat.Wrap(chat.EUnavailable, err, "create the message log %s", l.dir)
+	}
+	return l, nil
+}
+
+// segments lists the segment numbers present, in order.
+func (l *msgLog) segments() ([]int64, error) {
+	entries, err := os.ReadDir(l.dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok {
+			continue
+		}
+		id, err := strconv.ParseInt(name, 16, 64)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func (l *msgLog) path(id int64) string { return filepath.Join(l.dir, fmt.Sprintf("%016x.seg", id)) }
+
+// replay reads every segment in order, calling msg for each message and drop for
+// each drop, with the segment's number. It returns the segments read, oldest first;
+// new records then go to a new segment after them.
+func (l *msgLog) replay(msg func(seg int64, m chat.Message), drop func(seg int64, session string)) ([]int64, error) {
+	ids, err := l.segments()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		b, err := os.ReadFile(l.path(id))
+		if err != nil {
+			return nil, err
+		}
+		for len(b) >= logHeader {
+			n := binary.LittleEndian.Uint32(b)
+			if n == 0 || n > logMaxRecord || int(n) > len(b)-logHeader {
+				break
+			}
+			body := b[logHeader : logHeader+int(n)]
+			if crc32.Checksum(body, logCRC) != binary.LittleEndian.Uint32(b[4:]) {
+				break
+			}
+			b = b[logHeader+int(n):]
+			switch body[0] {
+			case logMessage:
+				msgs, err := decodePending(body[1:])
+				if err != nil || len(msgs) != 1 {
+					return nil, fmt.Errorf("message log segment %x: a record does not decode", id)
+				}
+				msg(id, msgs[0])
+			case logDrop:
+				drop(id, string(body[1:]))
+			}
+		}
+		l.seg = max(l.seg, id)
+	}
+	return ids, nil
+}
+
+// start begins a new segment after every one present; seen are the segments replay
+// found, tracked from now on like the new one (their batches attach in replay).
+func (l *msgLog) start(seen []*logSegment) error {
+	l.segs = seen
+	for _, s := range seen {
+		s.sealed = true
+	}
+	return l.rotate()
+}
+
+// rotate closes the current segment and begins the next.
+func (l *msgLog) rotate() error {
+	if l.f != nil {
+		l.unsynced = append(l.unsynced, l.f)
+		l.f = nil
+		l.segs[len(l.segs)-1].sealed = true
+	}
+	id := l.seg + 1
+	f, err := os.OpenFile(l.path(id), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	// The segment's blocks are allocated up front, so a record is written inside the
+	// file's length: the file system then has no size to update for each record. The
+	// rest reads as zeros, which replay takes for the end.
+	if err := preallocate(f, logSegmentBytes+logMaxMessageRecord); err != nil {
+		_ = f.Close()
+		_ = os.Remove(l.path(id))
+		return err
+	}
+	if err := syncDir(l.dir); err != nil {
+		_ = f.Close()
+		return err
+	}
+	l.f, l.seg, l.size = f, id, 0
+	l.segs = append(l.segs, &logSegment{id: id})
+	return nil
+}
+
+// current is the segment records go to now.
+func (l *msgLog) current() *logSegment { return l.segs[len(l.segs)-1] }
+
+// appendMessage writes m as one record and returns the segment that holds it.
+func (l *msgLog) appendMessage(m *chat.Message) (*logSegment, error) {
+	l.buf = append(l.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0) // the header, set by write
+	l.buf = append(l.buf, logMessage, pendingVersion)
+	l.buf = appendPending(l.buf, m)
+	return l.write()
+}
+
+// appendDrop writes a drop record for session: its earlier records are dead.
+func (l *msgLog) appendDrop(session string) error {
+	l.buf = append(l.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0) // the header, set by write
+	l.buf = append(l.buf, logDrop)
+	l.buf = append(l.buf, session...)
+	_, err := l.write()
+	return err
+}
+
+// write frames l.buf's body and appends it in one write(2). A short or failed write
+// is undone by truncating back, so the segment never holds a partial record that a
+// later record would follow.
+func (l *msgLog) write() (*logSegment, error) {
+	if l.f == nil {
+		return nil, errors.New("the message log is closed")
+	}
+	if l.size >= logSegmentBytes {
+		if err := l.rotate(); err != nil {
+			return nil, err
+		}
+	}
+	body := l.buf[logHeader:]
+	binary.LittleEndian.PutUint32(l.buf, uint32(len(body)))
+	binary.LittleEndian.PutUint32(l.buf[4:], crc32.Checksum(body, logCRC))
+	n, err := l.f.WriteAt(l.buf, l.size)
+	if err != nil {
+		if n > 0 { // zeros again, so replay stops here rather than at a torn record
+			_, _ = l.f.WriteAt(make([]byte, n), l.size)
+		}
+		return nil, err
+	}
+	l.size += int64(n)
+	return l.current(), nil
+}
+
+// beforeCheckpoint is called by the checkpointer, under the append lock, before a
+// checkpoint: it returns the files to sync (the segments closed since, and the
+// current one) and the segments already emptied, which the checkpoint's merges
+// cover once it has copied and synced every frame (covered).
+func (l *msgLog) beforeCheckpoint() (files []*os.File, current *os.File, emptied []*logSegment) {
+	files, l.unsynced = l.unsynced, nil
+	for _, s := range l.segs {
+		if s.sealed && s.open == 0 && !s.synced {
+			emptied = append(emptied, s)
+		}
+	}
+	return files, l.f, emptied
+}
+
+// covered marks the segments synced and deletes those at the front, oldest first:
+// a later segment waits for every older one, so a drop record outlives the records
+// it drops. Called under the append lock.
+func (l *msgLog) covered(emptied []*logSegment) error {
+	for _, s := range emptied {
+		s.synced = true
+	}
+	i := 0
+	for i < len(l.segs) && l.segs[i].synced {
+		if err := os.Remove(l.path(l.segs[i].id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		i++
+	}
+	clear(l.segs[:i])
+	l.segs = l.segs[i:]
+	return nil
+}
+
+// close syncs and closes every segment file still open.
+func (l *msgLog) close() error {
+	var err error
+	for _, f := range append(l.unsynced, l.f) {
+		if f == nil {
+			continue
+		}
+		if serr := f.Sync(); err == nil {
+			err = serr
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	l.f, l.unsynced = nil, nil
+	return err
+}
+
+// syncDir makes a directory's entries (a new file) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
