@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"parley/internal/chat"
@@ -93,6 +94,7 @@ type pendingSet struct {
 	fixed     bool                    // tests: keep budget as set
 	rowsDue   int                     // mergeRows; tests lower it
 	open      *pendingBatch           // the log batch appenders fill (pendingSet.addLogged)
+	size      atomic.Int64            // rows, readable without mu
 }
 
 func newPendingSet() *pendingSet {
@@ -120,6 +122,7 @@ func (p *pendingSet) add(b *pendingBatch) {
 		}
 	}
 	p.rows += len(b.msgs)
+	p.size.Store(int64(p.rows))
 	p.nextID = max(p.nextID, b.id+1)
 }
 
@@ -144,11 +147,11 @@ func (p *pendingSet) finish(b *pendingBatch) {
 // addLogged adds m, just written to the log's segment seg, to the open log batch
 // (beginning a new one when there is none, it is full or seg is newer). p.mu must be
 // held.
-func (p *pendingSet) addLogged(m *chat.Message, seg *logSegment, now time.Time) {
+func (p *pendingSet) addLogged(m *chat.Message, seg *logSegment) {
 	b := p.open
 	if b == nil || len(b.msgs) == cap(b.msgs) || b.seg != seg {
 		p.seal()
-		b = &pendingBatch{id: p.nextID, at: now, msgs: make([]chat.Message, 0, logBatch), seg: seg}
+		b = &pendingBatch{id: p.nextID, at: time.Now(), msgs: make([]chat.Message, 0, logBatch), seg: seg}
 		p.nextID++
 		seg.open++
 		p.open = b
@@ -157,6 +160,7 @@ func (p *pendingSet) addLogged(m *chat.Message, seg *logSegment, now time.Time) 
 	b.msgs = append(b.msgs, *m)
 	b.left++
 	p.rows++
+	p.size.Store(int64(p.rows))
 	ref := &b.msgs[len(b.msgs)-1]
 	s := append(p.bySession[m.SessionID], pendingRef{ref, b})
 	p.bySession[m.SessionID] = s
@@ -183,18 +187,15 @@ func (p *pendingSet) drop(session string, through int64) {
 		p.release(r.b)
 	}
 	p.rows -= len(p.bySession[session])
+	p.size.Store(int64(p.rows))
 	delete(p.bySession, session)
 	if through > 0 { // a mark of message_pending_drops, read back at start
 		p.dropped[session] = max(p.dropped[session], through)
 	}
 }
 
-// count returns how many messages are pending.
-func (p *pendingSet) count() int {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.rows
-}
+// count returns how many messages are pending, without taking mu.
+func (p *pendingSet) count() int { return int(p.size.Load()) }
 
 // merged removes the first n pending messages of session, now in messages. p.mu
 // must be held.
@@ -204,6 +205,7 @@ func (p *pendingSet) merged(session string, n int) {
 		p.release(r.b)
 	}
 	p.rows -= n
+	p.size.Store(int64(p.rows))
 	if n == len(s) {
 		delete(p.bySession, session)
 		return

@@ -271,8 +271,14 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 // the seq under the append lock, then one record in the message log. Its answer is
 // in r (out, dup, err), as the writer's would be.
 func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
+	var took time.Duration // the log write's, recorded once the lock is let go
 	w.amu.Lock()
-	defer w.amu.Unlock()
+	defer func() {
+		w.amu.Unlock()
+		if took > 0 {
+			w.loop.metrics.Load().StoreCommitted(1, took)
+		}
+	}()
 	if w.closed {
 		r.err = chat.Errorf(chat.EUnavailable, "the message store is closed")
 		return
@@ -299,10 +305,12 @@ func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
 		r.err = chat.Wrap(chat.EUnavailable, err, "store messages")
 		return
 	}
-	w.loop.metrics.Load().StoreCommitted(1, time.Since(start))
-	w.appended.Store(true)
+	took = max(time.Since(start), 1)
+	if !w.appended.Load() {
+		w.appended.Store(true)
+	}
 	w.pending.mu.Lock()
-	w.pending.addLogged(&r.out, seg, time.Now())
+	w.pending.addLogged(&r.out, seg)
 	w.pending.mu.Unlock()
 }
 
