@@ -260,9 +260,15 @@ func (l *msgLog) covered(emptied []*logSegment) error {
 	return nil
 }
 
-// close syncs and closes every segment file still open.
+// close syncs and closes every segment file still open, and deletes the current one
+// if nothing was written to it (a short run, such as `parley purge`, leaves no file).
 func (l *msgLog) close() error {
 	var err error
+	if l.f != nil && l.size == 0 {
+		if rerr := os.Remove(l.path(l.seg)); rerr != nil {
+			err = rerr
+		}
+	}
 	for _, f := range append(l.unsynced, l.f) {
 		if f == nil {
 			continue

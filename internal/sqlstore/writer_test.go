@@ -110,6 +110,25 @@ func openAgain(t *testing.T, path string) *DB {
 	return db
 }
 
+// TestOpenWithoutAppendsLeavesNoLogFile checks a process that opens the database and
+// stores no message (`parley purge`, `parley export` on the embedded file) leaves no
+// message log segment behind, however often it runs.
+func TestOpenWithoutAppendsLeavesNoLogFile(t *testing.T) {
+	db, path := openToReopen(t)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := openAgain(t, path).Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := os.ReadDir(path + "-log")
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("the message log holds %d files (%v) after four runs that stored nothing", len(entries), err)
+	}
+}
+
 // TestAppendAfterClose checks a closed store refuses work instead of hanging.
 func TestAppendAfterClose(t *testing.T) {
 	db, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "p.db"), testLogger(t))
