@@ -150,7 +150,7 @@ func (e *serverEnv) start(ctx context.Context, name, addr string, argv, env []st
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the comparison
+	cmd.SysProcAttr = childAttr() // never outlive the comparison
 	if err := cmd.Start(); err != nil {
 		_ = lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
