@@ -57,8 +57,7 @@ type sqliteWriter struct {
 // pendingOp is one change a batch makes to the pending messages: a chat's messages
 // deleted (drop).
 type pendingOp struct {
-	drop    string
-	through int64
+	drop string
 }
 
 // sqliteStmts are the SQLite writer's statements, prepared once on its own connection.
@@ -75,8 +74,8 @@ type sqliteStmts struct {
 	// End (sqlitecache.go); status reads the session's status in the batch
 	// transaction, so a message and the end of its chat are ordered.
 	end, status *sql.Stmt
-	// The pending batches (pending.go).
-	addBatch, addDrop, trimBatch, trimDrop, batches, drops *sql.Stmt
+	// The batch rows of message_pending an earlier version left (read and trimmed at start).
+	trimBatch, trimDrop, batches, drops *sql.Stmt
 }
 
 // sqliteStatus reads whether a session still takes messages.
@@ -89,8 +88,6 @@ func (st *sqliteStmts) list() stmtList {
 		{&st.chunksAfter, sqliteChunksAfter}, {&st.countChunks, sqliteChunkCount},
 		{&st.deleteChunks, sqliteChunkDelete}, {&st.addChunk, sqliteChunkAdd}, {&st.end, endSession},
 		{&st.status, sqliteStatus},
-		{&st.addBatch, `INSERT INTO message_pending (id, batch) VALUES (?, ?)`},
-		{&st.addDrop, `INSERT OR IGNORE INTO message_pending_drops (session_id, through_id) VALUES (?, ?)`},
 		{&st.trimBatch, `DELETE FROM message_pending WHERE id = ?`},
 		{&st.trimDrop, `DELETE FROM message_pending_drops WHERE session_id = ? AND through_id = ?`},
 		{&st.batches, `SELECT id, batch FROM message_pending ORDER BY id`},
@@ -260,7 +257,7 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	if len(w.ops) > 0 {
 		w.pending.mu.Lock()
 		for _, op := range w.ops {
-			w.pending.drop(op.drop, op.through)
+			w.pending.drop(op.drop, 0)
 		}
 		w.pending.mu.Unlock()
 	}
