@@ -111,8 +111,8 @@ func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 		w.close()
 		return nil, dbErr(err, "prepare message statements")
 	}
-	// The writer touches a few pages per commit (the end of message_pending and of
-	// message_chunks), and SQLite walks its whole page cache at the end of every
+	// The writer touches a few pages per merge (the end of message_chunks and its
+	// index), and SQLite walks its whole page cache at the end of every
 	// write transaction: a small cache here costs fewer reads than it saves walking.
 	if _, err := conn.ExecContext(ctx, "PRAGMA cache_size=-"+writerCacheKiB); err != nil {
 		w.close()
@@ -152,8 +152,9 @@ func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 // keep sqlitePragmas' larger one.
 const writerCacheKiB = "2048"
 
-// close merges what is pending (so a restart has nothing to read back) and releases
-// the statements and the connection.
+// close refuses further appends, merges what is pending (up to maxMergesPerTick
+// merges; the rest is read back from the log at the next start), closes the log and
+// releases the statements and the connection.
 func (w *sqliteWriter) close() {
 	w.amu.Lock()
 	w.closed = true
@@ -223,8 +224,7 @@ func (w *sqliteWriter) rolledBack(batch []*request) {
 	w.amu.Lock()
 	defer w.amu.Unlock()
 	for _, r := range batch {
-		delete(w.seqs, r.in.SessionID)
-		w.cache.forget(r.in.SessionID)
+		w.forget(r.in.SessionID)
 	}
 }
 
@@ -358,8 +358,10 @@ func (w *sqliteWriter) apply(ctx context.Context, st sqliteStmts, r *request) er
 	case opEnd:
 		return w.endSession(ctx, st, r)
 	}
-	r.out = r.in
-	return w.appendMessage(ctx, st, r)
+	// Appends never come here (DB.Append calls appendNow); one that did would be
+	// answered without a log record, so it is refused rather than lost.
+	r.err = chat.Errorf(chat.EUnavailable, "a SQLite append reached the writer's batch")
+	return nil
 }
 
 // sessionEnded reports whether the session's row says it no longer takes messages. A
