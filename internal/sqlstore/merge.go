@@ -13,11 +13,7 @@ import (
 // sees them, in seq order, until fn returns false: the committed ones (unless this
 // batch deleted the session), then this batch's own (the append in progress).
 func (w *sqliteWriter) eachPending(session string, fn func(*chat.Message) bool) {
-	dropped := false
-	for _, op := range w.ops {
-		dropped = dropped || op.drop == session
-	}
-	if !dropped && !w.eachCommitted(session, fn) {
+	if !slices.Contains(w.drops, session) && !w.eachCommitted(session, fn) {
 		return
 	}
 	for _, r := range w.rows {

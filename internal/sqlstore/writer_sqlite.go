@@ -43,21 +43,15 @@ type sqliteWriter struct {
 	pending *pendingSet      // the DB's: messages not yet merged (pending.go)
 	reads   sqliteStmts      // status and chunksAfter prepared on the pool, for appends
 
-	// This batch: the message being appended (rows), and what an End or a delete did
-	// to the pending messages, applied to pending once it commits (ops).
-	rows []*request
-	ops  []pendingOp
-	blob []byte // the merge's reused encoding buffer
+	// This batch: the message being appended (rows), and the chats a delete emptied
+	// (drops).
+	rows  []*request
+	drops []string // chats this batch deleted, dropped from pending once it commits
+	blob  []byte   // the merge's reused encoding buffer
 
 	appended atomic.Bool  // an append since the writer's last tick
 	merges   atomic.Int64 // merges committed
 	ready    bool         // started: close merges what is pending
-}
-
-// pendingOp is one change a batch makes to the pending messages: a chat's messages
-// deleted (drop).
-type pendingOp struct {
-	drop string
 }
 
 // sqliteStmts are the SQLite writer's statements, prepared once on its own connection.
@@ -241,10 +235,10 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	}
 	defer tx.Rollback()
 	st := w.prepared
-	w.rows, w.ops = w.rows[:0], w.ops[:0]
+	w.rows, w.drops = w.rows[:0], w.drops[:0]
 	defer func() {
 		clear(w.rows)
-		clear(w.ops)
+		clear(w.drops)
 	}()
 	for _, r := range batch {
 		if err := w.apply(ctx, st, r); err != nil {
@@ -254,10 +248,10 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	if len(w.ops) > 0 {
+	if len(w.drops) > 0 {
 		w.pending.mu.Lock()
-		for _, op := range w.ops {
-			w.pending.drop(op.drop, 0)
+		for _, s := range w.drops {
+			w.pending.drop(s, 0)
 		}
 		w.pending.mu.Unlock()
 	}
@@ -411,7 +405,7 @@ func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *req
 		return err
 	}
 	if n > 0 {
-		w.ops = append(w.ops, pendingOp{drop: s})
+		w.drops = append(w.drops, s)
 		r.deleted += n
 	}
 	delete(w.seqs, s) // reloaded, empty, by the next append
