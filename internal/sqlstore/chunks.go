@@ -9,7 +9,7 @@ import (
 
 // Merged messages on SQLite. A merge (pending.go) moves a chat's pending messages
 // into message_chunks as runs of at most chunkMax consecutive messages, one row per
-// run, encoded like a pending batch (appendPending). SQLite through database/sql
+// run, encoded as a chunk (appendChunk, pending_codec.go). SQLite through database/sql
 // costs several microseconds per inserted row however small, so a row per message
 // made the merge most of the cost of storing a message; a row per run costs that once
 // for up to chunkMax messages. Rows are appended (rowid order) and found through the
@@ -40,7 +40,7 @@ func readChunks(ctx context.Context, query *sql.Stmt, session string, after int6
 		if err := rows.Scan(&blob); err != nil {
 			return err
 		}
-		msgs, err := decodePending(blob)
+		msgs, err := decodeChunk(blob)
 		if err != nil {
 			return err
 		}
@@ -71,10 +71,7 @@ func (d *DB) storedChunks(ctx context.Context, session string, after int64, limi
 func (w *sqliteWriter) addChunks(ctx context.Context, add *sql.Stmt, msgs []*chat.Message) error {
 	for len(msgs) > 0 {
 		run := msgs[:min(len(msgs), chunkMax)]
-		w.blob = append(w.blob[:0], pendingVersion)
-		for _, m := range run {
-			w.blob = appendPending(w.blob, m)
-		}
+		w.blob = w.chunks.appendChunk(w.blob[:0], run)
 		if _, err := add.ExecContext(ctx, run[0].SessionID, run[0].Seq, run[len(run)-1].Seq, w.blob); err != nil {
 			return err
 		}

@@ -45,9 +45,10 @@ type sqliteWriter struct {
 
 	// This batch: the message being appended (rows), and the chats a delete emptied
 	// (drops).
-	rows  []*request
-	drops []string // chats this batch deleted, dropped from pending once it commits
-	blob  []byte   // the merge's reused encoding buffer
+	rows   []*request
+	drops  []string     // chats this batch deleted, dropped from pending once it commits
+	blob   []byte       // the merge's reused encoding buffer
+	chunks chunkEncoder // and its chunk encoder
 
 	appended atomic.Bool  // an append since the writer's last tick
 	merges   atomic.Int64 // merges committed
