@@ -12,7 +12,7 @@ STACK_TEST_USER := --user test --pid $$$$
 FUZZTIME ?= 30s
 PKGS     ?= ./...
 
-.PHONY: help test stack stack-down stack-status run build bench bench-tools bench-compare bench-compare-quick bench-compare-shapes fuzz lint vet
+.PHONY: help test stack stack-down stack-status run build bench bench-tools bench-compare bench-compare-quick bench-compare-shapes bench-ab fuzz lint vet
 
 ## help: list these targets
 help:
@@ -77,6 +77,16 @@ bench-tools:
 bench-compare: bench-tools
 	$(GO) build -o $(BENCH_PARLEY) ./cmd/parley
 	$(BENCH_PARLEY) bench compare --build "$(BENCH_BUILD)" --centrifugo "$(BENCH_TOOLS)/centrifugo" $(ARGS)
+
+## bench-ab: this checkout against BASE=<commit>, interleaved with the bare hub, paired by round: R=1000, 8 rounds of 8 s (~7 min); ARGS=… overrides
+bench-ab:
+	@set -eu; test -n "$(BASE)" || { echo "make bench-ab BASE=<commit>: the build to measure this checkout against"; exit 2; }; \
+	dir=$$(mktemp -d); trap 'git worktree remove --force "$$dir" >/dev/null 2>&1 || rm -rf "$$dir"' EXIT; \
+	git worktree add --detach -q "$$dir" "$(BASE)"; \
+	(cd "$$dir" && $(GO) build -o $(BENCH_PARLEY)-base ./cmd/parley); \
+	$(GO) build -o $(BENCH_PARLEY) ./cmd/parley; \
+	$(BENCH_PARLEY) bench compare --build "$(BENCH_BUILD) against $$(git rev-parse --short $(BASE))" \
+	  --servers parley,parley-base,hub --base $(BENCH_PARLEY)-base --rooms 1000 --rounds 8 --duration 8s --idle 0 $(ARGS)
 
 ## bench-compare-quick: the same in about a minute, to check the tooling (not a measurement)
 bench-compare-quick: override ARGS += --quick

@@ -30,6 +30,7 @@ const (
 	ServerHub        = "hub"             // internal/bench/barehub: relays, stores nothing
 	ServerMariaDB    = "parley-mariadb"  // one replica, sessions and messages in MariaDB
 	ServerReplicas   = "parley-replicas" // two replicas over Redis, MariaDB messages, rooms split
+	ServerBase       = "parley-base"     // another parley binary (--base) on the embedded defaults: a change against the build it changes
 )
 
 // CompareOptions is one comparison.
@@ -41,6 +42,7 @@ type CompareOptions struct {
 	Warmup     time.Duration
 	IdleConns  int    // idle run per server with this many connections (0: none)
 	Parley     string // the parley binary to serve (default: this one)
+	Base       string // the parley binary of parley-base
 	Centrifugo string // the centrifugo binary
 	MySQLDSN   string // for the MariaDB shapes: a fresh database is made beside the DSN's
 	RedisURL   string // for the replicas shape
@@ -51,7 +53,7 @@ type CompareOptions struct {
 
 func compareFlags(o *CompareOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("parley bench compare", flag.ContinueOnError)
-	fs.Func("servers", "comma-separated servers to compare, in the order of the first round: parley, centrifugo, hub, parley-mariadb, parley-replicas (default parley,centrifugo,hub)", func(v string) error {
+	fs.Func("servers", "comma-separated servers to compare, in the order of the first round: parley, centrifugo, hub, parley-mariadb, parley-replicas, parley-base (default parley,centrifugo,hub)", func(v string) error {
 		o.Servers = splitList(v)
 		return nil
 	})
@@ -71,6 +73,7 @@ func compareFlags(o *CompareOptions) *flag.FlagSet {
 	fs.DurationVar(&o.Warmup, "warmup", o.Warmup, "warmup of each chat run")
 	fs.IntVar(&o.IdleConns, "idle", o.IdleConns, "idle connections per server (0: no idle runs)")
 	fs.StringVar(&o.Parley, "parley", o.Parley, "parley binary to serve (default: this one)")
+	fs.StringVar(&o.Base, "base", o.Base, "parley binary of parley-base, the build a change is measured against (`make bench-ab BASE=<commit>` builds one)")
 	fs.StringVar(&o.Centrifugo, "centrifugo", o.Centrifugo, "centrifugo binary (v6; `make bench-compare` installs v6.9.1)")
 	fs.StringVar(&o.MySQLDSN, "mysql-dsn", o.MySQLDSN, "MariaDB for parley-mariadb and parley-replicas (default $PARLEY_MYSQL_DSN); a fresh database beside the DSN's is made and dropped")
 	fs.StringVar(&o.RedisURL, "redis-url", o.RedisURL, "Redis for parley-replicas (default $PARLEY_REDIS_URL); keys under a fresh prefix")
@@ -138,6 +141,10 @@ func parseCompare(args []string) (CompareOptions, error) {
 	for _, s := range o.Servers {
 		switch s {
 		case ServerParley, ServerCentrifugo, ServerHub:
+		case ServerBase:
+			if o.Base == "" {
+				return o, fmt.Errorf("%s needs --base, the parley binary to measure against", s)
+			}
 		case ServerMariaDB, ServerReplicas:
 			if o.MySQLDSN == "" {
 				return o, fmt.Errorf("%s needs --mysql-dsn or PARLEY_MYSQL_DSN", s)

@@ -254,6 +254,45 @@ func TestCompareReport(t *testing.T) {
 	}
 }
 
+// TestCompareAgainstBase checks a change measured against the build it changes:
+// parley-base needs its binary, and the report gives the ratio of the means and the
+// ratio within each round, where a machine that slowed between rounds cancels out.
+func TestCompareAgainstBase(t *testing.T) {
+	if _, err := parseCompare([]string{"--servers", "parley,parley-base,hub"}); err == nil || !strings.Contains(err.Error(), "--base") {
+		t.Fatalf("parley-base without --base: err = %v", err)
+	}
+	o, err := parseCompare([]string{"--servers", "parley,parley-base,hub", "--base", "/tmp/parley-old", "--rounds", "3"})
+	if err != nil || o.Base != "/tmp/parley-old" {
+		t.Fatalf("parseCompare = %+v, %v", o, err)
+	}
+	chat := func(server string, round int, dps, p99 float64) CompareRun {
+		r := &Result{Mode: ModeChat, RoomsAsked: 1000, DeliveriesPerSec: dps}
+		r.Latency.P99 = p99
+		return CompareRun{Server: server, Rooms: 1000, Round: round, Result: r}
+	}
+	res := &CompareResult{
+		Options: compareEcho{Servers: []string{ServerParley, ServerBase, ServerHub}, Rooms: []int{1000}, Rounds: 3},
+		Machine: Machine{NumCPU: 2},
+		Runs: []CompareRun{
+			// A fast round, a slow one, a fast one: the means' ratio mixes them,
+			// each round's ratio does not.
+			chat(ServerParley, 0, 110, 90), chat(ServerBase, 0, 100, 100), chat(ServerHub, 0, 120, 60),
+			chat(ServerHub, 1, 60, 120), chat(ServerBase, 1, 50, 200), chat(ServerParley, 1, 60, 150),
+			chat(ServerParley, 2, 90, 110), chat(ServerBase, 2, 100, 100), chat(ServerHub, 2, 120, 60),
+		},
+	}
+	var out bytes.Buffer
+	res.writeReport(&out)
+	for _, want := range []string{
+		"parley / parley-base: 1.04× deliveries/s",
+		"parley / parley-base, paired by round: 1.07× deliveries/s (0.90–1.20; more in 2 of 3 rounds), 0.92× p99 (0.75–1.10)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 // TestPlot draws a comparison's series (one per server, the mean of its runs) and a
 // plain result's beside them.
 func TestPlot(t *testing.T) {

@@ -121,6 +121,9 @@ func (r *CompareResult) writeReport(w io.Writer) {
 		for _, line := range ratioLines(ss, rooms) {
 			fmt.Fprintln(w, "  "+line)
 		}
+		if line := r.pairedLine(rooms); line != "" {
+			fmt.Fprintln(w, "  "+line)
+		}
 	}
 	if o.IdleConns > 0 {
 		fmt.Fprintf(w, "\nidle %d connections: server resident memory growth per connection\n", o.IdleConns)
@@ -180,6 +183,10 @@ func ratioLines(ss []summary, rooms int) []string {
 		out = append(out, fmt.Sprintf("moonshot (every message stored at the bare hub's throughput, %.1f×): Parley at %.2f×, %s",
 			moonshot, x, moonshotGap(x)))
 	}
+	if b := find(ss, ServerBase); b != nil && b.deliveries > 0 && b.p99 > 0 {
+		out = append(out, fmt.Sprintf("parley / parley-base: %.2f× deliveries/s, %.2f× p99%s",
+			p.deliveries/b.deliveries, p.p99/b.p99, cpuRatio(p, b)))
+	}
 	for _, shape := range []string{ServerMariaDB, ServerReplicas} {
 		if s := find(ss, shape); s != nil && p.deliveries > 0 {
 			out = append(out, fmt.Sprintf("%s / parley (embedded): %.2f× deliveries/s, %.2f× p99%s",
@@ -209,4 +216,52 @@ func moonshotGap(x float64) string {
 		return "reached"
 	}
 	return fmt.Sprintf("%.0f%% short", 100*(moonshot-x)/moonshot)
+}
+
+// pairedLine compares parley with parley-base round by round at one size: the two
+// ran minutes apart in each round, so their ratio within a round is steadier than the
+// ratio of the means when the machine's speed drifts between rounds.
+func (r *CompareResult) pairedLine(rooms int) string {
+	byRound := map[int][2]*Result{}
+	for _, run := range r.Runs {
+		if run.Rooms != rooms || run.Result == nil || run.Error != "" {
+			continue
+		}
+		pair := byRound[run.Round]
+		switch run.Server {
+		case ServerParley:
+			pair[0] = run.Result
+		case ServerBase:
+			pair[1] = run.Result
+		}
+		byRound[run.Round] = pair
+	}
+	var ratios, p99s []float64
+	for round := range r.Options.Rounds {
+		pair := byRound[round]
+		if pair[0] == nil || pair[1] == nil || pair[1].DeliveriesPerSec <= 0 || pair[1].Latency.P99 <= 0 {
+			continue
+		}
+		ratios = append(ratios, pair[0].DeliveriesPerSec/pair[1].DeliveriesPerSec)
+		p99s = append(p99s, pair[0].Latency.P99/pair[1].Latency.P99)
+	}
+	if len(ratios) == 0 {
+		return ""
+	}
+	better := 0
+	for _, x := range ratios {
+		if x > 1 {
+			better++
+		}
+	}
+	return fmt.Sprintf("parley / parley-base, paired by round: %.2f× deliveries/s (%.2f–%.2f; more in %d of %d rounds), %.2f× p99 (%.2f–%.2f)",
+		mean(ratios), slices.Min(ratios), slices.Max(ratios), better, len(ratios), mean(p99s), slices.Min(p99s), slices.Max(p99s))
+}
+
+func mean(xs []float64) float64 {
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
 }

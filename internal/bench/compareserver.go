@@ -299,6 +299,8 @@ func (e *serverEnv) startServer(ctx context.Context, server string, idle bool) (
 	switch server {
 	case ServerParley:
 		p, err = e.start(ctx, server, addr, []string{e.o.Parley, "serve", "--addr", addr}, e.parleyEnv(dataDir, idle))
+	case ServerBase:
+		p, err = e.start(ctx, server, addr, []string{e.o.Base, "serve", "--addr", addr}, e.parleyEnv(dataDir, idle))
 	case ServerHub:
 		bo.Proto = ProtoHub
 		p, err = e.start(ctx, server, addr, []string{e.o.Parley, "bench", "hub", "--addr", addr}, cleanEnv("PARLEY_"))
