@@ -2,10 +2,14 @@ package sqlstore
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"parley/internal/chat"
+	"parley/internal/testenv"
 )
 
 // TestCheckpointCopiesWAL checks that a timed checkpoint copies every committed WAL
@@ -38,4 +42,52 @@ func TestCheckpointCopiesWAL(t *testing.T) {
 	if strconv.Itoa(auto) != sqliteAutoCheckpoint {
 		t.Fatalf("wal_autocheckpoint = %d, want %s", auto, sqliteAutoCheckpoint)
 	}
+}
+
+// TestCheckpointBesideMerges runs the checkpointer's part of the message log (which
+// segments are emptied) over and over while appends rotate segments and merges empty
+// them, as the one-second checkpointer does beside a busy writer: under -race it
+// fails if the two read and change what a segment still holds without a common lock.
+// Every message must still read back.
+func TestCheckpointBesideMerges(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	db.pending.rowsDue = 3
+	w := sqliteW(db)
+	session := chat.NewSessionID()
+	done := make(chan struct{})
+	var checkpoints sync.WaitGroup
+	checkpoints.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if covered := w.beforeCheckpoint(); covered != nil {
+				covered()
+			}
+		}
+	})
+	const n = 3000
+	for i := range n {
+		if _, _, err := db.Append(ctx, testMessage(session, fmt.Sprintf("m-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%500 == 0 { // new segments, so some fill, seal and empty while checkpoints run
+			w.amu.Lock()
+			err := w.log.rotate()
+			w.amu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The checkpoints go on while the merges drain what is pending, with no append
+	// between them any more.
+	testenv.Eventually(t, 10*time.Second, func() bool { return countPending(db, session) < logBatch },
+		"the merges to drain all but the open batch")
+	close(done)
+	checkpoints.Wait()
+	checkContiguous(t, db, session, n)
 }

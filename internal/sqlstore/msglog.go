@@ -227,7 +227,8 @@ func (l *msgLog) write() (*logSegment, error) {
 	return l.current(), nil
 }
 
-// beforeCheckpoint is called by the checkpointer, under the append lock, before a
+// beforeCheckpoint is called by the checkpointer, under the append lock and the
+// pending set's read lock (merges count segments' open batches down), before a
 // checkpoint: it returns the files to sync (the segments closed since, and the
 // current one) and the segments already emptied, which the checkpoint's merges
 // cover once it has copied and synced every frame (covered).

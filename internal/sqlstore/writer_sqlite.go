@@ -316,7 +316,9 @@ func (w *sqliteWriter) beforeCheckpoint() func() {
 		w.amu.Unlock()
 		return nil
 	}
+	w.pending.mu.RLock() // merges count a segment's open batches down under it
 	files, current, emptied := w.log.beforeCheckpoint()
+	w.pending.mu.RUnlock()
 	w.amu.Unlock()
 	for _, f := range files {
 		if err := f.Sync(); err != nil {
