@@ -45,8 +45,9 @@ var errBadPending = errors.New("a message_pending batch is malformed")
 const chunkVersion = 2
 
 // chunkTableMax bounds the table: a chunk is one chat's, so it holds a handful of
-// values; a larger count is corruption.
-const chunkTableMax = 1 << 10
+// values, and never more than five per message (addChunks writes at most chunkMax
+// messages); a larger count is corruption.
+const chunkTableMax = 5 * chunkMax
 
 // chunkEncoder encodes chunks, reusing its table between them.
 type chunkEncoder struct{ table []string }
