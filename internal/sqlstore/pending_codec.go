@@ -166,11 +166,10 @@ func decodePending(b []byte) ([]chat.Message, error) {
 		var m chat.Message
 		var f [7]string
 		for i := range f {
-			n, k := binary.Uvarint(b)
-			if k <= 0 || n > uint64(len(b)-k) {
+			var k int
+			if f[i], b, k = cutString(b); k < 0 {
 				return nil, errBadPending
 			}
-			f[i], b = string(b[k:k+int(n)]), b[k+int(n):]
 		}
 		m.SessionID, m.ClientID, m.From, m.To, m.Room, m.Kind, m.Text = f[0], f[1], f[2], f[3], f[4], chat.Kind(f[5]), f[6]
 		seq, at, rest, ok := cutSeqAt(b)
