@@ -60,6 +60,28 @@ type msgLog struct {
 	// unsynced are the segments closed to appends since the checkpointer last
 	// synced them; it syncs and closes them.
 	unsynced []*os.File
+	// next brings the segment after the current one, made ready by a goroutine of
+	// its own once the current one is half full (prepareNext), so that rotate, under
+	// the append lock, only swaps files: creating, allocating and syncing a segment's
+	// directory entry takes milliseconds, and every append would wait for it. Nil
+	// while none is on its way.
+	next chan nextSegment
+	// fs are the file system calls that take milliseconds, which a test may slow or
+	// fail: syncing the directory of a new segment, deleting an old one.
+	fs logFS
+}
+
+// logFS is how the log syncs its directory and deletes segment files.
+type logFS struct {
+	syncDir func(dir string) error
+	remove  func(path string) error
+}
+
+// nextSegment is a segment file made ready ahead of its turn, or why it could not be.
+type nextSegment struct {
+	id  int64
+	f   *os.File
+	err error
 }
 
 // logSegment is one segment file and the pending batches that hold its messages.
@@ -72,7 +94,7 @@ type logSegment struct {
 
 // openMsgLog opens (creating) the log directory of the database file path.
 func openMsgLog(path string) (*msgLog, error) {
-	l := &msgLog{dir: path + "-log"}
+	l := &msgLog{dir: path + "-log", fs: logFS{syncDir: syncDir, remove: os.Remove}}
 	if err := os.MkdirAll(l.dir, 0o700); err != nil {
 		return nil, chat.Wrap(chat.EUnavailable, err, "create the message log %s", l.dir)
 	}
@@ -152,7 +174,8 @@ func (l *msgLog) start(seen []*logSegment) error {
 	return l.rotate()
 }
 
-// rotate closes the current segment and begins the next.
+// rotate closes the current segment and begins the next: the one prepareNext made
+// ready, if it is on its way, or a new one made here.
 func (l *msgLog) rotate() error {
 	if l.f != nil {
 		l.unsynced = append(l.unsynced, l.f)
@@ -160,25 +183,68 @@ func (l *msgLog) rotate() error {
 		l.segs[len(l.segs)-1].sealed = true
 	}
 	id := l.seg + 1
-	f, err := os.OpenFile(l.path(id), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
+	var f *os.File
+	if l.next != nil {
+		ready := <-l.next // made ready meanwhile, unless the segment filled very fast
+		l.next = nil
+		if ready.err == nil && ready.id == id {
+			f = ready.f
+		} else if ready.f != nil {
+			l.discard(ready)
+		}
 	}
-	// The segment's blocks are allocated up front, so a record is written inside the
-	// file's length: the file system then has no size to update for each record. The
-	// rest reads as zeros, which replay takes for the end.
-	if err := preallocate(f, logSegmentBytes+logMaxMessageRecord); err != nil {
-		_ = f.Close()
-		_ = os.Remove(l.path(id))
-		return err
-	}
-	if err := syncDir(l.dir); err != nil {
-		_ = f.Close()
-		return err
+	if f == nil {
+		var err error
+		if f, err = l.create(id, l.fs); err != nil {
+			return err
+		}
 	}
 	l.f, l.seg, l.size = f, id, 0
 	l.segs = append(l.segs, &logSegment{id: id})
 	return nil
+}
+
+// prepareNext starts making the next segment ready, once the current one is half
+// full and none is on its way.
+func (l *msgLog) prepareNext() {
+	if l.next != nil || l.size < logSegmentBytes/2 {
+		return
+	}
+	next := make(chan nextSegment, 1)
+	l.next = next
+	id, fs := l.seg+1, l.fs
+	go func() {
+		f, err := l.create(id, fs)
+		next <- nextSegment{id: id, f: f, err: err}
+	}()
+}
+
+// create makes segment id ready for records: created, its blocks allocated up
+// front (so a record is written inside the file's length, and the file system has
+// no size to update for each record; the rest reads as zeros, which replay takes
+// for the end), and its directory entry synced. It only reads l.dir, so it may run
+// beside the append lock.
+func (l *msgLog) create(id int64, fs logFS) (*os.File, error) {
+	f, err := os.OpenFile(l.path(id), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := preallocate(f, logSegmentBytes+logMaxMessageRecord); err != nil {
+		_ = f.Close()
+		_ = os.Remove(l.path(id))
+		return nil, err
+	}
+	if err := fs.syncDir(l.dir); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// discard closes and deletes a segment made ready but not used: it holds no record.
+func (l *msgLog) discard(s nextSegment) {
+	_ = s.f.Close()
+	_ = os.Remove(l.path(s.id))
 }
 
 // current is the segment records go to now.
@@ -224,6 +290,7 @@ func (l *msgLog) write() (*logSegment, error) {
 		return nil, err
 	}
 	l.size += int64(n)
+	l.prepareNext()
 	return l.current(), nil
 }
 
@@ -242,29 +309,53 @@ func (l *msgLog) beforeCheckpoint() (files []*os.File, current *os.File, emptied
 	return files, l.f, emptied
 }
 
-// covered marks the segments synced and deletes those at the front, oldest first:
-// a later segment waits for every older one, so a drop record outlives the records
-// it drops. Called under the append lock.
-func (l *msgLog) covered(emptied []*logSegment) error {
+// covered marks the segments synced and takes those at the front off the log,
+// oldest first, for remove: a later segment waits for every older one, so a drop
+// record outlives the records it drops. Called under the append lock; the files are
+// deleted after it is let go (an unlink of a segment's allocated blocks takes
+// milliseconds).
+func (l *msgLog) covered(emptied []*logSegment) []*logSegment {
 	for _, s := range emptied {
 		s.synced = true
 	}
 	i := 0
 	for i < len(l.segs) && l.segs[i].synced {
-		if err := os.Remove(l.path(l.segs[i].id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			break
-		}
 		i++
 	}
+	gone := slices.Clone(l.segs[:i])
 	clear(l.segs[:i])
 	l.segs = l.segs[i:]
+	return gone
+}
+
+// remove deletes the files of the segments covered took off the log, in order, and
+// returns those it could not delete, the first failure and every later one, which
+// keep their order for restore: a segment is only deleted once every older one is.
+// It runs without the append lock, on the checkpointer's goroutine alone, with the
+// log's fs as read under the lock.
+func (l *msgLog) remove(gone []*logSegment, fs logFS) []*logSegment {
+	for i, s := range gone {
+		if err := fs.remove(l.path(s.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return gone[i:]
+		}
+	}
 	return nil
 }
+
+// restore puts segments remove could not delete back at the front of the log, for
+// the next checkpoint to try again. Called under the append lock.
+func (l *msgLog) restore(kept []*logSegment) { l.segs = append(kept, l.segs...) }
 
 // close syncs and closes every segment file still open, and deletes the current one
 // if nothing was written to it (a short run, such as `parley purge`, leaves no file).
 func (l *msgLog) close() error {
 	var err error
+	if l.next != nil {
+		if ready := <-l.next; ready.f != nil {
+			l.discard(ready)
+		}
+		l.next = nil
+	}
 	if l.f != nil && l.size == 0 {
 		if rerr := os.Remove(l.path(l.seg)); rerr != nil {
 			err = rerr

@@ -333,9 +333,13 @@ func (w *sqliteWriter) beforeCheckpoint() func() {
 	}
 	return func() {
 		w.amu.Lock()
-		defer w.amu.Unlock()
-		if err := w.log.covered(emptied); err != nil {
-			w.d.log.Warn("deleting merged message log segments failed", "err", err)
+		gone, fs := w.log.covered(emptied), w.log.fs
+		w.amu.Unlock()
+		if kept := w.log.remove(gone, fs); len(kept) > 0 {
+			w.d.log.Warn("deleting merged message log segments failed; the next checkpoint tries again", "segments", len(kept))
+			w.amu.Lock()
+			w.log.restore(kept)
+			w.amu.Unlock()
 		}
 	}
 }
