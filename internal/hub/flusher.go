@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"parley/internal/chat"
 )
@@ -25,13 +26,33 @@ import (
 // join a flusher again. A flusher runs only while queues wait, so an idle server
 // keeps none.
 
+// A flusher is one goroutine among the thousands of the connections' readers, and
+// the scheduler gives it no more of a processor than any of them: at R=1000 on two
+// cores its passes over the list took up to 65 ms, and a queue waited its turn from
+// 1 to 65 ms (median about 14), so a message's wait for its write was a lottery on
+// where its queue stood in the list. So the readers help (FlushOverdue): after each
+// frame it handled, a connection's reader gives their turn to up to helpTurns queues
+// that have waited over helpAfter, oldest first. Queues younger than that still
+// gather frames for the flusher, which takes the list from its head in chunks, as
+// the readers do, and each queue's wait is bounded by about helpAfter while readers
+// run.
+
 // flusher is one shared writer goroutine and its list of queues.
 type flusher struct {
 	mu      sync.Mutex
-	list    []*SendQueue // queues waiting their turn
-	spare   []*SendQueue // the list being worked through, reused
+	list    []*SendQueue // queues waiting their turn, the oldest at head
+	head    int
+	pushed  uint64 // queues ever put on the list
+	taken   uint64 // queues ever taken off it
 	running bool
 }
+
+// Turns the readers give (FlushOverdue) and the flusher's chunk.
+const (
+	helpAfter  = 3 * time.Millisecond // a queue waiting longer is overdue
+	helpTurns  = 2                    // overdue queues a reader writes per frame
+	flushChunk = 64                   // queues the flusher takes off the list at once
+)
 
 // flushers are the shared flushers, one per two processors: on a machine of two, one
 // flusher writes while the other processor reads and stores, and the more queues
@@ -41,11 +62,20 @@ var flushers = make([]flusher, max(1, runtime.GOMAXPROCS(0)/2))
 // nextFlusher spreads queues over the flushers.
 var nextFlusher atomic.Uint32
 
+// clockStart is where queueClock counts from.
+var clockStart = time.Now()
+
+// queueClock is a monotonic clock in nanoseconds, for how long a queue has waited.
+func queueClock() int64 { return int64(time.Since(clockStart)) }
+
 // push puts q at the end of f's list, starting f if it is not running. q.mu is held
-// (startWriter) or q is the flusher's own (requeue).
+// (startWriter) or q was just written (turn).
 func (f *flusher) push(q *SendQueue) {
+	now := queueClock()
 	f.mu.Lock()
+	q.listedAt = now
 	f.list = append(f.list, q)
+	f.pushed++
 	start := !f.running
 	f.running = true
 	f.mu.Unlock()
@@ -54,18 +84,68 @@ func (f *flusher) push(q *SendQueue) {
 	}
 }
 
-// run takes the list and gives each queue a turn, until the list is empty.
+// take moves up to n queues from the head of the list to into. f.mu is held.
+func (f *flusher) take(n int, into []*SendQueue) []*SendQueue {
+	n = min(n, len(f.list)-f.head)
+	into = append(into, f.list[f.head:f.head+n]...)
+	clear(f.list[f.head : f.head+n])
+	f.head += n
+	f.taken += uint64(n)
+	switch {
+	case f.head == len(f.list):
+		f.list, f.head = f.list[:0], 0
+	case f.head >= flushChunk && 2*f.head >= len(f.list): // keep the slice from creeping
+		k := copy(f.list, f.list[f.head:])
+		clear(f.list[k:])
+		f.list, f.head = f.list[:k], 0
+	}
+	return into
+}
+
+// FlushOverdue gives their turn, on the calling goroutine, to up to helpTurns queues
+// that have waited on a flusher's list for over helpAfter, oldest first. A
+// connection's reader calls it after each frame it handled; it holds no lock then.
+func FlushOverdue() {
+	for i := range flushers {
+		flushers[i].overdue(queueClock())
+	}
+}
+
+// overdue gives their turn to up to helpTurns of f's queues listed before now-helpAfter.
+func (f *flusher) overdue(now int64) {
+	var buf [helpTurns]*SendQueue
+	f.mu.Lock()
+	n := 0
+	for n < helpTurns && f.head+n < len(f.list) && now-f.list[f.head+n].listedAt > int64(helpAfter) {
+		n++
+	}
+	qs := f.take(n, buf[:0])
+	f.mu.Unlock()
+	for _, q := range qs {
+		f.turn(q)
+	}
+}
+
+// run gives each queue on the list its turn, oldest first, flushChunk at a time,
+// until the list is empty. Before each pass over what is listed, it lets the
+// goroutines already running queue their frames (gather).
 func (f *flusher) run() {
+	var qs []*SendQueue
+	var passEnd uint64
 	for {
-		f.gather()
 		f.mu.Lock()
-		if len(f.list) == 0 {
+		if f.taken >= passEnd {
+			f.mu.Unlock()
+			f.gather()
+			f.mu.Lock()
+			passEnd = f.pushed
+		}
+		if f.head == len(f.list) {
 			f.running = false
 			f.mu.Unlock()
 			return
 		}
-		qs := f.list
-		f.list, f.spare = f.spare[:0], qs
+		qs = f.take(flushChunk, qs[:0])
 		f.mu.Unlock()
 		for i, q := range qs {
 			qs[i] = nil
@@ -85,7 +165,7 @@ const maxGather = 4
 func (f *flusher) waiting() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.list)
+	return len(f.list) - f.head
 }
 
 // turn writes what waits in q if the socket takes it at once; otherwise q gets a

@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -129,6 +131,53 @@ func TestFlusherStuckConnectionHoldsUpNoOther(t *testing.T) {
 	}
 	for _, q := range append(queues, sq) {
 		q.Close()
+		q.Wait()
+	}
+}
+
+// TestOverdueQueuesWrittenByReaders: a queue that has waited on its flusher's list
+// for over helpAfter is written by the reader that calls FlushOverdue, oldest first
+// and helpTurns at a time, while the flusher's own goroutine does not come (busy, as
+// under load; here it never runs); a younger queue is left to gather frames.
+func TestOverdueQueuesWrittenByReaders(t *testing.T) {
+	f := &flusher{running: true} // its goroutine never comes
+	socks := make([]*trySocket, helpTurns+1)
+	queues := make([]*SendQueue, len(socks))
+	for i := range socks {
+		socks[i] = newTrySocket(false)
+		queues[i] = NewSendQueue(10, socks[i], func(error) { t.Error("a queue failed") })
+		queues[i].f = f
+		queues[i].Send([]byte{byte(i)})
+	}
+	f.mu.Lock()
+	first, last := queues[0].listedAt, queues[len(queues)-1].listedAt
+	f.mu.Unlock()
+	written := func() (n []int) {
+		for _, s := range socks {
+			n = append(n, len(s.written()))
+		}
+		return n
+	}
+	f.overdue(first + int64(helpAfter)) // not over helpAfter yet
+	if got := written(); slices.Max(got) != 0 {
+		t.Fatalf("frames written per socket %v before any queue was overdue", got)
+	}
+	due := last + int64(helpAfter) + 1 // every queue listed so far is overdue
+	f.overdue(due)
+	if got, want := written(), append(slices.Repeat([]int{1}, helpTurns), 0); !slices.Equal(got, want) {
+		t.Fatalf("after one reader's help: frames written per socket %v, want %v (the oldest %d)", got, want, helpTurns)
+	}
+	f.overdue(due) // the written queues went to the back, behind the last one
+	if got := written(); slices.Min(got) != 1 {
+		t.Fatalf("after a second reader's help: frames written per socket %v, want one each", got)
+	}
+	for _, q := range queues {
+		q.Close()
+	}
+	for f.waiting() > 0 { // their turns find them closed and end their writers
+		f.overdue(math.MaxInt64)
+	}
+	for _, q := range queues {
 		q.Wait()
 	}
 }

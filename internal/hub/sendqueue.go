@@ -52,10 +52,13 @@ type TryFrameWriter interface {
 // the caller (the connection's reader) stops reading the client, so TCP slows the
 // client down instead.
 type SendQueue struct {
-	w    FrameWriter
-	try  TryFrameWriter // w, if it can write without waiting; nil otherwise
-	f    *flusher       // the flusher that writes for it, with try
-	fail func(err error)
+	w   FrameWriter
+	try TryFrameWriter // w, if it can write without waiting; nil otherwise
+	f   *flusher       // the flusher that writes for it, with try
+	// listedAt is when it was last put on its flusher's list (queueClock; under the
+	// flusher's mu).
+	listedAt int64
+	fail     func(err error)
 
 	mu         sync.Mutex
 	room       sync.Cond // signalled when replies are written or the queue closes

@@ -6,6 +6,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"parley/internal/chat"
+	"parley/internal/hub"
 	"parley/internal/wire"
 )
 
@@ -24,6 +25,7 @@ func (c *wsConn) readLoop() {
 			continue
 		}
 		c.client.HandleFrame(data)
+		hub.FlushOverdue() // help write the queues that waited too long (flusher.go)
 	}
 }
 
