@@ -45,6 +45,10 @@ type flusher struct {
 	pushed  uint64 // queues ever put on the list
 	taken   uint64 // queues ever taken off it
 	running bool
+	// oldest is when the queue at head was listed, 0 while the list is empty (set
+	// under mu): FlushOverdue reads it without the lock, so a reader takes the lock
+	// after a frame only when a queue is overdue.
+	oldest atomic.Int64
 }
 
 // Turns the readers give (FlushOverdue) and the flusher's chunk.
@@ -65,8 +69,9 @@ var nextFlusher atomic.Uint32
 // clockStart is where queueClock counts from.
 var clockStart = time.Now()
 
-// queueClock is a monotonic clock in nanoseconds, for how long a queue has waited.
-func queueClock() int64 { return int64(time.Since(clockStart)) }
+// queueClock is a monotonic clock in nanoseconds, for how long a queue has waited;
+// never 0 (flusher.oldest's "empty").
+func queueClock() int64 { return int64(time.Since(clockStart)) + 1 }
 
 // push puts q at the end of f's list, starting f if it is not running. q.mu is held
 // (startWriter) or q was just written (turn).
@@ -74,6 +79,9 @@ func (f *flusher) push(q *SendQueue) {
 	now := queueClock()
 	f.mu.Lock()
 	q.listedAt = now
+	if f.head == len(f.list) {
+		f.oldest.Store(now)
+	}
 	f.list = append(f.list, q)
 	f.pushed++
 	start := !f.running
@@ -94,11 +102,14 @@ func (f *flusher) take(n int, into []*SendQueue) []*SendQueue {
 	switch {
 	case f.head == len(f.list):
 		f.list, f.head = f.list[:0], 0
+		f.oldest.Store(0)
+		return into
 	case f.head >= flushChunk && 2*f.head >= len(f.list): // keep the slice from creeping
 		k := copy(f.list, f.list[f.head:])
 		clear(f.list[k:])
 		f.list, f.head = f.list[:k], 0
 	}
+	f.oldest.Store(f.list[f.head].listedAt)
 	return into
 }
 
@@ -113,6 +124,9 @@ func FlushOverdue() {
 
 // overdue gives their turn to up to helpTurns of f's queues listed before now-helpAfter.
 func (f *flusher) overdue(now int64) {
+	if oldest := f.oldest.Load(); oldest == 0 || now-oldest <= int64(helpAfter) {
+		return // nothing listed, or nothing overdue yet
+	}
 	var buf [helpTurns]*SendQueue
 	f.mu.Lock()
 	n := 0
