@@ -118,7 +118,9 @@ func (f *flusher) take(n int, into []*SendQueue) []*SendQueue {
 // connection's reader calls it after each frame it handled; it holds no lock then.
 func FlushOverdue() {
 	for i := range flushers {
-		flushers[i].overdue(queueClock())
+		if f := &flushers[i]; f.oldest.Load() != 0 { // no clock read while nothing is listed
+			f.overdue(queueClock())
+		}
 	}
 }
 
