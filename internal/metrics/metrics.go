@@ -82,10 +82,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		drops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_send_queue_drops_total", Help: "Connections closed because their send queue was full (slow clients)."}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "parley_store_batch_size", Help: "Messages per commit of the message store: a group commit (MariaDB), one message log write (SQLite).",
+			Name: "parley_store_batch_size", Help: "Messages per commit of the message store: a group commit (MariaDB), one message log write (SQLite; one in 16 is sampled).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}), // 1 … 1024
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "parley_store_commit_seconds", Help: "Time of one commit of the message store, until its messages are durable.",
+			Name: "parley_store_commit_seconds", Help: "Time of one commit of the message store, until its messages are durable (SQLite: one message log write in 16 is sampled).",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)}), // 50 µs … 1.6 s
 		mergeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_store_log_merge_seconds", Help: "Time of one merge of pending SQLite messages into message_chunks (beside the appends, which go to the message log).",
