@@ -137,6 +137,20 @@ func NewSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// monoStart is what Mono counts from.
+var monoStart = time.Now()
+
+// Mono is a monotonic clock in nanoseconds since the process started, never 0: one
+// clock read where time.Now takes two (the wall clock as well), for the live path's
+// stamps. A connection's reader reads it once per frame and hands the value to what
+// stamps that frame (when it was heard, when its handling began, its rate limit,
+// which send queues are overdue): on a VM a clock read can cost 50–100 ns.
+func Mono() int64 { return int64(time.Since(monoStart)) + 1 }
+
+// MonoTime is the time.Time of a Mono reading, for what takes a time.Time (a rate
+// limiter): only its differences from other MonoTimes mean anything.
+func MonoTime(mono int64) time.Time { return monoStart.Add(time.Duration(mono)) }
+
 // Now returns the current time in UTC truncated to microseconds, the precision every
 // store keeps, so a value read back equals the value written.
 func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }

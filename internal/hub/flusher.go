@@ -66,12 +66,9 @@ var flushers = make([]flusher, max(1, runtime.GOMAXPROCS(0)/2))
 // nextFlusher spreads queues over the flushers.
 var nextFlusher atomic.Uint32
 
-// clockStart is where queueClock counts from.
-var clockStart = time.Now()
-
 // queueClock is a monotonic clock in nanoseconds, for how long a queue has waited;
 // never 0 (flusher.oldest's "empty").
-func queueClock() int64 { return int64(time.Since(clockStart)) + 1 }
+func queueClock() int64 { return chat.Mono() }
 
 // push puts q at the end of f's list, starting f if it is not running. q.mu is held
 // (startWriter) or q was just written (turn).
@@ -120,6 +117,16 @@ func FlushOverdue() {
 	for i := range flushers {
 		if f := &flushers[i]; f.oldest.Load() != 0 { // no clock read while nothing is listed
 			f.overdue(queueClock())
+		}
+	}
+}
+
+// FlushOverdueAt is FlushOverdue for a caller that has read the clock (chat.Mono)
+// for the frame it handled: now may be that old.
+func FlushOverdueAt(now int64) {
+	for i := range flushers {
+		if f := &flushers[i]; f.oldest.Load() != 0 {
+			f.overdue(now)
 		}
 	}
 }

@@ -33,7 +33,7 @@ type Client struct {
 	wait           *time.Timer  // the reader's pause for the limiter, made on the first
 	stall          *time.Timer  // watchStore's, made on the first frame
 	stallArmed     atomic.Bool  // stall is set to fire
-	busySince      atomic.Int64 // frameClock when the frame being handled started; 0 between frames
+	busySince      atomic.Int64 // chat.Mono when the frame being handled started; 0 between frames
 
 	connected    bool          // Presence counted this connection (Disconnected is owed)
 	presenceDone chan struct{} // closed when announcePresence has finished

@@ -34,21 +34,28 @@ var handlers = map[string]handler{
 // HandleFrame acts on one frame the client sent. It is called by the connection's
 // reader, one frame at a time, and may pause (see admit): while it does, the reader
 // does not read, and TCP slows the client down. Every refusal goes to this client only.
-func (c *Client) HandleFrame(data []byte) {
+func (c *Client) HandleFrame(data []byte) { c.HandleFrameAt(data, chat.Mono()) }
+
+// HandleFrameAt is HandleFrame for a frame read at now (chat.Mono), for a reader
+// that has read the clock for the frame already.
+func (c *Client) HandleFrameAt(data []byte, now int64) {
 	f, err := wire.DecodeClient(data)
 	if err != nil {
 		c.Reject(err, "")
 		return
 	}
 	h, known := handlers[f.Type]
-	if !h.free && !c.admit(f.ID) {
-		return
+	if !h.free {
+		var ok bool
+		if now, ok = c.admit(f.ID, now); !ok {
+			return
+		}
 	}
 	if !known {
 		c.Reject(chat.Errorf(chat.EInvalidFrame, "Unknown frame type %q.", truncate(f.Type, 32)), f.ID)
 		return
 	}
-	c.watchStore()
+	c.watchStore(now)
 	err = h.handle(c, f)
 	c.busySince.Store(0)
 	if err != nil {
@@ -71,8 +78,8 @@ func (c *Client) Reject(err error, id string) {
 // frame has been handled that long. A store stalled that long closes the connection
 // (1013, try again later), which cancels the connection's context and so the stalled
 // call; the client reconnects, and resends what was not acknowledged, harmlessly.
-func (c *Client) watchStore() {
-	c.busySince.Store(frameClock())
+func (c *Client) watchStore(now int64) {
+	c.busySince.Store(now)
 	if c.stallArmed.Load() {
 		return
 	}
@@ -83,13 +90,6 @@ func (c *Client) watchStore() {
 	}
 	c.stall.Reset(c.r.o.StoreTimeout)
 }
-
-// monoStart is what frame start times count from, on the monotonic clock.
-var monoStart = time.Now()
-
-// frameClock is the time for busySince: nanoseconds since monoStart, plus one so it
-// is never 0 (which means no frame is being handled).
-func frameClock() int64 { return int64(time.Since(monoStart)) + 1 }
 
 // checkStall is the stall timer's: it closes the connection if the frame being
 // handled started StoreTimeout ago or more, re-arms itself for the rest of that time
@@ -102,7 +102,7 @@ func (c *Client) checkStall() {
 	if since == 0 {
 		return
 	}
-	left := c.r.o.StoreTimeout - time.Duration(frameClock()-since)
+	left := c.r.o.StoreTimeout - time.Duration(chat.Mono()-since)
 	if left > 0 {
 		c.stallArmed.Store(true)
 		c.stall.Reset(left)

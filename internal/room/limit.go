@@ -17,13 +17,14 @@ var errRateLimited = chat.Errorf(chat.ERateLimited, "You are sending too fast; p
 // rate for ThrottleMax without a pause (or whose rate is so low that one frame would
 // wait longer) gets a rate_limited error frame with retry_after_ms, and its frame is
 // dropped, unacked, to be resent. admit reports
-// whether to go on with the frame; false too when the connection closed meanwhile.
-// Under the rate it costs one AllowN: no allocation, no timer.
-func (c *Client) admit(id string) bool {
-	now := time.Now()
+// whether to go on with the frame; false too when the connection closed meanwhile;
+// and the time (chat.Mono) to go on from: mono, or the time after a pause.
+// Under the rate it costs one AllowN: no allocation, no timer, no clock read.
+func (c *Client) admit(id string, mono int64) (int64, bool) {
+	now := chat.MonoTime(mono)
 	if c.limiter.AllowN(now, 1) {
 		c.throttledSince = time.Time{}
-		return true
+		return mono, true
 	}
 	if c.throttledSince.IsZero() {
 		c.throttledSince = now
@@ -35,10 +36,13 @@ func (c *Client) admit(id string) bool {
 		c.throttledSince = time.Time{}
 		c.countRefusal(errRateLimited)
 		c.t.Reply(wire.ErrorRetry(errRateLimited, id, delay))
-		return false
+		return mono, false
 	}
 	c.r.o.Metrics.Throttled()
-	return c.pause(delay)
+	if !c.pause(delay) {
+		return mono, false
+	}
+	return chat.Mono(), true
 }
 
 // pause waits d, or until the connection closes (false).

@@ -72,7 +72,7 @@ func (c *Client) advanceCursor(seq int64, next chat.Cursor) error {
 		c.lastSeq = max(c.lastSeq, c.member.Given())
 	}
 	if seq > c.lastSeq {
-		if !c.admit("") { // a store read: paced like any frame that costs one
+		if _, ok := c.admit("", chat.Mono()); !ok { // a store read: paced like any frame that costs one
 			return nil
 		}
 		last, err := c.r.o.Messages.LastSeq(c.ctx, c.sess.ID)

@@ -24,8 +24,9 @@ func (c *wsConn) readLoop() {
 			c.client.Reject(chat.Errorf(chat.EInvalidFrame, "Frames must be JSON text."), "")
 			continue
 		}
-		c.client.HandleFrame(data)
-		hub.FlushOverdue() // help write the queues that waited too long (flusher.go)
+		now := c.conn.readAt // one clock read per frame, for all of its stamps
+		c.client.HandleFrameAt(data, now)
+		hub.FlushOverdueAt(now) // help write the queues that waited too long (flusher.go)
 	}
 }
 

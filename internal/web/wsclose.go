@@ -31,7 +31,7 @@ func (c *wsConn) sendFailed(err error) {
 // on another replica closes the chat here within a ping interval and the sign-in
 // cache's lifetime, "going away", and the page reconnects to find itself signed out.
 func (c *wsConn) keepAlive() {
-	silent := time.Since(c.conn.heardAt())
+	silent := c.conn.silence()
 	if silent >= c.s.cfg.IdleTimeout {
 		c.abort("idle timeout")
 		return

@@ -20,7 +20,8 @@ func (c *frameConn) readMessage() (ws.OpCode, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		c.heard.Store(time.Now().UnixNano())
+		c.readAt = monoNow()
+		c.heard.Store(c.readAt)
 		if err := ws.CheckHeader(h, c.state()); err != nil {
 			c.skip = h.Length // the frames after it can still be read, for the close handshake
 			return 0, nil, err

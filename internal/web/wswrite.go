@@ -192,9 +192,9 @@ func (c *frameConn) writeLocked(p []byte, timeout time.Duration) error {
 // moveDeadline moves the write deadline to timeout from now if it is stale by more
 // than deadlineSlack; wmu must be held.
 func (c *frameConn) moveDeadline(timeout time.Duration) {
-	if now := time.Now(); c.wdeadline.Sub(now) < timeout-deadlineSlack {
-		c.wdeadline = now.Add(timeout)
-		_ = c.conn.SetWriteDeadline(c.wdeadline)
+	if now := monoNow(); c.wdeadline-now < int64(timeout-deadlineSlack) {
+		c.wdeadline = now + int64(timeout)
+		_ = c.conn.SetWriteDeadline(time.Now().Add(timeout)) // a little later than wdeadline says
 	}
 }
 
