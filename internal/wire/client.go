@@ -23,7 +23,6 @@ var errNotAFrame = chat.Errorf(chat.EInvalidFrame, "A frame must be a JSON objec
 // DecodeClient parses a client frame. Anything that is not a UTF-8 JSON object with a
 // type is an invalid_frame error; unknown types are left to the caller.
 func DecodeClient(data []byte) (ClientFrame, error) {
-	var f ClientFrame
 	if !utf8.Valid(data) { // json.Unmarshal would turn bad bytes into U+FFFD and store them
 		return ClientFrame{}, chat.Errorf(chat.EInvalidFrame, "Frames must be UTF-8 text.")
 	}
@@ -33,6 +32,7 @@ func DecodeClient(data []byte) (ClientFrame, error) {
 	if f, ok := DecodeSignalFast(data); ok {
 		return f, nil
 	}
+	var f ClientFrame // declared here: escaping to json.Unmarshal, it is an allocation
 	if err := json.Unmarshal(data, &f); err != nil || f.Type == "" {
 		return ClientFrame{}, errNotAFrame
 	}

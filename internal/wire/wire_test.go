@@ -228,3 +228,28 @@ func TestEncodedFramesDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeAllocations checks what decoding the frames every message and signal
+// costs in allocations: a typing or receipt signal none, a send frame one string each
+// for its id and its text and nothing else (the frame is returned by value: a frame
+// variable that json.Unmarshal's branch takes the address of would move to the heap
+// for every frame).
+func TestDecodeAllocations(t *testing.T) {
+	for _, c := range []struct {
+		frame string
+		want  float64
+	}{
+		{`{"type":"typing"}`, 0},
+		{`{"type":"read","seq":42}`, 0},
+		{`{"type":"send","id":"c-1","text":"` + strings.Repeat("hello ", 20) + `"}`, 2},
+	} {
+		data := []byte(c.frame)
+		if got := testing.AllocsPerRun(100, func() {
+			if _, err := DecodeClient(data); err != nil {
+				t.Fatal(err)
+			}
+		}); got != c.want {
+			t.Errorf("decoding %s: %v allocations, want %v", c.frame, got, c.want)
+		}
+	}
+}
