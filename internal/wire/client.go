@@ -47,7 +47,8 @@ func DecodeClient(data []byte) (ClientFrame, error) {
 // frames, key orders, white space, escapes — returns ok false and goes to
 // encoding/json. data must already be valid UTF-8. FuzzDecodeClient checks both agree.
 func DecodeSendFast(data []byte) (f ClientFrame, ok bool) {
-	rest, ok := bytes.CutPrefix(data, []byte(`{"type":"send","id":"`))
+	const head, middle = `{"type":"send","id":"`, `","text":"`
+	rest, ok := bytes.CutPrefix(data, []byte(head))
 	if !ok {
 		return ClientFrame{}, false
 	}
@@ -55,14 +56,17 @@ func DecodeSendFast(data []byte) (f ClientFrame, ok bool) {
 	if !ok {
 		return ClientFrame{}, false
 	}
-	if rest, ok = bytes.CutPrefix(rest, []byte(`,"text":"`)); !ok {
+	if rest, ok = bytes.CutPrefix(rest, []byte(middle[1:])); !ok {
 		return ClientFrame{}, false
 	}
 	text, rest, ok := plainString(rest)
 	if !ok || string(rest) != "}" {
 		return ClientFrame{}, false
 	}
-	return ClientFrame{Type: TypeSend, ID: string(id), Text: string(text)}, true
+	// The id and the text from one string (the bytes from the id's start to the
+	// text's end): one allocation instead of two, and the message keeps both anyway.
+	both := string(data[len(head) : len(head)+len(id)+len(middle)+len(text)])
+	return ClientFrame{Type: TypeSend, ID: both[:len(id)], Text: both[len(id)+len(middle):]}, true
 }
 
 // plainString splits b at the quote that closes a JSON string begun before b, if the
