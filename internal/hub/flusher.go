@@ -111,19 +111,10 @@ func (f *flusher) take(n int, into []*SendQueue) []*SendQueue {
 }
 
 // FlushOverdue gives their turn, on the calling goroutine, to up to helpTurns queues
-// that have waited on a flusher's list for over helpAfter, oldest first. A
-// connection's reader calls it after each frame it handled; it holds no lock then.
-func FlushOverdue() {
-	for i := range flushers {
-		if f := &flushers[i]; f.oldest.Load() != 0 { // no clock read while nothing is listed
-			f.overdue(queueClock())
-		}
-	}
-}
-
-// FlushOverdueAt is FlushOverdue for a caller that has read the clock (chat.Mono)
-// for the frame it handled: now may be that old.
-func FlushOverdueAt(now int64) {
+// that have waited on a flusher's list for over helpAfter before now (chat.Mono),
+// oldest first. A connection's reader calls it after each frame it handled, with the
+// clock it read for the frame; it holds no lock then.
+func FlushOverdue(now int64) {
 	for i := range flushers {
 		if f := &flushers[i]; f.oldest.Load() != 0 {
 			f.overdue(now)

@@ -26,7 +26,7 @@ func (c *wsConn) readLoop() {
 		}
 		now := c.conn.readAt // one clock read per frame, for all of its stamps
 		c.client.HandleFrameAt(data, now)
-		hub.FlushOverdueAt(now) // help write the queues that waited too long (flusher.go)
+		hub.FlushOverdue(now) // help write the queues that waited too long (flusher.go)
 	}
 }
 

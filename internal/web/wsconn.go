@@ -58,7 +58,7 @@ type frameConn struct {
 	fragmented bool
 	closeSeen  bool         // the client's close frame has been read
 	skip       int64        // payload bytes of a refused frame still to be read past
-	heard      atomic.Int64 // when a frame was last read (monoNow); keepAlive reads it
+	heard      atomic.Int64 // when a frame was last read (chat.Mono); keepAlive reads it
 	readAt     int64        // the same, for the reader: the time of the message readMessage returned
 
 	batch *[]byte // frames Added and not yet flushed; only the send queue's writer touches it
@@ -75,7 +75,7 @@ type frameConn struct {
 	partial bool
 
 	wmu       sync.Mutex  // one frame at a time: the send queue's, pings, pongs, close
-	wdeadline int64       // the write deadline last set, on monoNow's clock (under wmu)
+	wdeadline int64       // the write deadline last set, on chat.Mono's clock (under wmu)
 	closing   atomic.Bool // the close frame is sent (set under wmu); nothing is sent after it
 }
 
@@ -105,7 +105,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, limit int64) (*frameConn, e
 		rd = &earlyReader{early: append([]byte(nil), early...), conn: conn}
 	}
 	c := &frameConn{conn: conn, br: bufio.NewReaderSize(rd, wsReadBuffer), limit: limit}
-	c.heard.Store(monoNow())
+	c.heard.Store(chat.Mono())
 	c.canTry()
 	return c, nil
 }
@@ -145,10 +145,7 @@ func (r *earlyReader) Read(p []byte) (int, error) {
 }
 
 // silence is how long ago the client last sent a frame (of any kind, pongs included).
-func (c *frameConn) silence() time.Duration { return time.Duration(monoNow() - c.heard.Load()) }
-
-// monoNow is chat.Mono: when a frame was heard, whether the write deadline is stale.
-func monoNow() int64 { return chat.Mono() }
+func (c *frameConn) silence() time.Duration { return time.Duration(chat.Mono() - c.heard.Load()) }
 
 // drop closes the TCP connection, cutting short a blocked read or write.
 func (c *frameConn) drop() { _ = c.conn.Close() }

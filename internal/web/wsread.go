@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"parley/internal/chat"
 )
 
 // readMessage returns the client's next data message (a text or binary frame, or the
@@ -20,7 +22,7 @@ func (c *frameConn) readMessage() (ws.OpCode, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		c.readAt = monoNow()
+		c.readAt = chat.Mono()
 		c.heard.Store(c.readAt)
 		if err := ws.CheckHeader(h, c.state()); err != nil {
 			c.skip = h.Length // the frames after it can still be read, for the close handshake

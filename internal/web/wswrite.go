@@ -9,6 +9,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"parley/internal/chat"
 	"parley/internal/hub"
 )
 
@@ -192,7 +193,7 @@ func (c *frameConn) writeLocked(p []byte, timeout time.Duration) error {
 // moveDeadline moves the write deadline to timeout from now if it is stale by more
 // than deadlineSlack; wmu must be held.
 func (c *frameConn) moveDeadline(timeout time.Duration) {
-	if now := monoNow(); c.wdeadline-now < int64(timeout-deadlineSlack) {
+	if now := chat.Mono(); c.wdeadline-now < int64(timeout-deadlineSlack) {
 		c.wdeadline = now + int64(timeout)
 		_ = c.conn.SetWriteDeadline(time.Now().Add(timeout)) // a little later than wdeadline says
 	}
