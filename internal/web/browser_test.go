@@ -199,7 +199,7 @@ func (p *cutProxy) forwardTo(target string) {
 // pipe copies bytes both ways until either side closes or the proxy is cut.
 func (p *cutProxy) pipe(client net.Conn) {
 	if !p.track(client) {
-		_ = client.Close()
+		refuse(client)
 		return
 	}
 	server, err := net.Dial("tcp", p.target)
@@ -217,6 +217,18 @@ func (p *cutProxy) pipe(client net.Conn) {
 	delete(p.conns, client)
 	delete(p.conns, server)
 	p.mu.Unlock()
+}
+
+// refuse resets a connection accepted while the proxy is down, as a refused
+// connection looks to a browser (net::ERR_CONNECTION_RESET). Closed normally, it
+// would look like a server that took the WebSocket handshake and closed without an
+// answer ("Connection closed before receiving a handshake response"), which record
+// counts as a problem: the page had reconnected during the outage by chance.
+func refuse(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 // track records c unless the proxy is down.
