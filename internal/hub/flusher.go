@@ -66,14 +66,10 @@ var flushers = make([]flusher, max(1, runtime.GOMAXPROCS(0)/2))
 // nextFlusher spreads queues over the flushers.
 var nextFlusher atomic.Uint32
 
-// queueClock is a monotonic clock in nanoseconds, for how long a queue has waited;
-// never 0 (flusher.oldest's "empty").
-func queueClock() int64 { return chat.Mono() }
-
 // push puts q at the end of f's list, starting f if it is not running. q.mu is held
 // (startWriter) or q was just written (turn).
 func (f *flusher) push(q *SendQueue) {
-	now := queueClock()
+	now := chat.Mono() // never 0: flusher.oldest's "empty"
 	f.mu.Lock()
 	q.listedAt = now
 	if f.head == len(f.list) {

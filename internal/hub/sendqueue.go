@@ -55,7 +55,7 @@ type SendQueue struct {
 	w   FrameWriter
 	try TryFrameWriter // w, if it can write without waiting; nil otherwise
 	f   *flusher       // the flusher that writes for it, with try
-	// listedAt is when it was last put on its flusher's list (queueClock; under the
+	// listedAt is when it was last put on its flusher's list (chat.Mono; under the
 	// flusher's mu).
 	listedAt int64
 	fail     func(err error)

@@ -24,7 +24,7 @@ func (c *wsConn) readLoop() {
 			c.client.Reject(chat.Errorf(chat.EInvalidFrame, "Frames must be JSON text."), "")
 			continue
 		}
-		now := c.conn.readAt // one clock read per frame, for all of its stamps
+		now := c.conn.heard.Load() // the clock read for the frame, for all of its stamps
 		c.client.HandleFrameAt(data, now)
 		hub.FlushOverdue(now) // help write the queues that waited too long (flusher.go)
 	}

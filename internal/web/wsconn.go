@@ -59,7 +59,6 @@ type frameConn struct {
 	closeSeen  bool         // the client's close frame has been read
 	skip       int64        // payload bytes of a refused frame still to be read past
 	heard      atomic.Int64 // when a frame was last read (chat.Mono); keepAlive reads it
-	readAt     int64        // the same, for the reader: the time of the message readMessage returned
 
 	batch *[]byte // frames Added and not yet flushed; only the send queue's writer touches it
 

@@ -22,8 +22,7 @@ func (c *frameConn) readMessage() (ws.OpCode, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		c.readAt = chat.Mono()
-		c.heard.Store(c.readAt)
+		c.heard.Store(chat.Mono())
 		if err := ws.CheckHeader(h, c.state()); err != nil {
 			c.skip = h.Length // the frames after it can still be read, for the close handshake
 			return 0, nil, err

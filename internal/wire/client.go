@@ -56,7 +56,7 @@ func DecodeSendFast(data []byte) (f ClientFrame, ok bool) {
 	if !ok {
 		return ClientFrame{}, false
 	}
-	if rest, ok = bytes.CutPrefix(rest, []byte(middle[1:])); !ok {
+	if rest, ok = bytes.CutPrefix(rest, []byte(middle[1:])); !ok { // plainString took the id's closing quote
 		return ClientFrame{}, false
 	}
 	text, rest, ok := plainString(rest)
