@@ -137,6 +137,7 @@ type snapshot struct {
 	serverCPU         float64 // the server's process_cpu_seconds_total; -1 when unknown
 	serverSys         float64 // of it, kernel time (--server-pid only); -1 when unknown
 	benchCPU          float64 // this process's CPU seconds
+	idle              float64 // the machine's idle CPU seconds (machineIdleSeconds); -1 when unknown
 }
 
 // snap reads the counters, then the CPU time used so far by the server (from its
@@ -145,7 +146,7 @@ type snapshot struct {
 func (r *chatRun) snap(ctx context.Context) snapshot {
 	t := r.cnt.totals()
 	s := snapshot{at: time.Now(), sends: t.sends, deliveries: t.deliveries, acks: t.acks,
-		serverCPU: -1, serverSys: -1, benchCPU: selfCPUSeconds()}
+		serverCPU: -1, serverSys: -1, benchCPU: selfCPUSeconds(), idle: machineIdleSeconds()}
 	if len(r.o.ServerPIDs) > 0 {
 		s.serverCPU, s.serverSys = procCPUTimes(r.o.ServerPIDs)
 		return s
@@ -266,6 +267,9 @@ func (r *chatRun) result(s0, s1 snapshot, lat *latencies) *Result {
 		res.SendsPerSec = float64(res.Sends) / secs
 		res.DeliveriesPerSec = float64(res.Deliveries) / secs
 		res.BenchCPU = (s1.benchCPU - s0.benchCPU) / secs
+		if s0.idle >= 0 && s1.idle >= 0 {
+			res.MachineIdle = (s1.idle - s0.idle) / secs
+		}
 		if res.Deliveries > 0 {
 			res.BenchCPUPerDelivery = (s1.benchCPU - s0.benchCPU) / float64(res.Deliveries) * 1e6
 		}

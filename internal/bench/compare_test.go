@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,6 +184,17 @@ func TestProcReadings(t *testing.T) {
 	if rss, err := procRSS([]int{pid}); err != nil || rss < 1<<20 {
 		t.Errorf("procRSS = %v, %v", rss, err)
 	}
+	// The machine's idle time: idle plus iowait of the "cpu" line, in seconds.
+	stat := "cpu  4705 150 1120 16250 520 0 30 0 0 0\ncpu0 2352 75 560 8125 260 0 15 0 0 0\n"
+	if got := statIdleSeconds([]byte(stat)); got != 167.7 {
+		t.Errorf("statIdleSeconds = %v, want 167.7 (16250+520 ticks)", got)
+	}
+	if got := statIdleSeconds([]byte("intr 1 2 3\n")); got != -1 {
+		t.Errorf("statIdleSeconds without a cpu line = %v, want -1", got)
+	}
+	if idle := machineIdleSeconds(); idle <= 0 {
+		t.Errorf("machineIdleSeconds = %v; this machine has been idle for a while since it started", idle)
+	}
 	if cpu := procCPUSeconds([]int{1 << 30}); cpu != -1 {
 		t.Errorf("procCPUSeconds of no process = %v, want -1", cpu)
 	}
@@ -227,8 +239,12 @@ func TestCompareReport(t *testing.T) {
 			chat(ServerCentrifugo, 100, 60000, 22, 16, 0), chat(ServerParley, 100, 70000, 26, 20, 0),
 		},
 	}
+	res.Runs[0].Result.MachineIdle, res.Runs[7].Result.MachineIdle = 0.2, 0.1 // Parley's runs
 	var out bytes.Buffer
 	res.writeReport(&out)
+	if !regexp.MustCompile(`(?m)^ *parley +60000 +28\.0 +20\.0 +0\.0 +0\.15 +0 +0 +50000 / 70000`).MatchString(out.String()) {
+		t.Errorf("the report's parley row lacks the mean idle cores (0.15):\n%s", out.String())
+	}
 	for _, want := range []string{
 		"parley / centrifugo: 1.00× deliveries/s, 1.33× p99, 1.25× server CPU per delivery (target ≥ 1.0×: met)",
 		"parley / bare hub: 0.60× deliveries/s, 2.00× p99, 1.82× server CPU per delivery (targets ≥ 0.8×: missed; p99 ≤ 1.3×: missed)",

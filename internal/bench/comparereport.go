@@ -23,6 +23,7 @@ type summary struct {
 	deliveries, p99 float64
 	cpuPerDelivery  float64 // server µs per delivery; 0 when unknown
 	sysPerDelivery  float64 // of it, in the kernel; 0 when unknown
+	idleCores       float64 // the machine's cores left idle; 0 when unknown
 	lost, dup       int64
 	each            []float64 // deliveries/s of every run
 	errors          int
@@ -32,7 +33,7 @@ func (r *CompareResult) summarize(rooms int) []summary {
 	var out []summary
 	for _, server := range r.Options.Servers {
 		s := summary{server: server}
-		var cpuRuns int
+		var cpuRuns, idleRuns int
 		for _, run := range r.Runs {
 			if run.Server != server || run.Rooms != rooms {
 				continue
@@ -51,6 +52,10 @@ func (r *CompareResult) summarize(rooms int) []summary {
 				s.sysPerDelivery += res.ServerSysPerDelivery
 				cpuRuns++
 			}
+			if res.MachineIdle > 0 {
+				s.idleCores += res.MachineIdle
+				idleRuns++
+			}
 			t := res.allTallies()
 			s.lost += t.Lost + t.SeqGaps
 			s.dup += t.Duplicated + t.SeqDuplicates
@@ -62,6 +67,9 @@ func (r *CompareResult) summarize(rooms int) []summary {
 		if cpuRuns > 0 {
 			s.cpuPerDelivery /= float64(cpuRuns)
 			s.sysPerDelivery /= float64(cpuRuns)
+		}
+		if idleRuns > 0 {
+			s.idleCores /= float64(idleRuns)
 		}
 		if s.runs+s.errors > 0 {
 			out = append(out, s)
@@ -105,7 +113,7 @@ func (r *CompareResult) writeReport(w io.Writer) {
 		ss := r.summarize(rooms)
 		fmt.Fprintf(w, "\nR=%d (%d rooms x 2 clients)\n", rooms, rooms)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "server\tdeliveries/s\tp99 ms\tserver µs/delivery\tof it kernel\tlost\tduplicated\teach run (deliveries/s)\t")
+		fmt.Fprintln(tw, "server\tdeliveries/s\tp99 ms\tserver µs/delivery\tof it kernel\tidle cores\tlost\tduplicated\teach run (deliveries/s)\t")
 		for _, s := range ss {
 			each := make([]string, len(s.each))
 			for i, v := range s.each {
@@ -114,8 +122,8 @@ func (r *CompareResult) writeReport(w io.Writer) {
 			if s.errors > 0 {
 				each = append(each, fmt.Sprintf("%d failed", s.errors))
 			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%s\t\n", s.server, s.deliveries, s.p99, s.cpuPerDelivery,
-				s.sysPerDelivery, s.lost, s.dup, strings.Join(each, " / "))
+			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%d\t%d\t%s\t\n", s.server, s.deliveries, s.p99, s.cpuPerDelivery,
+				s.sysPerDelivery, s.idleCores, s.lost, s.dup, strings.Join(each, " / "))
 		}
 		_ = tw.Flush()
 		for _, line := range ratioLines(ss, rooms) {

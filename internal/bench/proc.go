@@ -74,3 +74,32 @@ func procRSS(pids []int) (float64, error) {
 	}
 	return total, nil
 }
+
+// machineIdleSeconds is how long the machine's CPUs have been idle since boot, all
+// of them together, in seconds (idle and iowait of /proc/stat's "cpu" line); -1 when
+// it cannot be read. Over a run it says how much of the machine neither the server
+// nor the generator (nor anything else) used: a closed loop that leaves cores idle is
+// held back by waiting, not by what a message costs.
+func machineIdleSeconds() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	return statIdleSeconds(b)
+}
+
+// statIdleSeconds reads the idle and iowait times of the "cpu" line of /proc/stat's
+// text b; -1 when it has none.
+func statIdleSeconds(b []byte) float64 {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 6 || string(f[0]) != "cpu" {
+		return -1
+	}
+	idle, err1 := strconv.ParseFloat(string(f[4]), 64)
+	iowait, err2 := strconv.ParseFloat(string(f[5]), 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return (idle + iowait) / clockTicks
+}

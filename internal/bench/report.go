@@ -47,6 +47,9 @@ type Result struct {
 	// disk work), known with --server-pid only.
 	ServerSysPerDelivery float64 `json:"server_sys_cpu_us_per_delivery,omitempty"`
 	BenchCPUPerDelivery  float64 `json:"bench_cpu_us_per_delivery"`
+	// MachineIdle is how many of the machine's cores were idle in the window, on
+	// average (Linux; 0 elsewhere).
+	MachineIdle float64 `json:"machine_idle_cores,omitempty"`
 	tally
 	Idle    *IdleResult `json:"idle,omitempty"`
 	Targets []Target    `json:"targets"`
@@ -182,8 +185,12 @@ func (r *Result) writeTable(w io.Writer) error {
 		if r.ServerSysPerDelivery > 0 {
 			kernel = fmt.Sprintf(", %.1f of them in the kernel", r.ServerSysPerDelivery)
 		}
-		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery%s), load generator %.2f cores (%.1f µs per delivery)\n",
-			r.ServerCPU, r.ServerCPUPerDelivery, kernel, r.BenchCPU, r.BenchCPUPerDelivery)
+		idle := ""
+		if r.MachineIdle > 0 {
+			idle = fmt.Sprintf(", idle %.2f cores", r.MachineIdle)
+		}
+		fmt.Fprintf(w, "cpu: server %.2f cores (%.1f µs per delivery%s), load generator %.2f cores (%.1f µs per delivery)%s\n",
+			r.ServerCPU, r.ServerCPUPerDelivery, kernel, r.BenchCPU, r.BenchCPUPerDelivery, idle)
 	}
 	for _, t := range r.Targets {
 		fmt.Fprintln(w, t.describe())
