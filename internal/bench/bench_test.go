@@ -277,13 +277,15 @@ func TestIdleMemory(t *testing.T) {
 
 func TestTableAndIntegrity(t *testing.T) {
 	res := &Result{Mode: ModeChat, Rooms: 100, DeliveriesPerSec: 12345, SendsPerSec: 6000,
-		Latency: LatencySummary{P50: 1, P95: 2, P99: 3.5, Max: 9},
-		Errors:  map[string]int64{"timeout": 1, "rate_limited": 3}}
+		Latency:   LatencySummary{P50: 1, P95: 2, P99: 3.5, Max: 9},
+		Errors:    map[string]int64{"timeout": 1, "rate_limited": 3},
+		ServerCPU: 1.05, ServerCPUPerDelivery: 5.5, BenchCPU: 0.78, BenchCPUPerDelivery: 4.1, MachineIdle: 0.17}
 	var b bytes.Buffer
 	if err := res.print(&b, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"deliveries/s", "p99 ms", "12345", "3.50", "rate_limited=3 timeout=1"} {
+	for _, want := range []string{"deliveries/s", "p99 ms", "12345", "3.50", "rate_limited=3 timeout=1",
+		"cpu: server 1.05 cores (5.5 µs per delivery), load generator 0.78 cores (4.1 µs per delivery), idle 0.17 cores"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
