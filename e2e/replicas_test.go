@@ -287,6 +287,23 @@ func (c *conn) sendMany(prefix string, n int) <-chan sendResult {
 	return res
 }
 
+// checkAcked fails unless every acknowledged client id in acks is in the replay
+// msgs at the seq its ack gave.
+func checkAcked(t *testing.T, msgs []frame, acks ...map[string]int64) {
+	t.Helper()
+	stored := map[string]int64{}
+	for _, m := range msgs {
+		stored[m.ID] = m.Seq
+	}
+	for _, acks := range acks {
+		for id, seq := range acks {
+			if stored[id] != seq {
+				t.Fatalf("%s was acked at seq %d, the replay has it at %d", id, seq, stored[id])
+			}
+		}
+	}
+}
+
 // checkOnce fails unless msgs are exactly seqs from..to, in order, and no client id
 // appears twice.
 func checkOnce(t *testing.T, who string, msgs []frame, from, to int64) {
@@ -559,17 +576,7 @@ func TestReplicaKilled(t *testing.T) {
 	rt := newTally()
 	ann2.readUntil(rt, "the replay from seq 0", time.Minute, func(tl *tally) bool { return int64(len(tl.msgs)) >= w2.LastSeq })
 	checkOnce(t, "replay from A", rt.msgs, 1, w2.LastSeq)
-	stored := map[string]int64{}
-	for _, m := range rt.msgs {
-		stored[m.ID] = m.Seq
-	}
-	for _, acks := range []map[string]int64{at.acks, bt.acks, bt2.acks} {
-		for id, seq := range acks {
-			if stored[id] != seq {
-				t.Fatalf("%s was acked at seq %d, the replay has it at %d", id, seq, stored[id])
-			}
-		}
-	}
+	checkAcked(t, rt.msgs, at.acks, bt.acks, bt2.acks)
 	if got := c.storedSeqs(aw.Session); int64(len(got)) != w2.LastSeq || got[len(got)-1] != w2.LastSeq {
 		t.Fatalf("DynamoDB holds %d messages (last %v), the replay %d", len(got), got[len(got)-1:], w2.LastSeq)
 	}

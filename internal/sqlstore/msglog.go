@@ -15,9 +15,10 @@ import (
 )
 
 // The message log (SQLite). An append is made durable by the appending goroutine
-// itself: one write(2) of one record to the end of the log's current segment file,
-// under the writer's append lock, with no hand-off to another goroutine and no SQLite
-// transaction on the way. The kernel holds the record from then on, so a crash of
+// itself: one record copied to the end of the log's current segment file, mapped into
+// memory (logMap; one write(2) where segments are not mapped), under the writer's
+// append lock, with no hand-off to another goroutine and no SQLite transaction on
+// the way. The kernel's page cache holds the record from then on, so a crash of
 // the process cannot lose it, which is the guarantee SQLite gives a WAL commit with
 // synchronous(NORMAL); the checkpointer syncs the log each time it syncs the database,
 // so a power cut loses no more than it would of the database itself.
@@ -53,13 +54,14 @@ var logCRC = crc32.MakeTable(crc32.Castagnoli)
 type msgLog struct {
 	dir  string
 	f    *os.File // the current segment, opened for appending
+	m    *logMap  // its mapping, nil if it is not mapped
 	seg  int64    // its number
 	size int64    // its length
 	buf  []byte   // the record being written
 	segs []*logSegment
 	// unsynced are the segments closed to appends since the checkpointer last
-	// synced them; it syncs and closes them.
-	unsynced []*os.File
+	// synced them; it syncs, unmaps and closes them.
+	unsynced []logFile
 	// next brings the segment after the current one, made ready by a goroutine of
 	// its own once the current one is half full (prepareNext), so that rotate, under
 	// the append lock, only swaps files: creating, allocating and syncing a segment's
@@ -79,9 +81,38 @@ type logFS struct {
 
 // nextSegment is a segment file made ready ahead of its turn, or why it could not be.
 type nextSegment struct {
-	id  int64
-	f   *os.File
+	id int64
+	logFile
 	err error
+}
+
+// logFile is a segment file, its mapping (nil if not mapped) and the length of its
+// records, as far as known to whoever holds it.
+type logFile struct {
+	f    *os.File
+	m    *logMap
+	size int64
+}
+
+// sync makes the file's records durable: the mapped range they fill (the pages ahead
+// hold only zeros, and stay writable), or the whole file.
+func (lf logFile) sync() error {
+	if lf.m != nil {
+		return lf.m.sync(lf.size)
+	}
+	return lf.f.Sync()
+}
+
+// syncClose syncs the file, unmaps it and closes it.
+func (lf logFile) syncClose() error {
+	err := lf.sync()
+	if lf.m != nil {
+		lf.m.unmap()
+	}
+	if cerr := lf.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // logSegment is one segment file and the pending batches that hold its messages.
@@ -178,28 +209,28 @@ func (l *msgLog) start(seen []*logSegment) error {
 // ready, if it is on its way, or a new one made here.
 func (l *msgLog) rotate() error {
 	if l.f != nil {
-		l.unsynced = append(l.unsynced, l.f)
-		l.f = nil
+		l.unsynced = append(l.unsynced, logFile{l.f, l.m, l.size})
+		l.f, l.m = nil, nil
 		l.segs[len(l.segs)-1].sealed = true
 	}
 	id := l.seg + 1
-	var f *os.File
+	var lf logFile
 	if l.next != nil {
 		ready := <-l.next // made ready meanwhile, unless the segment filled very fast
 		l.next = nil
 		if ready.err == nil && ready.id == id {
-			f = ready.f
+			lf = ready.logFile
 		} else if ready.f != nil {
 			l.discard(ready)
 		}
 	}
-	if f == nil {
+	if lf.f == nil {
 		var err error
-		if f, err = l.create(id, l.fs); err != nil {
+		if lf, err = l.create(id, l.fs); err != nil {
 			return err
 		}
 	}
-	l.f, l.seg, l.size = f, id, 0
+	l.f, l.m, l.seg, l.size = lf.f, lf.m, id, 0
 	l.segs = append(l.segs, &logSegment{id: id})
 	return nil
 }
@@ -214,35 +245,38 @@ func (l *msgLog) prepareNext() {
 	l.next = next
 	id, fs := l.seg+1, l.fs
 	go func() {
-		f, err := l.create(id, fs)
-		next <- nextSegment{id: id, f: f, err: err}
+		lf, err := l.create(id, fs)
+		next <- nextSegment{id: id, logFile: lf, err: err}
 	}()
 }
 
 // create makes segment id ready for records: created, its blocks allocated up
 // front (so a record is written inside the file's length, and the file system has
 // no size to update for each record; the rest reads as zeros, which replay takes
-// for the end), and its directory entry synced. It only reads l.dir, so it may run
-// beside the append lock.
-func (l *msgLog) create(id int64, fs logFS) (*os.File, error) {
-	f, err := os.OpenFile(l.path(id), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+// for the end), mapped and faulted in (mapSegment), and its directory entry synced.
+// It only reads l.dir, so it may run beside the append lock.
+func (l *msgLog) create(id int64, fs logFS) (logFile, error) {
+	f, err := os.OpenFile(l.path(id), os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, err
+		return logFile{}, err
 	}
 	if err := preallocate(f, logSegmentBytes+logMaxMessageRecord); err != nil {
 		_ = f.Close()
 		_ = os.Remove(l.path(id))
-		return nil, err
+		return logFile{}, err
 	}
 	if err := fs.syncDir(l.dir); err != nil {
 		_ = f.Close()
-		return nil, err
+		return logFile{}, err
 	}
-	return f, nil
+	return logFile{f: f, m: mapSegment(f, logSegmentBytes+logMaxMessageRecord)}, nil
 }
 
 // discard closes and deletes a segment made ready but not used: it holds no record.
 func (l *msgLog) discard(s nextSegment) {
+	if s.m != nil {
+		s.m.unmap()
+	}
 	_ = s.f.Close()
 	_ = os.Remove(l.path(s.id))
 }
@@ -267,9 +301,10 @@ func (l *msgLog) appendDrop(session string) error {
 	return err
 }
 
-// write frames l.buf's body and appends it in one write(2). A short or failed write
-// is undone by truncating back, so the segment never holds a partial record that a
-// later record would follow.
+// write frames l.buf's body and appends it: copied into the mapping, or in one
+// write(2). A failed copy or a short or failed write is overwritten with zeros, and
+// the next record goes where it began, so the segment never holds a partial record
+// that a later record would follow.
 func (l *msgLog) write() (*logSegment, error) {
 	if l.f == nil {
 		return nil, errors.New("the message log is closed")
@@ -282,6 +317,15 @@ func (l *msgLog) write() (*logSegment, error) {
 	body := l.buf[logHeader:]
 	binary.LittleEndian.PutUint32(l.buf, uint32(len(body)))
 	binary.LittleEndian.PutUint32(l.buf[4:], crc32.Checksum(body, logCRC))
+	if l.m != nil {
+		if err := l.m.put(l.size, l.buf); err != nil {
+			_ = l.m.put(l.size, make([]byte, len(l.buf)))
+			return nil, err
+		}
+		l.size += int64(len(l.buf))
+		l.prepareNext()
+		return l.current(), nil
+	}
 	n, err := l.f.WriteAt(l.buf, l.size)
 	if err != nil {
 		if n > 0 { // zeros again, so replay stops here rather than at a torn record
@@ -296,17 +340,18 @@ func (l *msgLog) write() (*logSegment, error) {
 
 // beforeCheckpoint is called by the checkpointer, under the append lock and the
 // pending set's read lock (merges count segments' open batches down), before a
-// checkpoint: it returns the files to sync (the segments closed since, and the
-// current one) and the segments already emptied, which the checkpoint's merges
+// checkpoint: it returns the files to sync (the segments closed since: the
+// checkpointer syncs, unmaps and closes them, and the current one with the length
+// written so far) and the segments already emptied, which the checkpoint's merges
 // cover once it has copied and synced every frame (covered).
-func (l *msgLog) beforeCheckpoint() (files []*os.File, current *os.File, emptied []*logSegment) {
+func (l *msgLog) beforeCheckpoint() (files []logFile, current logFile, emptied []*logSegment) {
 	files, l.unsynced = l.unsynced, nil
 	for _, s := range l.segs {
 		if s.sealed && s.open == 0 && !s.synced {
 			emptied = append(emptied, s)
 		}
 	}
-	return files, l.f, emptied
+	return files, logFile{l.f, l.m, l.size}, emptied
 }
 
 // covered marks the segments synced and takes those at the front off the log,
@@ -361,18 +406,15 @@ func (l *msgLog) close() error {
 			err = rerr
 		}
 	}
-	for _, f := range append(l.unsynced, l.f) {
-		if f == nil {
+	for _, lf := range append(l.unsynced, logFile{l.f, l.m, l.size}) {
+		if lf.f == nil {
 			continue
 		}
-		if serr := f.Sync(); err == nil {
+		if serr := lf.syncClose(); err == nil {
 			err = serr
 		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
 	}
-	l.f, l.unsynced = nil, nil
+	l.f, l.m, l.unsynced = nil, nil, nil
 	return err
 }
 

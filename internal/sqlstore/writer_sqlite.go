@@ -334,14 +334,13 @@ func (w *sqliteWriter) beforeCheckpoint() func() {
 	files, current, emptied := w.log.beforeCheckpoint()
 	w.pending.mu.RUnlock()
 	w.amu.Unlock()
-	for _, f := range files {
-		if err := f.Sync(); err != nil {
+	for _, lf := range files {
+		if err := lf.syncClose(); err != nil {
 			w.d.log.Warn("syncing the message log failed", "err", err)
 		}
-		_ = f.Close()
 	}
-	if current != nil {
-		if err := current.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+	if current.f != nil {
+		if err := current.sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 			w.d.log.Warn("syncing the message log failed", "err", err)
 		}
 	}

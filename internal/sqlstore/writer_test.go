@@ -182,10 +182,10 @@ func testStores(t *testing.T) []struct {
 }
 
 // TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap makes the message log refuse
-// writes (its file handle swapped for a read-only one, as a failing disk would):
-// those appends fail with EUnavailable, nothing acknowledged before is lost, and once
-// the log takes writes again the seqs continue without a gap, so the writer's cache
-// was reset.
+// writes (its file handle and mapping swapped for read-only ones, so each copy into
+// the mapping faults, as a page a failing disk cannot read back would): those appends
+// fail with EUnavailable, nothing acknowledged before is lost, and once the log takes
+// writes again the seqs continue without a gap, so the writer's cache was reset.
 func TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap(t *testing.T) {
 	ctx := context.Background()
 	db, path := openToReopen(t)
@@ -197,13 +197,16 @@ func TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap(t *testing.T) {
 		}
 	}
 	w.amu.Lock()
-	good := w.log.f
+	good, goodMap := w.log.f, w.log.m
 	bad, err := os.Open(good.Name())
 	if err != nil {
 		w.amu.Unlock()
 		t.Fatal(err)
 	}
 	w.log.f = bad
+	if goodMap != nil { // a mapped segment: a copy into a read-only mapping faults
+		w.log.m = readOnlyMap(t, good)
+	}
 	w.amu.Unlock()
 	for i := range 3 {
 		if _, _, err := db.Append(ctx, testMessage(session, fmt.Sprintf("bad-%d", i))); !chat.IsCode(err, chat.EUnavailable) {
@@ -211,7 +214,7 @@ func TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap(t *testing.T) {
 		}
 	}
 	w.amu.Lock()
-	w.log.f = good
+	w.log.f, w.log.m = good, goodMap
 	w.amu.Unlock()
 	_ = bad.Close()
 	m, dup, err := db.Append(ctx, testMessage(session, "bad-0")) // the client's resend
