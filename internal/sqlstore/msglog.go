@@ -53,11 +53,9 @@ var logCRC = crc32.MakeTable(crc32.Castagnoli)
 // append lock (sqliteWriter.amu), except where noted.
 type msgLog struct {
 	dir  string
-	f    *os.File // the current segment, opened for appending
-	m    *logMap  // its mapping, nil if it is not mapped
-	seg  int64    // its number
-	size int64    // its length
-	buf  []byte   // the record being written
+	cur  logFile // the current segment (f nil once closed), and its length
+	seg  int64   // its number
+	buf  []byte  // the record being written
 	segs []*logSegment
 	// unsynced are the segments closed to appends since the checkpointer last
 	// synced them; it syncs, unmaps and closes them.
@@ -208,9 +206,9 @@ func (l *msgLog) start(seen []*logSegment) error {
 // rotate closes the current segment and begins the next: the one prepareNext made
 // ready, if it is on its way, or a new one made here.
 func (l *msgLog) rotate() error {
-	if l.f != nil {
-		l.unsynced = append(l.unsynced, logFile{l.f, l.m, l.size})
-		l.f, l.m = nil, nil
+	if l.cur.f != nil {
+		l.unsynced = append(l.unsynced, l.cur)
+		l.cur = logFile{}
 		l.segs[len(l.segs)-1].sealed = true
 	}
 	id := l.seg + 1
@@ -230,7 +228,7 @@ func (l *msgLog) rotate() error {
 			return err
 		}
 	}
-	l.f, l.m, l.seg, l.size = lf.f, lf.m, id, 0
+	l.cur, l.seg = lf, id
 	l.segs = append(l.segs, &logSegment{id: id})
 	return nil
 }
@@ -238,7 +236,7 @@ func (l *msgLog) rotate() error {
 // prepareNext starts making the next segment ready, once the current one is half
 // full and none is on its way.
 func (l *msgLog) prepareNext() {
-	if l.next != nil || l.size < logSegmentBytes/2 {
+	if l.next != nil || l.cur.size < logSegmentBytes/2 {
 		return
 	}
 	next := make(chan nextSegment, 1)
@@ -301,15 +299,12 @@ func (l *msgLog) appendDrop(session string) error {
 	return err
 }
 
-// write frames l.buf's body and appends it: copied into the mapping, or in one
-// write(2). A failed copy or a short or failed write is overwritten with zeros, and
-// the next record goes where it began, so the segment never holds a partial record
-// that a later record would follow.
+// write frames l.buf's body and appends it to the current segment.
 func (l *msgLog) write() (*logSegment, error) {
-	if l.f == nil {
+	if l.cur.f == nil {
 		return nil, errors.New("the message log is closed")
 	}
-	if l.size >= logSegmentBytes {
+	if l.cur.size >= logSegmentBytes {
 		if err := l.rotate(); err != nil {
 			return nil, err
 		}
@@ -317,25 +312,31 @@ func (l *msgLog) write() (*logSegment, error) {
 	body := l.buf[logHeader:]
 	binary.LittleEndian.PutUint32(l.buf, uint32(len(body)))
 	binary.LittleEndian.PutUint32(l.buf[4:], crc32.Checksum(body, logCRC))
-	if l.m != nil {
-		if err := l.m.put(l.size, l.buf); err != nil {
-			_ = l.m.put(l.size, make([]byte, len(l.buf)))
-			return nil, err
-		}
-		l.size += int64(len(l.buf))
-		l.prepareNext()
-		return l.current(), nil
-	}
-	n, err := l.f.WriteAt(l.buf, l.size)
-	if err != nil {
-		if n > 0 { // zeros again, so replay stops here rather than at a torn record
-			_, _ = l.f.WriteAt(make([]byte, n), l.size)
-		}
+	if err := l.cur.append(l.buf); err != nil {
 		return nil, err
 	}
-	l.size += int64(n)
 	l.prepareNext()
 	return l.current(), nil
+}
+
+// append writes rec after the file's records: copied into the mapping, or in one
+// write(2). A failed copy or a short or failed write is overwritten with zeros and
+// the length stays, so the next record goes where it began and the segment never
+// holds a partial record that a later record would follow.
+func (lf *logFile) append(rec []byte) error {
+	if lf.m != nil {
+		if err := lf.m.put(lf.size, rec); err != nil {
+			_ = lf.m.put(lf.size, make([]byte, len(rec)))
+			return err
+		}
+	} else if n, err := lf.f.WriteAt(rec, lf.size); err != nil {
+		if n > 0 { // zeros again, so replay stops here rather than at a torn record
+			_, _ = lf.f.WriteAt(make([]byte, n), lf.size)
+		}
+		return err
+	}
+	lf.size += int64(len(rec))
+	return nil
 }
 
 // beforeCheckpoint is called by the checkpointer, under the append lock and the
@@ -351,7 +352,7 @@ func (l *msgLog) beforeCheckpoint() (files []logFile, current logFile, emptied [
 			emptied = append(emptied, s)
 		}
 	}
-	return files, logFile{l.f, l.m, l.size}, emptied
+	return files, l.cur, emptied
 }
 
 // covered marks the segments synced and takes those at the front off the log,
@@ -401,12 +402,12 @@ func (l *msgLog) close() error {
 		}
 		l.next = nil
 	}
-	if l.f != nil && l.size == 0 {
+	if l.cur.f != nil && l.cur.size == 0 {
 		if rerr := os.Remove(l.path(l.seg)); rerr != nil {
 			err = rerr
 		}
 	}
-	for _, lf := range append(l.unsynced, logFile{l.f, l.m, l.size}) {
+	for _, lf := range append(l.unsynced, l.cur) {
 		if lf.f == nil {
 			continue
 		}
@@ -414,7 +415,7 @@ func (l *msgLog) close() error {
 			err = serr
 		}
 	}
-	l.f, l.m, l.unsynced = nil, nil, nil
+	l.cur, l.unsynced = logFile{}, nil
 	return err
 }
 

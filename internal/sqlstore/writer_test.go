@@ -182,14 +182,34 @@ func testStores(t *testing.T) []struct {
 }
 
 // TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap makes the message log refuse
-// writes (its file handle and mapping swapped for read-only ones, so each copy into
-// the mapping faults, as a page a failing disk cannot read back would): those appends
-// fail with EUnavailable, nothing acknowledged before is lost, and once the log takes
-// writes again the seqs continue without a gap, so the writer's cache was reset.
+// writes, as a failing disk would: its file handle swapped for a read-only one, and
+// its mapping (where segments are mapped) for a read-only one, so each copy into it
+// faults as a page the disk cannot read back would; or, unmapped, each write(2)
+// fails. Those appends fail with EUnavailable, nothing acknowledged before is lost,
+// and once the log takes writes again the seqs continue without a gap, so the
+// writer's cache was reset.
 func TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap(t *testing.T) {
+	for _, mapped := range []bool{true, false} {
+		t.Run(map[bool]string{true: "mapped", false: "written"}[mapped], func(t *testing.T) {
+			testFailedLogWrite(t, mapped)
+		})
+	}
+}
+
+func testFailedLogWrite(t *testing.T, mapped bool) {
 	ctx := context.Background()
 	db, path := openToReopen(t)
 	w := sqliteW(db)
+	if !mapped {
+		w.amu.Lock()
+		if w.log.cur.m != nil {
+			w.log.cur.m.unmap()
+			w.log.cur.m = nil
+		}
+		w.amu.Unlock()
+	} else if w.log.cur.m == nil {
+		t.Skip("segments are not mapped on this platform")
+	}
 	session := chat.NewSessionID()
 	for i := range 5 {
 		if _, _, err := db.Append(ctx, testMessage(session, fmt.Sprintf("ok-%d", i))); err != nil {
@@ -197,15 +217,15 @@ func TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap(t *testing.T) {
 		}
 	}
 	w.amu.Lock()
-	good, goodMap := w.log.f, w.log.m
+	good, goodMap := w.log.cur.f, w.log.cur.m
 	bad, err := os.Open(good.Name())
 	if err != nil {
 		w.amu.Unlock()
 		t.Fatal(err)
 	}
-	w.log.f = bad
-	if goodMap != nil { // a mapped segment: a copy into a read-only mapping faults
-		w.log.m = readOnlyMap(t, good)
+	w.log.cur.f = bad
+	if mapped {
+		w.log.cur.m = readOnlyMap(t, good)
 	}
 	w.amu.Unlock()
 	for i := range 3 {
@@ -214,7 +234,7 @@ func TestFailedLogWriteFailsOnlyItsMessageAndLeavesNoGap(t *testing.T) {
 		}
 	}
 	w.amu.Lock()
-	w.log.f, w.log.m = good, goodMap
+	w.log.cur.f, w.log.cur.m = good, goodMap
 	w.amu.Unlock()
 	_ = bad.Close()
 	m, dup, err := db.Append(ctx, testMessage(session, "bad-0")) // the client's resend
