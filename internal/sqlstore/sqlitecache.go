@@ -25,20 +25,59 @@ const maxCachedIDs = 1 << 20
 type sqliteCache struct {
 	seed  maphash.Seed
 	hashf func(seed maphash.Seed, s string) uint64 // maphash.String; tests make ids collide
-	ids   map[string]map[uint64]int64              // session → hash of client id → seq
-	count int                                      // entries in ids
-	ended map[string]bool
+	chats map[string]*chatMem                      // session → what is known of it
+	count int                                      // client-id hashes held, over every chat
 }
 
+// chatMem is what the SQLite writer remembers of one chat: an append looks its chat
+// up once and finds its status, seq and client ids together.
+type chatMem struct {
+	status chatStatus
+	ids    map[uint64]int64 // hash of client id → seq; nil until loaded (clientIDs)
+	seq    int64            // the last seq stored, once ids is loaded
+}
+
+// chatStatus is whether a chat takes messages, as far as the writer has read it.
+type chatStatus uint8
+
+const (
+	statusUnread chatStatus = iota
+	statusOpen
+	statusEnded
+)
+
 func newSQLiteCache() sqliteCache {
-	return sqliteCache{seed: maphash.MakeSeed(), hashf: maphash.String, ids: make(map[string]map[uint64]int64), ended: make(map[string]bool)}
+	return sqliteCache{seed: maphash.MakeSeed(), hashf: maphash.String, chats: make(map[string]*chatMem)}
 }
 
 // hash returns the filter key of a client id.
 func (c *sqliteCache) hash(clientID string) uint64 { return c.hashf(c.seed, clientID) }
 
-// forget drops what is known of a session's client ids.
+// chat returns what is remembered of session, an empty entry when nothing is. Past
+// maxCachedSessions chats, every chat is forgotten first.
+func (c *sqliteCache) chat(session string) *chatMem {
+	if m, ok := c.chats[session]; ok {
+		return m
+	}
+	if len(c.chats) >= maxCachedSessions {
+		c.clear()
+	}
+	m := &chatMem{}
+	c.chats[session] = m
+	return m
+}
+
+// clear forgets every chat.
+func (c *sqliteCache) clear() {
+	clear(c.chats)
+	c.count = 0
+}
+
+// forget drops what is known of a session's client ids and seq (reloaded from its
+// rows on next use); its status stays.
 func (c *sqliteCache) forget(session string) {
-	c.count -= len(c.ids[session])
-	delete(c.ids, session)
+	if m := c.chats[session]; m != nil {
+		c.count -= len(m.ids)
+		m.ids, m.seq = nil, 0
+	}
 }

@@ -97,3 +97,34 @@ func TestSQLiteDedupeOfConcurrentResends(t *testing.T) {
 
 // sqliteW returns the SQLite side of db's writer.
 func sqliteW(db *DB) *sqliteWriter { return db.w.dialect.(*sqliteWriter) }
+
+// TestSQLiteCacheForgetsChatsPastItsBound appends to more chats than the writer
+// remembers, so it forgets every chat at least once: a chat it forgot must continue
+// at its next seq and still know a resend of its first message.
+func TestSQLiteCacheForgetsChatsPastItsBound(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	first := chat.NewSessionID()
+	for i := 1; i <= 2; i++ {
+		if _, _, err := db.Append(ctx, testMessage(first, fmt.Sprintf("id-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range maxCachedSessions {
+		if _, _, err := db.Append(ctx, testMessage(chat.NewSessionID(), "only")); err != nil {
+			t.Fatalf("chat %d: %v", i, err)
+		}
+	}
+	if _, ok := sqliteW(db).cache.chats[first]; ok {
+		t.Fatalf("the first chat is still remembered after %d others; the bound was not reached", maxCachedSessions)
+	}
+	m, dup, err := db.Append(ctx, testMessage(first, "id-1"))
+	if err != nil || !dup || m.Seq != 1 {
+		t.Fatalf("resend of id-1 after the chat was forgotten = seq %d dup %v err %v, want seq 1 dup", m.Seq, dup, err)
+	}
+	m, dup, err = db.Append(ctx, testMessage(first, "id-3"))
+	if err != nil || dup || m.Seq != 3 {
+		t.Fatalf("new message after the chat was forgotten = seq %d dup %v err %v, want seq 3", m.Seq, dup, err)
+	}
+	checkContiguous(t, db, first, 3)
+}

@@ -33,15 +33,14 @@ type sqliteWriter struct {
 
 	// amu is the append lock: an append (appendNow) holds it from its checks to its
 	// log record, and the writer's batches (End, DeleteSession) hold it throughout,
-	// so seqs, cache, the log and the order of appends and ends have one owner at a
+	// so cache, the log and the order of appends and ends have one owner at a
 	// time. Merges do not take it: they only move pending messages (under pending.mu).
 	amu     sync.Mutex
-	log     *msgLog          // the message log (msglog.go)
-	closed  bool             // under amu: appends are refused
-	seqs    map[string]int64 // session → last seq stored
-	cache   sqliteCache      // client ids and ended flags kept between appends
-	pending *pendingSet      // the DB's: messages not yet merged (pending.go)
-	reads   sqliteStmts      // status and chunksAfter prepared on the pool, for appends
+	log     *msgLog     // the message log (msglog.go)
+	closed  bool        // under amu: appends are refused
+	cache   sqliteCache // each chat's seq, client ids and status, kept between appends
+	pending *pendingSet // the DB's: messages not yet merged (pending.go)
+	reads   sqliteStmts // status and chunksAfter prepared on the pool, for appends
 
 	// This batch: the message being appended (rows), and the chats a delete emptied
 	// (drops).
@@ -93,7 +92,7 @@ func (st *sqliteStmts) list() stmtList {
 
 func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 	d := loop.d
-	w := &sqliteWriter{loop: loop, d: d, seqs: make(map[string]int64), cache: newSQLiteCache(), pending: d.pending}
+	w := &sqliteWriter{loop: loop, d: d, cache: newSQLiteCache(), pending: d.pending}
 	conn, err := d.db.Conn(ctx)
 	if err != nil {
 		return nil, dbErr(err, "open the writer's connection")
@@ -358,10 +357,7 @@ func (w *sqliteWriter) beforeCheckpoint() func() {
 }
 
 // forget drops what is remembered of a session's seq and client ids (amu held).
-func (w *sqliteWriter) forget(session string) {
-	delete(w.seqs, session)
-	w.cache.forget(session)
-}
+func (w *sqliteWriter) forget(session string) { w.cache.forget(session) }
 
 // apply performs one request inside the batch transaction.
 func (w *sqliteWriter) apply(ctx context.Context, st sqliteStmts, r *request) error {
@@ -378,13 +374,12 @@ func (w *sqliteWriter) apply(ctx context.Context, st sqliteStmts, r *request) er
 	return nil
 }
 
-// sessionEnded reports whether the session's row says it no longer takes messages. A
+// sessionEnded reports whether the chat's row says it no longer takes messages. A
 // session without a row here (sessions kept in another database) is not ended: the
 // caller's own check is all there is then. One read per session.
-func (w *sqliteWriter) sessionEnded(ctx context.Context, st sqliteStmts, session string) (bool, error) {
-	known := w.cache.ended
-	if ended, ok := known[session]; ok {
-		return ended, nil
+func (w *sqliteWriter) sessionEnded(ctx context.Context, st sqliteStmts, session string, c *chatMem) (bool, error) {
+	if c.status != statusUnread {
+		return c.status == statusEnded, nil
 	}
 	var status string
 	err := st.status.QueryRowContext(ctx, session).Scan(&status)
@@ -394,12 +389,11 @@ func (w *sqliteWriter) sessionEnded(ctx context.Context, st sqliteStmts, session
 	if err != nil {
 		return false, err
 	}
-	ended := status != string(chat.StatusInProgress)
-	if len(known) >= maxCachedSessions {
-		clear(known)
+	c.status = statusOpen
+	if status != string(chat.StatusInProgress) {
+		c.status = statusEnded
 	}
-	known[session] = ended
-	return ended, nil
+	return c.status == statusEnded, nil
 }
 
 // deleteSession deletes the session's messages, stored and pending; later appends
@@ -428,8 +422,7 @@ func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *req
 		w.drops = append(w.drops, s)
 		r.deleted += n
 	}
-	delete(w.seqs, s) // reloaded, empty, by the next append
-	w.cache.forget(s)
+	w.cache.forget(s) // reloaded, empty, by the next append
 	return nil
 }
 
@@ -441,22 +434,24 @@ func (w *sqliteWriter) endSession(ctx context.Context, st sqliteStmts, r *reques
 		return err
 	}
 	r.won = n == 1
-	delete(w.cache.ended, s) // read again by the next append, from this transaction on
+	if c := w.cache.chats[s]; c != nil {
+		c.status = statusUnread // read again by the next append, from this transaction on
+	}
 	return nil
 }
 
 // appendMessage stores r's message unless the session already holds its client id.
 func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *request) error {
 	s := r.in.SessionID
-	if ended, err := w.sessionEnded(ctx, st, s); err != nil || ended {
+	c := w.cache.chat(s)
+	if ended, err := w.sessionEnded(ctx, st, s, c); err != nil || ended {
 		if err == nil {
 			w.cache.forget(s) // no more appends: free its ids
-			delete(w.seqs, s)
 			err = refuseAfterEnd(w.byClient(ctx, st, s, r.in.ClientID, &r.out), r)
 		}
 		return err
 	}
-	ids, err := w.clientIDs(ctx, st, s)
+	ids, err := w.clientIDs(ctx, st, s, c)
 	if err != nil {
 		return err
 	}
@@ -470,9 +465,9 @@ func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *req
 		r.err = chat.Errorf(chat.EUnavailable, "too many messages wait to be stored; try again shortly")
 		return nil
 	}
-	r.out.Seq = w.seqs[s] + 1
-	w.seqs[s] = r.out.Seq
-	ids[h] = r.out.Seq // after a collision the newer seq wins; the older id is found by findStored's lookup
+	c.seq++
+	r.out.Seq = c.seq
+	ids[h] = c.seq // after a collision the newer seq wins; the older id is found by findStored's lookup
 	w.cache.count++
 	w.rows = append(w.rows, r)
 	return nil
@@ -514,16 +509,15 @@ func (w *sqliteWriter) findByClient(ctx context.Context, st sqliteStmts, r *requ
 	return false, err
 }
 
-// clientIDs returns the session's client-id filter, loading it (and the session's
-// last seq) from its rows on first use.
-func (w *sqliteWriter) clientIDs(ctx context.Context, st sqliteStmts, session string) (map[uint64]int64, error) {
-	if ids, ok := w.cache.ids[session]; ok {
-		return ids, nil
+// clientIDs returns the chat's client-id filter, loading it (and the chat's last
+// seq) from its rows on first use.
+func (w *sqliteWriter) clientIDs(ctx context.Context, st sqliteStmts, session string, c *chatMem) (map[uint64]int64, error) {
+	if c.ids != nil {
+		return c.ids, nil
 	}
-	if w.cache.count >= maxCachedIDs || len(w.cache.ids) >= maxCachedSessions {
-		clear(w.cache.ids)
-		w.cache.count = 0
-		clear(w.seqs)
+	if w.cache.count >= maxCachedIDs {
+		w.cache.clear()
+		w.cache.chats[session] = c // its status stays known
 	}
 	ids := make(map[uint64]int64)
 	var last int64
@@ -539,7 +533,7 @@ func (w *sqliteWriter) clientIDs(ctx context.Context, st sqliteStmts, session st
 	if err := readChunks(ctx, st.chunksAfter, session, 0, add); err != nil {
 		return nil, err
 	}
-	w.cache.ids[session], w.seqs[session] = ids, last
+	c.ids, c.seq = ids, last
 	w.cache.count += len(ids)
 	return ids, nil
 }
