@@ -22,6 +22,9 @@ import (
 type logMap struct {
 	mu sync.Mutex // held while syncing or unmapping: a sync never meets an unmapped range
 	b  []byte     // nil once unmapped
+	// zapped is how much of b, from its start, has had its page table entries
+	// dropped (sync); a multiple of the page size.
+	zapped int
 }
 
 // mapSegment maps size bytes of f (opened for reading and writing, its blocks
@@ -59,15 +62,29 @@ func (m *logMap) put(off int64, rec []byte) (err error) {
 }
 
 // sync makes the first n bytes durable (msync, MS_SYNC: the file system's sync of
-// that range), unless the mapping is gone.
+// that range), unless the mapping is gone. Records are only ever added after n, so
+// the pages below n written in full are dropped from the mapping first
+// (MADV_DONTNEED: their data stays in the page cache, dirty, and a later read would
+// fault it back in). The sync's writeback write-protects every mapped page it writes,
+// each with a TLB flush of its own (an interrupt of the other processors); a page no
+// longer mapped needs none, and dropping the range costs one flush for all of it.
 func (m *logMap) sync(n int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.b == nil || n <= 0 {
 		return nil
 	}
-	return unix.Msync(m.b[:min(n, int64(len(m.b)))], unix.MS_SYNC)
+	n = min(n, int64(len(m.b)))
+	if full := int(n) &^ (pageSize - 1); full > m.zapped {
+		if err := unix.Madvise(m.b[m.zapped:full], unix.MADV_DONTNEED); err == nil {
+			m.zapped = full
+		}
+	}
+	return unix.Msync(m.b[:n], unix.MS_SYNC)
 }
+
+// pageSize is the size of a page of memory (a power of two).
+var pageSize = os.Getpagesize()
 
 // unmap removes the mapping; the dirty pages stay in the page cache for the file's
 // own sync.
