@@ -472,7 +472,7 @@ func TestPendingReadsDuringMerges(t *testing.T) {
 			}
 			w.amu.Lock()
 			for _, s := range sessions {
-				w.forget(s)
+				w.cache.forget(s)
 			}
 			w.amu.Unlock()
 			runtime.Gosched()

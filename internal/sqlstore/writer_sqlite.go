@@ -219,7 +219,7 @@ func (w *sqliteWriter) rolledBack(batch []*request) {
 	w.amu.Lock()
 	defer w.amu.Unlock()
 	for _, r := range batch {
-		w.forget(r.in.SessionID)
+		w.cache.forget(r.in.SessionID)
 	}
 }
 
@@ -288,7 +288,7 @@ func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
 		w.rows = w.rows[:0]
 	}()
 	if err := w.appendMessage(ctx, w.reads, r); err != nil {
-		w.forget(r.in.SessionID)
+		w.cache.forget(r.in.SessionID)
 		r.err = dbErr(err, "store messages")
 		return
 	}
@@ -303,7 +303,7 @@ func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
 	}
 	seg, err := w.log.appendMessage(&r.out)
 	if err != nil {
-		w.forget(r.in.SessionID)
+		w.cache.forget(r.in.SessionID)
 		w.d.log.Error("writing to the message log failed", "err", err)
 		r.err = chat.Wrap(chat.EUnavailable, err, "store messages")
 		return
@@ -355,9 +355,6 @@ func (w *sqliteWriter) beforeCheckpoint() func() {
 		}
 	}
 }
-
-// forget drops what is remembered of a session's seq and client ids (amu held).
-func (w *sqliteWriter) forget(session string) { w.cache.forget(session) }
 
 // apply performs one request inside the batch transaction.
 func (w *sqliteWriter) apply(ctx context.Context, st sqliteStmts, r *request) error {
