@@ -121,11 +121,7 @@ func (w *sqliteWriter) mergeIfDue(idle bool) {
 			// The messages stay pending, where every read still finds them; the next
 			// merge tries again.
 			w.d.log.Warn("moving pending messages into messages failed; will retry", "err", err)
-			for _, s := range sessions {
-				if len(p.bySession[s]) >= p.rowsDue {
-					p.full = append(p.full, s)
-				}
-			}
+			p.requeue(sessions)
 			p.mu.Unlock()
 			return
 		}
@@ -147,33 +143,36 @@ const maxMergesPerTick = 16
 func (w *sqliteWriter) merge(sessions []string) (int, error) {
 	p := w.pending
 	slices.Sort(sessions)
-	var msgs []*chat.Message
-	counts := make([]int, len(sessions))
-	// What the merge takes is read under pending.mu: appends add to it meanwhile, at
-	// the end of each chat's list, which merged then leaves in place.
+	// What the merge takes is each chat's list as it is now, read under pending.mu:
+	// appends add to it meanwhile, past the part taken, and only this goroutine (the
+	// writer's) replaces a list or changes what the part taken holds, so the part is
+	// read after the lock is let go, which appends would otherwise wait for.
+	refs := make([][]pendingRef, len(sessions))
+	var empty []int64 // the batch rows (message_pending) this merge empties
 	p.mu.RLock()
 	for i, s := range sessions {
-		for _, r := range p.bySession[s] {
-			msgs = append(msgs, r.m)
-		}
-		counts[i] = len(p.bySession[s])
+		refs[i] = p.bySession[s]
 	}
-	// The batch rows (message_pending) this merge empties: the pending ones (drops),
-	// and those whose every message left is in this merge.
-	var empty []int64
-	for _, b := range p.empty {
+	for _, b := range p.empty { // emptied already (drops)
 		empty = append(empty, b.id)
 	}
+	dropped := len(p.dropped) > 0
+	p.mu.RUnlock()
+	var msgs []*chat.Message
+	counts := make([]int, len(sessions))
 	left := make(map[*pendingBatch]int)
-	for i, s := range sessions {
-		for _, r := range p.bySession[s][:counts[i]] {
+	for i, rs := range refs {
+		counts[i] = len(rs)
+		for _, r := range rs {
+			msgs = append(msgs, r.m)
+			// A batch row every message left of is in this merge is emptied too. (A
+			// row's count changes only on this goroutine; a log batch's, which
+			// appends fill, is not read.)
 			if left[r.b]++; r.b.seg == nil && left[r.b] == r.b.left {
 				empty = append(empty, r.b.id)
 			}
 		}
 	}
-	dropped := len(p.dropped) > 0
-	p.mu.RUnlock()
 	ctx := context.Background()
 	tx, err := w.begin(ctx)
 	if err != nil {

@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,7 @@ type pendingSet struct {
 	bySession map[string][]pendingRef // each chat's pending messages in seq order
 	order     []*pendingBatch         // batches with messages left, oldest first (emptied ones leave from the front)
 	full      []string                // chats that reached mergeRows since their last merge (maybe stale)
+	aging     agingQueue              // chats by when their oldest pending message came (maybe stale)
 	empty     []*pendingBatch         // batches finished since the last merge (rows to delete)
 	dropped   map[string]int64        // chat → last batch id its drop mark covers
 	rows      int                     // pending messages
@@ -99,6 +101,60 @@ type pendingSet struct {
 
 func newPendingSet() *pendingSet {
 	return &pendingSet{bySession: make(map[string][]pendingRef), dropped: make(map[string]int64), nextID: 1, budget: mergeFirst, rowsDue: mergeRows}
+}
+
+// agingQueue lists chats in the order their oldest pending message came, so the merge
+// finds the chats whose messages waited mergeAge without looking at their messages:
+// a chat is queued when its first message comes, and again after a merge that left
+// some of its messages pending. An entry may be stale (the chat merged since, by
+// mergeRows or a delete); due skips those.
+type agingQueue struct {
+	list []agingEntry
+	head int
+}
+
+// agingEntry is a chat and when its oldest pending message came (its batch's at).
+type agingEntry struct {
+	session string
+	at      time.Time
+}
+
+func (q *agingQueue) push(session string, at time.Time) {
+	if q.head > 0 && q.head == len(q.list) {
+		clear(q.list)
+		q.list, q.head = q.list[:0], 0
+	}
+	q.list = append(q.list, agingEntry{session, at})
+}
+
+// front returns the oldest entry; ok false when the queue is empty.
+func (q *agingQueue) front() (e agingEntry, ok bool) {
+	if q.head == len(q.list) {
+		return agingEntry{}, false
+	}
+	return q.list[q.head], true
+}
+
+// rebuild queues each chat of bySession once, oldest first: stale entries pile up
+// where merges find chats by other ways (mergeRows, idle), and are dropped here.
+func (q *agingQueue) rebuild(bySession map[string][]pendingRef) {
+	clear(q.list)
+	q.list, q.head = q.list[:0], 0
+	for s, refs := range bySession {
+		q.list = append(q.list, agingEntry{s, refs[0].b.at})
+	}
+	slices.SortFunc(q.list, func(a, b agingEntry) int { return a.at.Compare(b.at) })
+}
+
+func (q *agingQueue) len() int { return len(q.list) - q.head }
+
+func (q *agingQueue) pop() {
+	q.list[q.head] = agingEntry{}
+	q.head++
+	if q.head >= 1024 && q.head*2 >= len(q.list) { // let the popped front go
+		q.list = append(q.list[:0], q.list[q.head:]...)
+		q.head = 0
+	}
 }
 
 // add appends a committed batch (read back at start). p.mu must be held.
@@ -117,9 +173,7 @@ func (p *pendingSet) add(b *pendingBatch) {
 		m := &b.msgs[i]
 		s := append(p.bySession[m.SessionID], pendingRef{m, b})
 		p.bySession[m.SessionID] = s
-		if len(s) == p.rowsDue {
-			p.full = append(p.full, m.SessionID)
-		}
+		p.counted(m.SessionID, s)
 	}
 	p.rows += len(b.msgs)
 	p.size.Store(int64(p.rows))
@@ -164,8 +218,17 @@ func (p *pendingSet) addLogged(m *chat.Message, seg *logSegment) {
 	ref := &b.msgs[len(b.msgs)-1]
 	s := append(p.bySession[m.SessionID], pendingRef{ref, b})
 	p.bySession[m.SessionID] = s
-	if len(s) == p.rowsDue {
-		p.full = append(p.full, m.SessionID)
+	p.counted(m.SessionID, s)
+}
+
+// counted notes that a message was added to session's pending messages, now s: its
+// first is queued by age, and a chat reaching mergeRows is due. p.mu must be held.
+func (p *pendingSet) counted(session string, s []pendingRef) {
+	switch len(s) {
+	case 1:
+		p.aging.push(session, s[0].b.at)
+	case p.rowsDue:
+		p.full = append(p.full, session)
 	}
 }
 
@@ -210,7 +273,23 @@ func (p *pendingSet) merged(session string, n int) {
 		delete(p.bySession, session)
 		return
 	}
-	p.bySession[session] = append([]pendingRef(nil), s[n:]...) // let the merged prefix go
+	s = append([]pendingRef(nil), s[n:]...) // let the merged prefix go
+	p.bySession[session] = s
+	p.aging.push(session, s[0].b.at)
+}
+
+// requeue queues the sessions again after a merge of them failed, so they stay due.
+// p.mu must be held.
+func (p *pendingSet) requeue(sessions []string) {
+	for _, s := range sessions {
+		refs := p.bySession[s]
+		if len(refs) >= p.rowsDue {
+			p.full = append(p.full, s)
+		}
+		if len(refs) > 0 {
+			p.aging.push(s, refs[0].b.at)
+		}
+	}
 }
 
 // trimmed forgets the batch rows deleted (p.empty) and the emptied batches at the
@@ -276,6 +355,9 @@ func (p *pendingSet) lastSeq(session string) int64 {
 // reached mergeRows, then those whose oldest pending message waited mergeAge; every
 // chat when idle.
 func (p *pendingSet) due(idle bool, now time.Time) []string {
+	if p.aging.len() > 2*len(p.bySession)+1024 {
+		p.aging.rebuild(p.bySession)
+	}
 	var out []string
 	n := 0
 	seen := make(map[string]bool)
@@ -300,15 +382,16 @@ func (p *pendingSet) due(idle bool, now time.Time) []string {
 		p.full = p.full[1:]
 		take(s)
 	}
-	for _, b := range p.order {
-		if n >= p.budget || now.Sub(b.at) < mergeAge {
+	for n < p.budget {
+		e, ok := p.aging.front()
+		if !ok || now.Sub(e.at) < mergeAge {
 			break
 		}
-		for i := range b.msgs {
-			m := &b.msgs[i]
-			if s := p.bySession[m.SessionID]; len(s) > 0 && s[0].m.Seq <= m.Seq && !take(m.SessionID) {
-				break
-			}
+		p.aging.pop()
+		// A stale entry (the chat merged since) is skipped: the chat's current oldest
+		// message has an entry of its own, further back.
+		if s := p.bySession[e.session]; len(s) > 0 && now.Sub(s[0].b.at) >= mergeAge {
+			take(e.session)
 		}
 	}
 	return out

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -526,5 +527,66 @@ func TestPendingReadsDuringMerges(t *testing.T) {
 	}
 	if total != int(sent.Load()) {
 		t.Fatalf("%d messages stored, want %d", total, sent.Load())
+	}
+}
+
+// TestPendingDueByAge checks the merge's choice of quiet chats: a chat whose oldest
+// pending message waited mergeAge is due and a younger one is not (even behind a
+// stale entry of its own, left when it was merged by other ways), a partly merged
+// chat stays due for what is left, and chats merged over and over by other ways
+// (idle merges) do not pile up entries.
+func TestPendingDueByAge(t *testing.T) {
+	p := newPendingSet()
+	p.budget = 1 << 20
+	seg := &logSegment{}
+	add := func(session string, seq int64) time.Time {
+		m := testMessage(session, fmt.Sprintf("c-%d", seq))
+		m.Seq = seq
+		p.addLogged(&m, seg)
+		return p.open.at
+	}
+	quiet, busy := chat.NewSessionID(), chat.NewSessionID()
+	t0 := add(quiet, 1)
+	add(busy, 1)
+	add(busy, 2)
+	if got := p.due(false, t0.Add(mergeAge-time.Nanosecond)); len(got) != 0 {
+		t.Fatalf("due before mergeAge: %v, want none", got)
+	}
+	got := p.due(false, t0.Add(mergeAge))
+	slices.Sort(got)
+	want := []string{quiet, busy}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("due after mergeAge: %v, want %v", got, want)
+	}
+	p.merged(quiet, 1)
+	p.merged(busy, 1) // in part: a message came during the merge
+
+	// The quiet chat is merged in full by other ways (idle, mergeRows) without being
+	// chosen by age, leaving its entry; its next message is in a newer batch.
+	t1 := add(quiet, 2)
+	p.merged(quiet, 1)
+	p.seal()
+	for !time.Now().After(t1) { // the next batch begins later than the stale entry
+	}
+	t2 := add(quiet, 3)
+	if got := p.due(false, t2.Add(mergeAge-time.Nanosecond)); !slices.Equal(got, []string{busy}) {
+		t.Fatalf("due before the new message aged: %v, want only the partly merged chat %s", got, busy)
+	}
+	if got := p.due(false, t2.Add(mergeAge)); !slices.Equal(got, []string{quiet}) {
+		t.Fatalf("due once the new message aged: %v, want %s", got, quiet)
+	}
+
+	// Many rounds of a message and an idle merge of everything: the queue stays bounded.
+	for i := range 5000 {
+		p.seal()
+		add(quiet, int64(4+i))
+		for _, s := range p.due(true, t2) {
+			p.merged(s, len(p.bySession[s]))
+		}
+		p.due(false, t2) // nothing aged: only the bound is kept
+	}
+	if n := p.aging.len(); n > 2*len(p.bySession)+1024+1 {
+		t.Fatalf("%d entries queued by age for %d pending chats", n, len(p.bySession))
 	}
 }
