@@ -75,9 +75,9 @@ func TestCheckpointBesideMerges(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%500 == 0 { // new segments, so some fill, seal and empty while checkpoints run
-			w.amu.Lock()
+			w.lmu.Lock()
 			err := w.log.rotate()
-			w.amu.Unlock()
+			w.lmu.Unlock()
 			if err != nil {
 				t.Fatal(err)
 			}

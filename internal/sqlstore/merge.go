@@ -10,22 +10,17 @@ import (
 )
 
 // eachPending calls fn with each of the session's pending messages as this batch
-// sees them, in seq order, until fn returns false: the committed ones (unless this
-// batch deleted the session), then this batch's own (the append in progress).
+// sees them, in seq order, until fn returns false: none once this batch deleted the
+// session. (Appends never run in a batch: the batch holds the chat's lock.)
 func (w *sqliteWriter) eachPending(session string, fn func(*chat.Message) bool) {
-	if !slices.Contains(w.drops, session) && !w.eachCommitted(session, fn) {
-		return
-	}
-	for _, r := range w.rows {
-		if r.out.SessionID == session && !fn(&r.out) {
-			return
-		}
+	if !slices.Contains(w.drops, session) {
+		w.eachCommitted(session, fn)
 	}
 }
 
 // eachCommitted calls fn with the session's pending messages in seq order until fn
 // returns false, and reports whether it got to the end. Merges change the pending
-// messages beside the append lock, so it holds pending.mu for reading.
+// messages beside the appends, so it holds pending.mu for reading.
 func (w *sqliteWriter) eachCommitted(session string, fn func(*chat.Message) bool) bool {
 	w.pending.mu.RLock()
 	defer w.pending.mu.RUnlock()
@@ -38,9 +33,10 @@ func (w *sqliteWriter) eachCommitted(session string, fn func(*chat.Message) bool
 }
 
 // pendingMessage returns the session's pending message that match reports, or nil.
+// Appends call it, holding the chat's lock.
 func (w *sqliteWriter) pendingMessage(session string, match func(*chat.Message) bool) *chat.Message {
 	var found *chat.Message
-	w.eachPending(session, func(m *chat.Message) bool {
+	w.eachCommitted(session, func(m *chat.Message) bool {
 		if match(m) {
 			found = m
 			return false

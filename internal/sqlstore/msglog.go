@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"parley/internal/chat"
 )
@@ -17,8 +18,8 @@ import (
 // The message log (SQLite). An append is made durable by the appending goroutine
 // itself: one record copied to the end of the log's current segment file, mapped into
 // memory (logMap; one write(2) where segments are not mapped), under the writer's
-// append lock, with no hand-off to another goroutine and no SQLite transaction on
-// the way. The kernel's page cache holds the record from then on, so a crash of
+// log lock, with no hand-off to another goroutine and no SQLite transaction on the
+// way. The kernel's page cache holds the record from then on, so a crash of
 // the process cannot lose it, which is the guarantee SQLite gives a WAL commit with
 // synchronous(NORMAL); the checkpointer syncs the log each time it syncs the database,
 // so a power cut loses no more than it would of the database itself.
@@ -50,7 +51,7 @@ var logCRC = crc32.MakeTable(crc32.Castagnoli)
 
 // msgLog is the message log of one database file: the directory <file>-log holding
 // segment files named by their number. Its methods are called under the writer's
-// append lock (sqliteWriter.amu), except where noted.
+// log lock (sqliteWriter.lmu), except where noted.
 type msgLog struct {
 	dir  string
 	cur  logFile // the current segment (f nil once closed), and its length
@@ -62,7 +63,7 @@ type msgLog struct {
 	unsynced []logFile
 	// next brings the segment after the current one, made ready by a goroutine of
 	// its own once the current one is half full (prepareNext), so that rotate, under
-	// the append lock, only swaps files: creating, allocating and syncing a segment's
+	// the log lock, only swaps files: creating, allocating and syncing a segment's
 	// directory entry takes milliseconds, and every append would wait for it. Nil
 	// while none is on its way.
 	next chan nextSegment
@@ -116,9 +117,13 @@ func (lf logFile) syncClose() error {
 // logSegment is one segment file and the pending batches that hold its messages.
 type logSegment struct {
 	id     int64
-	open   int  // its batches with messages neither merged nor dropped
+	open   int  // its batches with messages neither merged nor dropped (under pending.mu)
 	sealed bool // no more records go to it
 	synced bool // emptied and then covered by a checkpoint: may be deleted
+	// landing counts its message records written but not yet in the pending set: an
+	// append adds its message there after letting the log's lock go, and until then
+	// open does not count it, so the segment must not count as emptied.
+	landing atomic.Int32
 }
 
 // openMsgLog opens (creating) the log directory of the database file path.
@@ -252,7 +257,7 @@ func (l *msgLog) prepareNext() {
 // front (so a record is written inside the file's length, and the file system has
 // no size to update for each record; the rest reads as zeros, which replay takes
 // for the end), mapped and faulted in (mapSegment), and its directory entry synced.
-// It only reads l.dir, so it may run beside the append lock.
+// It only reads l.dir, so it may run beside the log lock.
 func (l *msgLog) create(id int64, fs logFS) (logFile, error) {
 	f, err := os.OpenFile(l.path(id), os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
 	if err != nil {
@@ -282,25 +287,44 @@ func (l *msgLog) discard(s nextSegment) {
 // current is the segment records go to now.
 func (l *msgLog) current() *logSegment { return l.segs[len(l.segs)-1] }
 
-// appendMessage writes m as one record and returns the segment that holds it.
-func (l *msgLog) appendMessage(m *chat.Message) (*logSegment, error) {
-	l.buf = append(l.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0) // the header, set by write
-	l.buf = append(l.buf, logMessage, pendingVersion)
-	l.buf = appendPending(l.buf, m)
-	return l.write()
+// messageRecord returns buf holding m as one framed record. It needs no lock: an
+// append encodes its record before it takes the log's.
+func messageRecord(buf []byte, m *chat.Message) []byte {
+	buf = append(buf[:0], 0, 0, 0, 0, 0, 0, 0, 0) // the header, set by frameRecord
+	buf = append(buf, logMessage, pendingVersion)
+	return frameRecord(appendPending(buf, m))
+}
+
+// frameRecord sets the header of rec, a record's header space and body.
+func frameRecord(rec []byte) []byte {
+	body := rec[logHeader:]
+	binary.LittleEndian.PutUint32(rec, uint32(len(body)))
+	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(body, logCRC))
+	return rec
+}
+
+// appendMessage writes rec, a message record (messageRecord), and returns the segment
+// that holds it, with one more record counted as landing: the caller adds the message
+// to the pending set and then counts it landed (logSegment.landing).
+func (l *msgLog) appendMessage(rec []byte) (*logSegment, error) {
+	seg, err := l.write(rec)
+	if err == nil {
+		seg.landing.Add(1)
+	}
+	return seg, err
 }
 
 // appendDrop writes a drop record for session: its earlier records are dead.
 func (l *msgLog) appendDrop(session string) error {
-	l.buf = append(l.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0) // the header, set by write
+	l.buf = append(l.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0) // the header, set by frameRecord
 	l.buf = append(l.buf, logDrop)
 	l.buf = append(l.buf, session...)
-	_, err := l.write()
+	_, err := l.write(frameRecord(l.buf))
 	return err
 }
 
-// write frames l.buf's body and appends it to the current segment.
-func (l *msgLog) write() (*logSegment, error) {
+// write appends the framed record rec to the current segment.
+func (l *msgLog) write(rec []byte) (*logSegment, error) {
 	if l.cur.f == nil {
 		return nil, errors.New("the message log is closed")
 	}
@@ -309,10 +333,7 @@ func (l *msgLog) write() (*logSegment, error) {
 			return nil, err
 		}
 	}
-	body := l.buf[logHeader:]
-	binary.LittleEndian.PutUint32(l.buf, uint32(len(body)))
-	binary.LittleEndian.PutUint32(l.buf[4:], crc32.Checksum(body, logCRC))
-	if err := l.cur.append(l.buf); err != nil {
+	if err := l.cur.append(rec); err != nil {
 		return nil, err
 	}
 	l.prepareNext()
@@ -339,7 +360,7 @@ func (lf *logFile) append(rec []byte) error {
 	return nil
 }
 
-// beforeCheckpoint is called by the checkpointer, under the append lock and the
+// beforeCheckpoint is called by the checkpointer, under the log lock and the
 // pending set's read lock (merges count segments' open batches down), before a
 // checkpoint: it returns the files to sync (the segments closed since: the
 // checkpointer syncs, unmaps and closes them, and the current one with the length
@@ -348,7 +369,9 @@ func (lf *logFile) append(rec []byte) error {
 func (l *msgLog) beforeCheckpoint() (files []logFile, current logFile, emptied []*logSegment) {
 	files, l.unsynced = l.unsynced, nil
 	for _, s := range l.segs {
-		if s.sealed && s.open == 0 && !s.synced {
+		// landing before open: an append counts its record landed only after its
+		// batch is counted in open, under pending.mu, which the caller holds.
+		if s.sealed && s.landing.Load() == 0 && s.open == 0 && !s.synced {
 			emptied = append(emptied, s)
 		}
 	}
@@ -357,7 +380,7 @@ func (l *msgLog) beforeCheckpoint() (files []logFile, current logFile, emptied [
 
 // covered marks the segments synced and takes those at the front off the log,
 // oldest first, for remove: a later segment waits for every older one, so a drop
-// record outlives the records it drops. Called under the append lock; the files are
+// record outlives the records it drops. Called under the log lock; the files are
 // deleted after it is let go (an unlink of a segment's allocated blocks takes
 // milliseconds).
 func (l *msgLog) covered(emptied []*logSegment) []*logSegment {
@@ -377,7 +400,7 @@ func (l *msgLog) covered(emptied []*logSegment) []*logSegment {
 // remove deletes the files of the segments covered took off the log, in order, and
 // returns those it could not delete, the first failure and every later one, which
 // keep their order for restore: a segment is only deleted once every older one is.
-// It runs without the append lock, on the checkpointer's goroutine alone, with the
+// It runs without the log lock, on the checkpointer's goroutine alone, with the
 // log's fs as read under the lock.
 func (l *msgLog) remove(gone []*logSegment, fs logFS) []*logSegment {
 	for i, s := range gone {
@@ -389,7 +412,7 @@ func (l *msgLog) remove(gone []*logSegment, fs logFS) []*logSegment {
 }
 
 // restore puts segments remove could not delete back at the front of the log, for
-// the next checkpoint to try again. Called under the append lock.
+// the next checkpoint to try again. Called under the log lock.
 func (l *msgLog) restore(kept []*logSegment) { l.segs = append(kept, l.segs...) }
 
 // close syncs and closes every segment file still open, and deletes the current one

@@ -45,7 +45,7 @@ func mapSegment(f *os.File, size int) *logMap {
 var errLogMapFault = errors.New("the message log's mapped segment faulted")
 
 // put copies rec to offset off. A fault in the copy (an I/O error) is returned as an
-// error instead of ending the process. Called under the append lock.
+// error instead of ending the process. Called under the log lock.
 func (m *logMap) put(off int64, rec []byte) (err error) {
 	if off < 0 || off+int64(len(rec)) > int64(len(m.b)) {
 		return fmt.Errorf("a record of %d bytes does not fit the message log segment", len(rec))

@@ -45,13 +45,13 @@ func TestRotationUsesSegmentMadeReady(t *testing.T) {
 	session := chat.NewSessionID()
 	text := strings.Repeat("x", 8000) // a segment in about 1,000 appends
 	syncs := make(chan string, 1)
-	w.amu.Lock()
+	w.lmu.Lock()
 	first := w.log.seg
 	w.log.fs.syncDir = func(dir string) error {
 		syncs <- dir
 		return syncDir(dir)
 	}
-	w.amu.Unlock()
+	w.lmu.Unlock()
 	n := 0
 	appendOne := func() {
 		n++
@@ -68,20 +68,20 @@ func TestRotationUsesSegmentMadeReady(t *testing.T) {
 		t.Fatal("no segment was made ready while the current one filled past half")
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool {
-		w.amu.Lock()
-		defer w.amu.Unlock()
+		w.lmu.Lock()
+		defer w.lmu.Unlock()
 		return len(w.log.next) == 1
 	}, "the next segment to be ready")
-	w.amu.Lock()
+	w.lmu.Lock()
 	w.log.fs.syncDir = func(string) error {
 		return errors.New("a directory sync while the segment made ready waits")
 	}
-	w.amu.Unlock()
+	w.lmu.Unlock()
 	for {
 		appendOne()
-		w.amu.Lock()
+		w.lmu.Lock()
 		rotated := w.log.seg != first
-		w.amu.Unlock()
+		w.lmu.Unlock()
 		if rotated {
 			break
 		}
@@ -103,9 +103,9 @@ func emptiedSegments(t *testing.T, db *DB, session string) int {
 			t.Fatal(err)
 		}
 		if i%100 == 99 {
-			w.amu.Lock()
+			w.lmu.Lock()
 			err := w.log.rotate()
-			w.amu.Unlock()
+			w.lmu.Unlock()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,13 +142,13 @@ func TestDeletingSegmentsLeavesAppendsFree(t *testing.T) {
 	var once, released sync.Once
 	free := func() { released.Do(func() { close(release) }) }
 	t.Cleanup(free) // before the store closes, even when the test fails
-	w.amu.Lock()
+	w.lmu.Lock()
 	w.log.fs.remove = func(path string) error {
 		once.Do(func() { close(entered) })
 		<-release
 		return os.Remove(path)
 	}
-	w.amu.Unlock()
+	w.lmu.Unlock()
 	select {
 	case <-entered: // the checkpointer (every second) deletes the emptied segments
 	case <-time.After(10 * time.Second):
@@ -171,7 +171,7 @@ func TestFailedSegmentDeletionKeepsOrder(t *testing.T) {
 	n := emptiedSegments(t, db, session)
 	var mu sync.Mutex
 	var calls []string // each call: the file's name, "!" when it failed
-	w.amu.Lock()
+	w.lmu.Lock()
 	w.log.fs.remove = func(path string) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -183,7 +183,7 @@ func TestFailedSegmentDeletionKeepsOrder(t *testing.T) {
 		calls = append(calls, name)
 		return os.Remove(path)
 	}
-	w.amu.Unlock()
+	w.lmu.Unlock()
 	// One more message, so the last sealed segment's batch closes and it empties too.
 	if _, _, err := db.Append(context.Background(), testMessage(session, "after")); err != nil {
 		t.Fatal(err)
@@ -196,4 +196,39 @@ func TestFailedSegmentDeletionKeepsOrder(t *testing.T) {
 		t.Fatalf("deletions %q: want the failed one first again, then the rest in order", calls)
 	}
 	checkContiguous(t, db, session, n+1)
+}
+
+// TestLandingRecordKeepsItsSegment writes a message record the way an append does
+// and stops before the message joins the pending set (the append adds it after
+// letting the log's lock go): the segment, sealed and with no open batch, must not
+// count as emptied, or a checkpoint would delete the only copy of a message that
+// is not merged yet. Once the message has landed, it does.
+func TestLandingRecordKeepsItsSegment(t *testing.T) {
+	db := openTestSQLite(t)
+	w := sqliteW(db)
+	m := testMessage(chat.NewSessionID(), "c-1")
+	m.Seq = 1
+	w.lmu.Lock()
+	defer w.lmu.Unlock()
+	seg, err := w.log.appendMessage(messageRecord(nil, &m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.log.rotate(); err != nil {
+		t.Fatal(err)
+	}
+	emptied := func() bool {
+		w.pending.mu.RLock()
+		defer w.pending.mu.RUnlock()
+		files, _, emptied := w.log.beforeCheckpoint()
+		w.log.unsynced = append(files, w.log.unsynced...) // left for the store's own checkpoints
+		return slices.Contains(emptied, seg)
+	}
+	if emptied() {
+		t.Fatal("a segment counts as emptied while a message record in it has not joined the pending set")
+	}
+	seg.landing.Add(-1) // as if merged at once: no batch holds it
+	if !emptied() {
+		t.Fatal("the sealed segment with nothing pending does not count as emptied")
+	}
 }

@@ -471,11 +471,11 @@ func TestPendingReadsDuringMerges(t *testing.T) {
 				return
 			default:
 			}
-			w.amu.Lock()
 			for _, s := range sessions {
-				w.cache.forget(s)
+				c := w.cache.lock(s)
+				c.forget()
+				c.mu.Unlock()
 			}
-			w.amu.Unlock()
 			runtime.Gosched()
 		}
 	})

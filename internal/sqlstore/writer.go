@@ -14,7 +14,7 @@ import (
 
 // Group commit. Every Append on MySQL, and every DeleteSession and (SQLite) End, is
 // handed to one writer goroutine; an Append on SQLite is not (sqliteWriter.appendNow:
-// the caller writes it to the message log under the append lock, with the same seq
+// the caller writes it to the message log under its chat's lock, with the same seq
 // and dedupe rules as below), and the SQLite writer goroutine merges the pending
 // messages into message_chunks on its tick.
 // The writer takes the first waiting request, then everything else already waiting (up
@@ -25,8 +25,8 @@ import (
 //
 // Seqs. A session's next seq is its last seq plus one, with no gaps and no repeats:
 //
-//   - SQLite: the file belongs to this process and messages are appended only under
-//     the append lock, so the writer remembers each session's last seq between
+//   - SQLite: the file belongs to this process and a chat's messages are appended
+//     only under its lock, so the writer remembers each session's last seq between
 //     appends (loaded with the session's client ids on first use, see
 //     sqlitecache.go). A failed append or batch forgets the sessions it touched.
 //   - MySQL: several replicas append to the same session. Each batch transaction first

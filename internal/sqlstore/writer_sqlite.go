@@ -13,12 +13,12 @@ import (
 )
 
 // sqliteWriter is the SQLite side of the writer: the file belongs to this process and
-// messages are appended only under its append lock, so it remembers each session's
-// last seq and client ids between appends (sqlitecache.go); an append writes its
-// message to the message log on the caller's goroutine (appendNow, msglog.go), the
-// writer goroutine merges the pending messages into message_chunks (pending.go), and
-// End runs in the writer's batches under the append lock, so messages and the end of
-// their chat stay ordered.
+// messages are appended only by it, each under its chat's lock, so it remembers each
+// chat's last seq and client ids between appends (sqlitecache.go); an append writes
+// its message to the message log on the caller's goroutine (appendNow, msglog.go),
+// the writer goroutine merges the pending messages into message_chunks (pending.go),
+// and End runs in the writer's batches holding its chat's lock, so messages and the
+// end of their chat stay ordered.
 type sqliteWriter struct {
 	loop     *writer // for its metrics and whether requests wait
 	d        *DB
@@ -31,28 +31,35 @@ type sqliteWriter struct {
 	// it touches again.
 	conn *sql.Conn
 
-	// amu is the append lock: an append (appendNow) holds it from its checks to its
-	// log record, and the writer's batches (End, DeleteSession) hold it throughout,
-	// so cache, the log and the order of appends and ends have one owner at a
-	// time. Merges do not take it: they only move pending messages (under pending.mu).
-	amu     sync.Mutex
-	log     *msgLog     // the message log (msglog.go)
-	closed  bool        // under amu: appends are refused
-	cache   sqliteCache // each chat's seq, client ids and status, kept between appends
-	pending *pendingSet // the DB's: messages not yet merged (pending.go)
-	reads   sqliteStmts // status and chunksAfter prepared on the pool, for appends
+	// No lock is common to every append but the log's, held only to copy a record.
+	// An append (appendNow) holds its chat's lock (chatMem.mu) from its checks to its
+	// place among the pending messages, and the writer's batches (End,
+	// DeleteSession) hold the locks of their chats throughout, so a chat's seq, ids
+	// and status and the order of its appends and its end have one owner at a time.
+	// Merges take neither: they only move pending messages (under pending.mu).
+	lmu     sync.Mutex   // the log lock: the log's files, segments and buffer
+	log     *msgLog      // the message log (msglog.go)
+	closed  atomic.Bool  // appends are refused
+	cache   *sqliteCache // each chat's seq, client ids and status, kept between appends
+	pending *pendingSet  // the DB's: messages not yet merged (pending.go)
+	reads   sqliteStmts  // status and chunksAfter prepared on the pool, for appends
 
-	// This batch: the message being appended (rows), and the chats a delete emptied
-	// (drops).
-	rows   []*request
+	// This batch (the writer goroutine's): the chats it holds, and those a delete
+	// emptied (drops).
+	held   []heldChat
 	drops  []string     // chats this batch deleted, dropped from pending once it commits
 	blob   []byte       // the merge's reused encoding buffer
 	chunks chunkEncoder // and its chunk encoder
 
-	appended  atomic.Bool  // an append since the writer's last tick
-	logWrites uint64       // log writes of appends (under amu), for logTimingEvery
-	merges    atomic.Int64 // merges committed
-	ready     bool         // started: close merges what is pending
+	appended atomic.Bool  // an append since the writer's last tick
+	merges   atomic.Int64 // merges committed
+	ready    bool         // started: close merges what is pending
+}
+
+// heldChat is a chat whose lock the writer's batch holds.
+type heldChat struct {
+	session string
+	c       *chatMem
 }
 
 // sqliteStmts are the SQLite writer's statements, prepared once on its own connection.
@@ -147,22 +154,24 @@ func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 // keep sqlitePragmas' larger one.
 const writerCacheKiB = "2048"
 
-// close refuses further appends, merges what is pending (up to maxMergesPerTick
-// merges; the rest is read back from the log at the next start), closes the log and
-// releases the statements and the connection.
+// close refuses further appends and waits for those under way, merges what is
+// pending (up to maxMergesPerTick merges; the rest is read back from the log at the
+// next start), closes the log and releases the statements and the connection.
 func (w *sqliteWriter) close() {
-	w.amu.Lock()
-	w.closed = true
-	w.amu.Unlock()
+	w.closed.Store(true)
+	w.cache.each(func(c *chatMem) {
+		c.mu.Lock() // an append under way holds it; later ones see closed
+		c.mu.Unlock()
+	})
 	if w.ready {
 		w.mergeIfDue(true)
 	}
 	if w.log != nil {
-		w.amu.Lock()
+		w.lmu.Lock()
 		if err := w.log.close(); err != nil {
 			w.d.log.Warn("closing the message log failed", "err", err)
 		}
-		w.amu.Unlock()
+		w.lmu.Unlock()
 	}
 	w.prepared.list().close()
 	(stmtList{{&w.reads.status, ""}, {&w.reads.chunksAfter, ""}}).close()
@@ -216,19 +225,27 @@ func (w *sqliteWriter) idle() { w.mergeIfDue(!w.appended.Swap(false)) }
 
 // rolledBack drops the seq and client-id state of the batch's sessions.
 func (w *sqliteWriter) rolledBack(batch []*request) {
-	w.amu.Lock()
-	defer w.amu.Unlock()
 	for _, r := range batch {
-		w.cache.forget(r.in.SessionID)
+		c := w.cache.lock(r.in.SessionID)
+		c.forget()
+		c.mu.Unlock()
 	}
 }
 
-// commitBatch runs the batch in one transaction, then applies what it did to the
-// pending messages in memory. Its context has no Done, which saves the driver an
-// interrupt watch on every statement.
+// commitBatch runs the batch in one transaction, holding the lock of each of its
+// chats, then applies what it did to the pending messages in memory. Its context has
+// no Done, which saves the driver an interrupt watch on every statement.
 func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
-	w.amu.Lock()
-	defer w.amu.Unlock()
+	for _, r := range batch {
+		w.holdChat(r.in.SessionID)
+	}
+	defer func() {
+		for i, h := range w.held {
+			h.c.mu.Unlock()
+			w.held[i] = heldChat{}
+		}
+		w.held = w.held[:0]
+	}()
 	ctx := context.Background()
 	tx, err := w.begin(ctx)
 	if err != nil {
@@ -236,11 +253,8 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	}
 	defer tx.Rollback()
 	st := w.prepared
-	w.rows, w.drops = w.rows[:0], w.drops[:0]
-	defer func() {
-		clear(w.rows)
-		clear(w.drops)
-	}()
+	w.drops = w.drops[:0]
+	defer clear(w.drops)
 	for _, r := range batch {
 		if err := w.apply(ctx, st, r); err != nil {
 			return err
@@ -259,57 +273,70 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 	return nil
 }
 
-// logTimingEvery: one log write in so many is timed and recorded in the store's
-// commit metrics (parley_store_commit_seconds, parley_store_batch_size): two clock
-// reads and two shared histograms per message were about 2 % of the server's CPU at
-// R=100, for a distribution a sample shows as well.
+// holdChat takes the lock of session's chat for the batch, unless it holds it already.
+func (w *sqliteWriter) holdChat(session string) {
+	if w.heldChat(session) == nil {
+		w.held = append(w.held, heldChat{session, w.cache.lock(session)})
+	}
+}
+
+// heldChat returns the batch's entry of session's chat, nil if it holds none.
+func (w *sqliteWriter) heldChat(session string) *chatMem {
+	for _, h := range w.held {
+		if h.session == session {
+			return h.c
+		}
+	}
+	return nil
+}
+
+// logTimingEvery: one log write in so many of each chat's (its first, then every
+// logTimingEvery-th) is timed and recorded in the store's commit metrics
+// (parley_store_commit_seconds, parley_store_batch_size): two clock reads and two
+// shared histograms per message were about 2 % of the server's CPU at R=100, for a
+// distribution a sample shows as well.
 const logTimingEvery = 16
 
 // appendNow stores r's message at once, on the caller's goroutine: the checks and
-// the seq under the append lock, then one record in the message log. Its answer is
+// the seq under its chat's lock, then one record in the message log and the message
+// among the pending ones, still under it, so a chat's records, pending messages and
+// seqs keep one order and a resend finds what the last append stored. Its answer is
 // in r (out, dup, err), as the writer's would be.
 func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
-	var took time.Duration // the log write's, recorded once the lock is let go
-	w.amu.Lock()
-	defer func() {
-		w.amu.Unlock()
-		if took > 0 {
-			w.loop.metrics.Load().StoreCommitted(1, took)
-		}
-	}()
-	if w.closed {
+	c := w.cache.lock(r.in.SessionID)
+	defer c.mu.Unlock()
+	if w.closed.Load() {
 		r.err = chat.Errorf(chat.EUnavailable, "the message store is closed")
 		return
 	}
 	r.out, r.dup, r.err = r.in, false, nil
-	w.rows = w.rows[:0]
-	defer func() {
-		clear(w.rows)
-		w.rows = w.rows[:0]
-	}()
-	if err := w.appendMessage(ctx, w.reads, r); err != nil {
-		w.cache.forget(r.in.SessionID)
+	stored, err := w.appendMessage(ctx, w.reads, r, c)
+	if err != nil {
+		c.forget()
 		r.err = dbErr(err, "store messages")
 		return
 	}
-	if len(w.rows) == 0 {
+	if !stored {
 		return // a duplicate or a refusal, answered in r
 	}
-	timed := w.logWrites%logTimingEvery == 0
-	w.logWrites++
+	c.rec = messageRecord(c.rec, &r.out)
+	timed := c.writes%logTimingEvery == 0
+	c.writes++
 	var start time.Time
 	if timed {
 		start = time.Now()
 	}
-	seg, err := w.log.appendMessage(&r.out)
+	w.lmu.Lock()
+	seg, err := w.log.appendMessage(c.rec)
+	w.lmu.Unlock()
 	if err != nil {
-		w.cache.forget(r.in.SessionID)
+		c.forget()
 		w.d.log.Error("writing to the message log failed", "err", err)
 		r.err = chat.Wrap(chat.EUnavailable, err, "store messages")
 		return
 	}
 	if timed {
-		took = max(time.Since(start), 1)
+		w.loop.metrics.Load().StoreCommitted(1, max(time.Since(start), 1))
 	}
 	if !w.appended.Load() {
 		w.appended.Store(true)
@@ -317,6 +344,7 @@ func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
 	w.pending.mu.Lock()
 	w.pending.addLogged(&r.out, seg)
 	w.pending.mu.Unlock()
+	seg.landing.Add(-1)
 }
 
 // beforeCheckpoint hands the checkpointer the message log's part in a checkpoint:
@@ -324,15 +352,15 @@ func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
 // of the database), and returns what to run once the checkpoint has synced every
 // frame: delete the segments emptied before it began. Nil once the log is closed.
 func (w *sqliteWriter) beforeCheckpoint() func() {
-	w.amu.Lock()
-	if w.closed || w.log == nil {
-		w.amu.Unlock()
+	w.lmu.Lock()
+	if w.closed.Load() || w.log == nil {
+		w.lmu.Unlock()
 		return nil
 	}
 	w.pending.mu.RLock() // merges count a segment's open batches down under it
 	files, current, emptied := w.log.beforeCheckpoint()
 	w.pending.mu.RUnlock()
-	w.amu.Unlock()
+	w.lmu.Unlock()
 	for _, lf := range files {
 		if err := lf.syncClose(); err != nil {
 			w.d.log.Warn("syncing the message log failed", "err", err)
@@ -344,14 +372,14 @@ func (w *sqliteWriter) beforeCheckpoint() func() {
 		}
 	}
 	return func() {
-		w.amu.Lock()
+		w.lmu.Lock()
 		gone, fs := w.log.covered(emptied), w.log.fs
-		w.amu.Unlock()
+		w.lmu.Unlock()
 		if kept := w.log.remove(gone, fs); len(kept) > 0 {
 			w.d.log.Warn("deleting merged message log segments failed; the next checkpoint tries again", "segments", len(kept))
-			w.amu.Lock()
+			w.lmu.Lock()
 			w.log.restore(kept)
-			w.amu.Unlock()
+			w.lmu.Unlock()
 		}
 	}
 }
@@ -408,7 +436,10 @@ func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *req
 		// restart reads the chat's log records as dropped and its stored messages as
 		// not deleted yet, and the delete (a purge's) is asked again; the other way
 		// round, a restart would bring back messages already deleted.
-		if err := w.log.appendDrop(s); err != nil {
+		w.lmu.Lock()
+		err := w.log.appendDrop(s)
+		w.lmu.Unlock()
+		if err != nil {
 			return err
 		}
 	}
@@ -419,7 +450,7 @@ func (w *sqliteWriter) deleteSession(ctx context.Context, st sqliteStmts, r *req
 		w.drops = append(w.drops, s)
 		r.deleted += n
 	}
-	w.cache.forget(s) // reloaded, empty, by the next append
+	w.heldChat(s).forget() // reloaded, empty, by the next append
 	return nil
 }
 
@@ -431,43 +462,43 @@ func (w *sqliteWriter) endSession(ctx context.Context, st sqliteStmts, r *reques
 		return err
 	}
 	r.won = n == 1
-	if c := w.cache.chats[s]; c != nil {
-		c.status = statusUnread // read again by the next append, from this transaction on
-	}
+	// Read again by the next append, once this transaction has committed: the batch
+	// holds the chat's lock until then.
+	w.heldChat(s).status = statusUnread
 	return nil
 }
 
-// appendMessage stores r's message unless the session already holds its client id.
-func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *request) error {
+// appendMessage gives r's message its seq and reports true, unless the chat holds
+// its client id already (r answered as a duplicate) or refuses it (r.err). c is the
+// chat's entry, its lock held.
+func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *request, c *chatMem) (bool, error) {
 	s := r.in.SessionID
-	c := w.cache.chat(s)
 	if ended, err := w.sessionEnded(ctx, st, s, c); err != nil || ended {
 		if err == nil {
-			w.cache.forget(s) // no more appends: free its ids
+			c.forget() // no more appends: free its ids
 			err = refuseAfterEnd(w.byClient(ctx, st, s, r.in.ClientID, &r.out), r)
 		}
-		return err
+		return false, err
 	}
 	ids, err := w.clientIDs(ctx, st, s, c)
 	if err != nil {
-		return err
+		return false, err
 	}
 	h := w.cache.hash(r.in.ClientID)
 	if seq, ok := ids[h]; ok {
 		if found, err := w.findStored(ctx, st, r, seq); found || err != nil {
-			return err
+			return false, err
 		}
 	}
 	if w.pending.count() >= maxPending {
 		r.err = chat.Errorf(chat.EUnavailable, "too many messages wait to be stored; try again shortly")
-		return nil
+		return false, nil
 	}
 	c.seq++
 	r.out.Seq = c.seq
 	ids[h] = c.seq // after a collision the newer seq wins; the older id is found by findStored's lookup
-	w.cache.count++
-	w.rows = append(w.rows, r)
-	return nil
+	c.added()
+	return true, nil
 }
 
 // findStored answers r as a duplicate when the session already holds its client id;
@@ -512,10 +543,6 @@ func (w *sqliteWriter) clientIDs(ctx context.Context, st sqliteStmts, session st
 	if c.ids != nil {
 		return c.ids, nil
 	}
-	if w.cache.count >= maxCachedIDs {
-		w.cache.clear()
-		w.cache.chats[session] = c // its status stays known
-	}
 	ids := make(map[uint64]int64)
 	var last int64
 	add := func(m *chat.Message) bool {
@@ -526,12 +553,12 @@ func (w *sqliteWriter) clientIDs(ctx context.Context, st sqliteStmts, session st
 	// The pending messages first, then the stored ones: a merge committing in
 	// between moves messages from the first to the second, so they are seen twice
 	// (harmless) rather than not at all (a seq given twice).
-	w.eachPending(session, add)
+	w.eachCommitted(session, add)
 	if err := readChunks(ctx, st.chunksAfter, session, 0, add); err != nil {
 		return nil, err
 	}
 	c.ids, c.seq = ids, last
-	w.cache.count += len(ids)
+	c.loaded(len(ids))
 	return ids, nil
 }
 

@@ -201,12 +201,12 @@ func testFailedLogWrite(t *testing.T, mapped bool) {
 	db, path := openToReopen(t)
 	w := sqliteW(db)
 	if !mapped {
-		w.amu.Lock()
+		w.lmu.Lock()
 		if w.log.cur.m != nil {
 			w.log.cur.m.unmap()
 			w.log.cur.m = nil
 		}
-		w.amu.Unlock()
+		w.lmu.Unlock()
 	} else if w.log.cur.m == nil {
 		t.Skip("segments are not mapped on this platform")
 	}
@@ -216,26 +216,26 @@ func testFailedLogWrite(t *testing.T, mapped bool) {
 			t.Fatal(err)
 		}
 	}
-	w.amu.Lock()
+	w.lmu.Lock()
 	good, goodMap := w.log.cur.f, w.log.cur.m
 	bad, err := os.Open(good.Name())
 	if err != nil {
-		w.amu.Unlock()
+		w.lmu.Unlock()
 		t.Fatal(err)
 	}
 	w.log.cur.f = bad
 	if mapped {
 		w.log.cur.m = readOnlyMap(t, good)
 	}
-	w.amu.Unlock()
+	w.lmu.Unlock()
 	for i := range 3 {
 		if _, _, err := db.Append(ctx, testMessage(session, fmt.Sprintf("bad-%d", i))); !chat.IsCode(err, chat.EUnavailable) {
 			t.Fatalf("append while the log refuses writes = %v, want EUnavailable", err)
 		}
 	}
-	w.amu.Lock()
+	w.lmu.Lock()
 	w.log.cur.f, w.log.cur.m = good, goodMap
-	w.amu.Unlock()
+	w.lmu.Unlock()
 	_ = bad.Close()
 	m, dup, err := db.Append(ctx, testMessage(session, "bad-0")) // the client's resend
 	if err != nil || dup || m.Seq != 6 {
@@ -302,4 +302,54 @@ func TestOpenSQLiteRefusesBadPaths(t *testing.T) {
 			t.Errorf("OpenSQLite(%q) = %v, want EInvalid", path, err)
 		}
 	}
+}
+
+// TestStalledChatHoldsUpNoOtherChat holds one chat's lock, as an append stalled in
+// its checks would (descheduled, or reading the chat's rows back): appends to other
+// chats still answer, and the held chat's append answers once it is let go, with
+// its next seq.
+func TestStalledChatHoldsUpNoOtherChat(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	w := sqliteW(db)
+	stalled, other := chat.NewSessionID(), chat.NewSessionID()
+	if _, _, err := db.Append(ctx, testMessage(stalled, "c-1")); err != nil {
+		t.Fatal(err)
+	}
+	c := w.cache.lock(stalled)
+	held := true
+	release := func() {
+		if held {
+			held = false
+			c.mu.Unlock()
+		}
+	}
+	t.Cleanup(release)
+	waiting := make(chan chat.Message, 1)
+	go func() {
+		m, _, err := db.Append(ctx, testMessage(stalled, "c-2"))
+		if err != nil {
+			t.Error(err)
+		}
+		waiting <- m
+	}()
+	for i := 1; i <= 3; i++ {
+		appendWithin(t, db, testMessage(other, fmt.Sprintf("o-%d", i)), 5*time.Second)
+	}
+	select {
+	case m := <-waiting:
+		t.Fatalf("an append to the held chat answered (seq %d) while its lock was held", m.Seq)
+	default:
+	}
+	release()
+	select {
+	case m := <-waiting:
+		if m.Seq != 2 {
+			t.Fatalf("the held chat's append got seq %d, want 2", m.Seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held chat's append did not answer once its lock was let go")
+	}
+	checkContiguous(t, db, other, 3)
+	checkContiguous(t, db, stalled, 2)
 }
