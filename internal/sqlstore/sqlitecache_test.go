@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"testing"
 
@@ -129,4 +130,33 @@ func TestSQLiteCacheForgetsChatsPastItsBound(t *testing.T) {
 		t.Fatalf("new message after the chat was forgotten = seq %d dup %v err %v, want seq 3", m.Seq, dup, err)
 	}
 	checkContiguous(t, db, first, 3)
+}
+
+// TestChatKeepsNoLongRecordBuffer sends a long message and then a short one to a
+// chat: the chat keeps a short message's record buffer for its next append, but not
+// the long one's, so remembered chats do not each hold a long message's worth.
+func TestChatKeepsNoLongRecordBuffer(t *testing.T) {
+	ctx := context.Background()
+	db := openTestSQLite(t)
+	session := chat.NewSessionID()
+	kept := func() int {
+		c := sqliteW(db).cache.lock(session)
+		defer c.mu.Unlock()
+		return cap(c.rec)
+	}
+	long := testMessage(session, "long")
+	long.Text = strings.Repeat("é", chat.DefaultMaxText)
+	if _, _, err := db.Append(ctx, long); err != nil {
+		t.Fatal(err)
+	}
+	if n := kept(); n > maxKeptRecord {
+		t.Fatalf("after a long message the chat keeps a %d-byte record buffer, want at most %d", n, maxKeptRecord)
+	}
+	if _, _, err := db.Append(ctx, testMessage(session, "short")); err != nil {
+		t.Fatal(err)
+	}
+	if n := kept(); n == 0 {
+		t.Fatal("after a short message the chat keeps no record buffer for its next append")
+	}
+	checkContiguous(t, db, session, 2)
 }

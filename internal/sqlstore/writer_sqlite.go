@@ -297,6 +297,11 @@ func (w *sqliteWriter) heldChat(session string) *chatMem {
 // distribution a sample shows as well.
 const logTimingEvery = 16
 
+// maxKeptRecord bounds the record buffer a chat keeps between appends (chatMem.rec):
+// a short message's record fits, and a chat that once sent a long one does not hold
+// its 16 KB for as long as it is remembered.
+const maxKeptRecord = 1024
+
 // appendNow stores r's message at once, on the caller's goroutine: the checks and
 // the seq under its chat's lock, then one record in the message log and the message
 // among the pending ones, still under it, so a chat's records, pending messages and
@@ -329,6 +334,9 @@ func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
 	w.lmu.Lock()
 	seg, err := w.log.appendMessage(c.rec)
 	w.lmu.Unlock()
+	if cap(c.rec) > maxKeptRecord {
+		c.rec = nil // a long message's buffer is not kept for each chat
+	}
 	if err != nil {
 		c.forget()
 		w.d.log.Error("writing to the message log failed", "err", err)
