@@ -224,10 +224,10 @@ func (p *pendingSet) addLogged(m *chat.Message, seg *logSegment) {
 // counted notes that a message was added to session's pending messages, now s: its
 // first is queued by age, and a chat reaching mergeRows is due. p.mu must be held.
 func (p *pendingSet) counted(session string, s []pendingRef) {
-	switch len(s) {
-	case 1:
+	if len(s) == 1 {
 		p.aging.push(session, s[0].b.at)
-	case p.rowsDue:
+	}
+	if len(s) == p.rowsDue {
 		p.full = append(p.full, session)
 	}
 }
