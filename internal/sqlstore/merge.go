@@ -19,17 +19,16 @@ func (w *sqliteWriter) eachPending(session string, fn func(*chat.Message) bool) 
 }
 
 // eachCommitted calls fn with the session's pending messages in seq order until fn
-// returns false, and reports whether it got to the end. Merges change the pending
-// messages beside the appends, so it holds pending.mu for reading.
-func (w *sqliteWriter) eachCommitted(session string, fn func(*chat.Message) bool) bool {
+// returns false. Merges change the pending messages beside the appends, so it holds
+// pending.mu for reading.
+func (w *sqliteWriter) eachCommitted(session string, fn func(*chat.Message) bool) {
 	w.pending.mu.RLock()
 	defer w.pending.mu.RUnlock()
 	for _, r := range w.pending.bySession[session] {
 		if !fn(r.m) {
-			return false
+			return
 		}
 	}
-	return true
 }
 
 // pendingMessage returns the session's pending message that match reports, or nil.

@@ -107,14 +107,6 @@ func (c *sqliteCache) lock(session string) *chatMem {
 	}
 }
 
-// remembers reports whether the cache holds an entry for session (tests).
-func (c *sqliteCache) remembers(session string) bool {
-	sh := &c.shards[maphash.String(c.seed, session)%cacheShards]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.chats[session] != nil
-}
-
 // forget drops what is known of the chat's client ids and seq (reloaded from its rows
 // on next use); its status stays. m.mu must be held.
 func (m *chatMem) forget() {

@@ -96,6 +96,14 @@ func TestSQLiteDedupeOfConcurrentResends(t *testing.T) {
 	}
 }
 
+// remembers reports whether the cache holds an entry for session.
+func (c *sqliteCache) remembers(session string) bool {
+	sh := &c.shards[maphash.String(c.seed, session)%cacheShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.chats[session] != nil
+}
+
 // sqliteW returns the SQLite side of db's writer.
 func sqliteW(db *DB) *sqliteWriter { return db.w.dialect.(*sqliteWriter) }
 
