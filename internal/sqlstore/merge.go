@@ -19,12 +19,11 @@ func (w *sqliteWriter) eachPending(session string, fn func(*chat.Message) bool) 
 }
 
 // eachCommitted calls fn with the session's pending messages in seq order until fn
-// returns false. Merges change the pending messages beside the appends, so it holds
-// pending.mu for reading.
+// returns false. Its callers hold the chat's lock, so no append adds to the list
+// meanwhile, and a merge replaces the list rather than change it: the list is taken
+// under its shard's lock and read after.
 func (w *sqliteWriter) eachCommitted(session string, fn func(*chat.Message) bool) {
-	w.pending.mu.RLock()
-	defer w.pending.mu.RUnlock()
-	for _, r := range w.pending.bySession[session] {
+	for _, r := range w.pending.list(session) {
 		if !fn(r.m) {
 			return
 		}
@@ -60,9 +59,9 @@ func (w *sqliteWriter) loadPending(ctx context.Context) error {
 			rows.Close()
 			return err
 		}
-		p.dropped[s] = max(p.dropped[s], through)
-		// New batch rows get ids above every mark's, so no mark can cover them.
-		p.nextID = max(p.nextID, through+1)
+		p.rows.dropped[s] = max(p.rows.dropped[s], through)
+		// Rows read back get ids above every mark's, so no mark can cover them.
+		p.rows.nextID = max(p.rows.nextID, through+1)
 	}
 	if err := rows.Close(); err != nil {
 		return err
@@ -71,8 +70,6 @@ func (w *sqliteWriter) loadPending(ctx context.Context) error {
 		return err
 	}
 	defer rows.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	now := time.Now()
 	for rows.Next() {
 		var id int64
@@ -100,30 +97,23 @@ func (w *sqliteWriter) loadPending(ctx context.Context) error {
 func (w *sqliteWriter) mergeIfDue(idle bool) {
 	p := w.pending
 	for range maxMergesPerTick {
-		p.mu.Lock()
 		sessions := p.due(idle, time.Now())
-		empty := len(p.empty)
-		p.mu.Unlock()
-		if len(sessions) == 0 && empty == 0 {
+		if len(sessions) == 0 && len(p.rows.empty) == 0 {
 			return
 		}
 		start := time.Now()
 		moved, err := w.merge(sessions)
 		took := time.Since(start)
 		w.loop.metrics.Load().StoreMerged(took)
-		p.mu.Lock()
 		if err != nil {
 			// The messages stay pending, where every read still finds them; the next
 			// merge tries again.
 			w.d.log.Warn("moving pending messages into messages failed; will retry", "err", err)
 			p.requeue(sessions)
-			p.mu.Unlock()
 			return
 		}
 		p.resize(moved, took)
-		left := len(p.bySession)
-		p.mu.Unlock()
-		if !idle || left == 0 || w.loop.waiting() {
+		if !idle || w.loop.waiting() || p.count() == 0 {
 			return // one merge a tick under load; an End or a delete waiting comes first
 		}
 	}
@@ -138,21 +128,20 @@ const maxMergesPerTick = 16
 func (w *sqliteWriter) merge(sessions []string) (int, error) {
 	p := w.pending
 	slices.Sort(sessions)
-	// What the merge takes is each chat's list as it is now, read under pending.mu:
-	// appends add to it meanwhile, past the part taken, and only this goroutine (the
-	// writer's) replaces a list or changes what the part taken holds, so the part is
-	// read after the lock is let go, which appends would otherwise wait for.
+	// What the merge takes is each chat's list as it is now, taken under its shard's
+	// lock: appends add to it meanwhile, past the part taken, and only this goroutine
+	// (the writer's) replaces a list or changes what the part taken holds, so the part
+	// is read after the lock is let go, which appends would otherwise wait for.
+	taken := time.Now()
 	refs := make([][]pendingRef, len(sessions))
-	var empty []int64 // the batch rows (message_pending) this merge empties
-	p.mu.RLock()
 	for i, s := range sessions {
-		refs[i] = p.bySession[s]
+		refs[i] = p.list(s)
 	}
-	for _, b := range p.empty { // emptied already (drops)
+	var empty []int64                // the batch rows (message_pending) this merge empties
+	for _, b := range p.rows.empty { // emptied already (drops)
 		empty = append(empty, b.id)
 	}
-	dropped := len(p.dropped) > 0
-	p.mu.RUnlock()
+	dropped := len(p.rows.dropped) > 0
 	var msgs []*chat.Message
 	counts := make([]int, len(sessions))
 	left := make(map[*pendingBatch]int)
@@ -199,12 +188,8 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, err
 	}
-	p.mu.Lock()
-	for i, s := range sessions {
-		p.merged(s, counts[i])
-	}
+	w.unlive(p.released(p.merged(sessions, counts, taken)))
 	p.trimmed()
-	p.mu.Unlock()
 	w.merges.Add(1)
 	return len(msgs), nil
 }
@@ -215,20 +200,18 @@ func (w *sqliteWriter) merge(sessions []string) (int, error) {
 func (w *sqliteWriter) trimDrops(ctx context.Context, merging map[*pendingBatch]int) error {
 	p := w.pending
 	oldest := int64(0)
-	p.mu.RLock()
-	for _, b := range p.order {
+	for _, b := range p.rows.order {
 		if b.left > merging[b] {
 			oldest = b.id
 			break
 		}
 	}
-	p.mu.RUnlock()
-	for s, through := range p.dropped {
+	for s, through := range p.rows.dropped {
 		if oldest == 0 || through < oldest {
 			if _, err := w.prepared.trimDrop.ExecContext(ctx, s, through); err != nil {
 				return err
 			}
-			delete(p.dropped, s) // a rollback leaves the mark in the table only: harmless
+			delete(p.rows.dropped, s) // a rollback leaves the mark in the table only: harmless
 		}
 	}
 	return nil
@@ -287,19 +270,31 @@ func (w *sqliteWriter) replayLog(ctx context.Context) error {
 			}
 			b := batches[r.seg]
 			if b == nil {
-				b = &pendingBatch{id: p.nextID, at: now, seg: segs[r.seg]}
-				p.nextID++
+				b = &pendingBatch{at: now, seg: segs[r.seg]}
 				batches[r.seg] = b
 			}
 			b.msgs = append(b.msgs, r.m)
 		}
 	}
-	p.mu.Lock()
 	for _, id := range ids { // oldest segment first, so each chat's messages stay in seq order
 		if b := batches[id]; b != nil {
 			p.add(b)
 		}
 	}
-	p.mu.Unlock()
 	return w.log.start(seen)
+}
+
+// unlive counts the records of merged or dropped messages out of their log segments
+// (segs from pendingSet.released), once the transaction that stored or deleted them
+// has committed: a segment none is left live in may be deleted after the next
+// checkpoint.
+func (w *sqliteWriter) unlive(segs map[*logSegment]int) {
+	if len(segs) == 0 {
+		return
+	}
+	w.lmu.Lock()
+	for s, n := range segs {
+		s.live -= n
+	}
+	w.lmu.Unlock()
 }

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"parley/internal/chat"
 )
@@ -117,13 +116,9 @@ func (lf logFile) syncClose() error {
 // logSegment is one segment file and the pending batches that hold its messages.
 type logSegment struct {
 	id     int64
-	open   int  // its batches with messages neither merged nor dropped (under pending.mu)
+	live   int  // its message records neither merged nor dropped, counted from their write
 	sealed bool // no more records go to it
 	synced bool // emptied and then covered by a checkpoint: may be deleted
-	// landing counts its message records written but not yet in the pending set: an
-	// append adds its message there after letting the log's lock go, and until then
-	// open does not count it, so the segment must not count as emptied.
-	landing atomic.Int32
 }
 
 // openMsgLog opens (creating) the log directory of the database file path.
@@ -304,12 +299,12 @@ func frameRecord(rec []byte) []byte {
 }
 
 // appendMessage writes rec, a message record (messageRecord), and returns the segment
-// that holds it, with one more record counted as landing: the caller adds the message
-// to the pending set and then counts it landed (logSegment.landing).
+// that holds it, with one more record counted live: the segment is kept until the
+// message is merged or dropped and the writer counts it out (sqliteWriter.unlive).
 func (l *msgLog) appendMessage(rec []byte) (*logSegment, error) {
 	seg, err := l.write(rec)
 	if err == nil {
-		seg.landing.Add(1)
+		seg.live++
 	}
 	return seg, err
 }
@@ -360,8 +355,7 @@ func (lf *logFile) append(rec []byte) error {
 	return nil
 }
 
-// beforeCheckpoint is called by the checkpointer, under the log lock and the
-// pending set's read lock (merges count segments' open batches down), before a
+// beforeCheckpoint is called by the checkpointer, under the log lock, before a
 // checkpoint: it returns the files to sync (the segments closed since: the
 // checkpointer syncs, unmaps and closes them, and the current one with the length
 // written so far) and the segments already emptied, which the checkpoint's merges
@@ -369,9 +363,9 @@ func (lf *logFile) append(rec []byte) error {
 func (l *msgLog) beforeCheckpoint() (files []logFile, current logFile, emptied []*logSegment) {
 	files, l.unsynced = l.unsynced, nil
 	for _, s := range l.segs {
-		// landing before open: an append counts its record landed only after its
-		// batch is counted in open, under pending.mu, which the caller holds.
-		if s.sealed && s.landing.Load() == 0 && s.open == 0 && !s.synced {
+		// A message's record counts live from its write, under this lock, until the
+		// commit that merged or dropped it: none live means every merge is committed.
+		if s.sealed && s.live == 0 && !s.synced {
 			emptied = append(emptied, s)
 		}
 	}

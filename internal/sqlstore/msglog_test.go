@@ -198,18 +198,17 @@ func TestFailedSegmentDeletionKeepsOrder(t *testing.T) {
 	checkContiguous(t, db, session, n+1)
 }
 
-// TestLandingRecordKeepsItsSegment writes a message record the way an append does
-// and stops before the message joins the pending set (the append adds it after
-// letting the log's lock go): the segment, sealed and with no open batch, must not
-// count as emptied, or a checkpoint would delete the only copy of a message that
-// is not merged yet. Once the message has landed, it does.
-func TestLandingRecordKeepsItsSegment(t *testing.T) {
+// TestLiveRecordKeepsItsSegment writes a message record the way an append does,
+// before the message joins the pending set (the append adds it after letting the
+// log's lock go): the segment, sealed, must not count as emptied, or a checkpoint
+// would delete the only copy of a message that is not merged yet. Once the message
+// is counted out (merged or dropped), it does.
+func TestLiveRecordKeepsItsSegment(t *testing.T) {
 	db := openTestSQLite(t)
 	w := sqliteW(db)
 	m := testMessage(chat.NewSessionID(), "c-1")
 	m.Seq = 1
 	w.lmu.Lock()
-	defer w.lmu.Unlock()
 	seg, err := w.log.appendMessage(messageRecord(nil, &m))
 	if err != nil {
 		t.Fatal(err)
@@ -217,18 +216,19 @@ func TestLandingRecordKeepsItsSegment(t *testing.T) {
 	if err := w.log.rotate(); err != nil {
 		t.Fatal(err)
 	}
+	w.lmu.Unlock()
 	emptied := func() bool {
-		w.pending.mu.RLock()
-		defer w.pending.mu.RUnlock()
+		w.lmu.Lock()
+		defer w.lmu.Unlock()
 		files, _, emptied := w.log.beforeCheckpoint()
 		w.log.unsynced = append(files, w.log.unsynced...) // left for the store's own checkpoints
 		return slices.Contains(emptied, seg)
 	}
 	if emptied() {
-		t.Fatal("a segment counts as emptied while a message record in it has not joined the pending set")
+		t.Fatal("a segment counts as emptied while a message record in it is neither merged nor dropped")
 	}
-	seg.landing.Add(-1) // as if merged at once: no batch holds it
+	w.unlive(map[*logSegment]int{seg: 1}) // as if merged
 	if !emptied() {
-		t.Fatal("the sealed segment with nothing pending does not count as emptied")
+		t.Fatal("the sealed segment with nothing live does not count as emptied")
 	}
 }

@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"hash/maphash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,7 +14,10 @@ import (
 // message_chunks is clustered by chat, so storing each message in its chat's rows as
 // it comes would write a page per chat per commit for a few bytes of each. Instead an
 // append writes its message as one record of the message log (msglog.go) and adds it
-// here, in memory (pendingSet), grouped in log batches of up to logBatch messages.
+// here, in memory (pendingSet), grouped in batches of up to logBatch messages. The
+// set is split in shards by chat, each with its own lock, so appends to different
+// chats seldom wait for one another; a log segment counts the messages of its that
+// are neither merged nor dropped (logSegment.live), under the log's lock.
 // The messages wait until a merge moves a chat's pending messages into
 // message_chunks, all of them together, so a merge fills whole pages of one chat. A
 // chat is merged once mergeRows of its messages wait, or once its oldest has waited
@@ -49,29 +53,27 @@ const (
 	mergeMax   = 65536
 	mergePause = 4 * time.Millisecond
 	mergeTick  = 20 * time.Millisecond
-	// maxPending bounds the messages held in memory: past it (merges failing), new
-	// messages are refused with EUnavailable until a merge succeeds.
+	// maxPending bounds the messages held in memory, each shard its share: past it
+	// (merges failing), a shard's chats are refused new messages with EUnavailable
+	// until a merge succeeds.
 	maxPending = 1 << 20
 )
 
 // pendingBatch is a group of pending messages: one row of message_pending (written
-// by an earlier version, read back at start), or up to logBatch consecutive messages
-// of the message log (msglog.go), which the appenders fill in place (seg set).
+// by an earlier version, read back at start), the messages of one log segment read
+// back at start, or up to logBatch consecutive messages of one shard's appends
+// (pendingShard.open), which fill it in place.
 type pendingBatch struct {
-	id     int64
-	at     time.Time // when its first message was stored (or read back at start)
-	msgs   []chat.Message
-	left   int         // messages neither merged nor dropped
-	seg    *logSegment // the log segment holding its messages; nil for a message_pending row
-	sealed bool        // a log batch takes no more messages
+	id   int64     // a message_pending row's id
+	at   time.Time // when it was read back (rows and replayed segments)
+	msgs []chat.Message
+	left int         // a message_pending row's messages neither merged nor dropped
+	seg  *logSegment // the log segment holding its messages; nil for a message_pending row
 }
 
-// logBatch is how many messages a log batch holds: allocated at once, so the
+// logBatch is how many messages an appends' batch holds: allocated at once, so the
 // pointers into it stay put while appenders fill it.
 const logBatch = 256
-
-// finished reports whether the batch will never again hold a pending message.
-func (b *pendingBatch) finished() bool { return b.left == 0 && (b.seg == nil || b.sealed) }
 
 // pendingRef is one pending message of a chat and the batch that holds it.
 type pendingRef struct {
@@ -79,28 +81,66 @@ type pendingRef struct {
 	b *pendingBatch
 }
 
-// pendingSet is the pending messages in memory. The writer changes it, always under
-// mu after the transaction that made the change committed; readers take mu for
-// reading. The writer reads it without the lock (nobody else writes).
+// pendingList is one chat's pending messages, in seq order, and when its oldest came
+// (about: a message that came during a merge counts from the merge's start).
+type pendingList struct {
+	refs  []pendingRef
+	since time.Time
+}
+
+// pendingShards is how many parts the pending set splits its chats into, each with
+// its own lock, so appends to different chats seldom wait for one another here.
+const pendingShards = 32
+
+// pendingSet is the pending messages in memory, in shards by chat. The writer
+// changes what is in them, always under the shard's lock after the transaction that
+// made the change committed; appends add to them, and readers read them, under the
+// shard's lock. What a merge takes out of a chat's list only the writer goroutine
+// changes, so it reads what it takes without the lock.
 type pendingSet struct {
-	mu        sync.RWMutex
-	bySession map[string][]pendingRef // each chat's pending messages in seq order
-	order     []*pendingBatch         // batches with messages left, oldest first (emptied ones leave from the front)
-	full      []string                // chats that reached mergeRows since their last merge (maybe stale)
-	aging     agingQueue              // chats by when their oldest pending message came (maybe stale)
-	empty     []*pendingBatch         // batches finished since the last merge (rows to delete)
-	dropped   map[string]int64        // chat → last batch id its drop mark covers
-	rows      int                     // pending messages
-	nextID    int64                   // id of the next batch row
-	budget    int                     // messages one merge moves at most
-	fixed     bool                    // tests: keep budget as set
-	rowsDue   int                     // mergeRows; tests lower it
-	open      *pendingBatch           // the log batch appenders fill (pendingSet.addLogged)
-	size      atomic.Int64            // rows, readable without mu
+	seed    maphash.Seed
+	shards  [pendingShards]pendingShard
+	rowsDue int // mergeRows; tests lower it before the first message
+
+	// The writer goroutine's alone.
+	budget int  // messages one merge moves at most
+	fixed  bool // tests: keep budget as set
+	turn   int  // the shard due looks at first, turning so no shard's chats always come first
+	rows   legacyRows
+}
+
+// pendingShard is the pending messages of the chats whose id hashes to it.
+type pendingShard struct {
+	mu    sync.Mutex
+	chats map[string]pendingList // each chat's pending messages
+	open  *pendingBatch          // the batch its appends fill (addLogged)
+	full  []string               // chats that reached rowsDue since their last merge (maybe stale)
+	aging agingQueue             // chats by when their oldest pending message came (maybe stale)
+	n     atomic.Int64           // its pending messages: changed under mu, read without it
+	_     [40]byte               // a cache line or two each, so shards' locks do not share one
+}
+
+// legacyRows is what the message_pending rows an earlier version wrote need: read
+// back and merged at start, before anything is served.
+type legacyRows struct {
+	order   []*pendingBatch  // rows with messages left, oldest first (emptied ones leave from the front)
+	empty   []*pendingBatch  // rows emptied since the last merge (to delete)
+	dropped map[string]int64 // chat → last row id its drop mark covers
+	nextID  int64            // above every row id and every drop mark's
 }
 
 func newPendingSet() *pendingSet {
-	return &pendingSet{bySession: make(map[string][]pendingRef), dropped: make(map[string]int64), nextID: 1, budget: mergeFirst, rowsDue: mergeRows}
+	p := &pendingSet{seed: maphash.MakeSeed(), budget: mergeFirst, rowsDue: mergeRows}
+	p.rows = legacyRows{dropped: make(map[string]int64), nextID: 1}
+	for i := range p.shards {
+		p.shards[i].chats = make(map[string]pendingList)
+	}
+	return p
+}
+
+// shard returns the shard of session's chat.
+func (p *pendingSet) shard(session string) *pendingShard {
+	return &p.shards[maphash.String(p.seed, session)%pendingShards]
 }
 
 // agingQueue lists chats in the order their oldest pending message came, so the merge
@@ -113,7 +153,7 @@ type agingQueue struct {
 	head int
 }
 
-// agingEntry is a chat and when its oldest pending message came (its batch's at).
+// agingEntry is a chat and when its oldest pending message came (its list's since).
 type agingEntry struct {
 	session string
 	at      time.Time
@@ -135,13 +175,13 @@ func (q *agingQueue) front() (e agingEntry, ok bool) {
 	return q.list[q.head], true
 }
 
-// rebuild queues each chat of bySession once, oldest first: stale entries pile up
-// where merges find chats by other ways (mergeRows, idle), and are dropped here.
-func (q *agingQueue) rebuild(bySession map[string][]pendingRef) {
+// rebuild queues each chat of chats once, oldest first: stale entries pile up where
+// merges find chats by other ways (mergeRows, idle), and are dropped here.
+func (q *agingQueue) rebuild(chats map[string]pendingList) {
 	clear(q.list)
 	q.list, q.head = q.list[:0], 0
-	for s, refs := range bySession {
-		q.list = append(q.list, agingEntry{s, refs[0].b.at})
+	for s, l := range chats {
+		q.list = append(q.list, agingEntry{s, l.since})
 	}
 	slices.SortFunc(q.list, func(a, b agingEntry) int { return a.at.Compare(b.at) })
 }
@@ -157,160 +197,198 @@ func (q *agingQueue) pop() {
 	}
 }
 
-// add appends a committed batch (read back at start). p.mu must be held.
+// add adds a batch read back at start (a message_pending row, or a log segment's
+// messages, which count as live in it). The writer goroutine's.
 func (p *pendingSet) add(b *pendingBatch) {
-	b.left = len(b.msgs)
 	if b.seg != nil {
-		b.sealed = true
-		b.seg.open++
-	}
-	if b.left == 0 {
-		p.finish(b)
+		b.seg.live += len(b.msgs)
 	} else {
-		p.order = append(p.order, b)
+		b.left = len(b.msgs)
+		if b.left == 0 {
+			p.rows.empty = append(p.rows.empty, b)
+		} else {
+			p.rows.order = append(p.rows.order, b)
+		}
+		p.rows.nextID = max(p.rows.nextID, b.id+1)
 	}
 	for i := range b.msgs {
 		m := &b.msgs[i]
-		s := append(p.bySession[m.SessionID], pendingRef{m, b})
-		p.bySession[m.SessionID] = s
-		p.counted(m.SessionID, s)
-	}
-	p.rows += len(b.msgs)
-	p.size.Store(int64(p.rows))
-	p.nextID = max(p.nextID, b.id+1)
-}
-
-// release counts a batch's message merged or dropped. p.mu must be held.
-func (p *pendingSet) release(b *pendingBatch) {
-	if b.left--; b.finished() {
-		p.finish(b)
+		sh := p.shard(m.SessionID)
+		sh.mu.Lock()
+		sh.add(m.SessionID, pendingRef{m, b}, b.at, p.rowsDue)
+		sh.mu.Unlock()
 	}
 }
 
-// finish records that b will hold no pending message again: its row is deleted by
-// the next merge, or its log segment has one batch fewer to wait for. p.mu must be
-// held.
-func (p *pendingSet) finish(b *pendingBatch) {
-	if b.seg != nil {
-		b.seg.open--
-	} else {
-		p.empty = append(p.empty, b)
+// add appends ref to session's pending messages; since is when it came. sh.mu must
+// be held.
+func (sh *pendingShard) add(session string, ref pendingRef, since time.Time, rowsDue int) {
+	l := sh.chats[session]
+	if len(l.refs) == 0 {
+		l.since = since
+		sh.aging.push(session, since)
 	}
+	l.refs = append(l.refs, ref)
+	sh.chats[session] = l
+	if len(l.refs) == rowsDue {
+		sh.full = append(sh.full, session)
+	}
+	sh.n.Store(sh.n.Load() + 1)
 }
 
-// addLogged adds m, just written to the log's segment seg, to the open log batch
-// (beginning a new one when there is none, it is full or seg is newer). p.mu must be
-// held.
-func (p *pendingSet) addLogged(m *chat.Message, seg *logSegment) {
-	b := p.open
+// addLogged adds m, just written to the log's segment seg (which counts it live), to
+// the shard sh of its chat: to sh's open batch, or a new one when there is none, it
+// is full or it holds another segment's messages. sh.mu must be held.
+func (p *pendingSet) addLogged(sh *pendingShard, m *chat.Message, seg *logSegment) {
+	b := sh.open
 	if b == nil || len(b.msgs) == cap(b.msgs) || b.seg != seg {
-		p.seal()
-		b = &pendingBatch{id: p.nextID, at: time.Now(), msgs: make([]chat.Message, 0, logBatch), seg: seg}
-		p.nextID++
-		seg.open++
-		p.open = b
-		p.order = append(p.order, b)
+		b = &pendingBatch{msgs: make([]chat.Message, 0, logBatch), seg: seg}
+		sh.open = b
 	}
 	b.msgs = append(b.msgs, *m)
-	b.left++
-	p.rows++
-	p.size.Store(int64(p.rows))
-	ref := &b.msgs[len(b.msgs)-1]
-	s := append(p.bySession[m.SessionID], pendingRef{ref, b})
-	p.bySession[m.SessionID] = s
-	p.counted(m.SessionID, s)
+	var since time.Time
+	if l := sh.chats[m.SessionID]; len(l.refs) == 0 {
+		since = time.Now() // read only for a chat's first pending message
+	}
+	sh.add(m.SessionID, pendingRef{&b.msgs[len(b.msgs)-1], b}, since, p.rowsDue)
 }
 
-// counted notes that a message was added to session's pending messages, now s: its
-// first is queued by age, and a chat reaching mergeRows is due. p.mu must be held.
-func (p *pendingSet) counted(session string, s []pendingRef) {
-	if len(s) == 1 {
-		p.aging.push(session, s[0].b.at)
+// isFull reports whether sh holds its share of maxPending messages.
+func (sh *pendingShard) isFull() bool { return sh.n.Load() >= maxPending/pendingShards }
+
+// count returns how many messages are pending.
+func (p *pendingSet) count() int {
+	n := int64(0)
+	for i := range p.shards {
+		n += p.shards[i].n.Load()
 	}
-	if len(s) == p.rowsDue {
-		p.full = append(p.full, session)
-	}
+	return int(n)
 }
 
-// seal closes the open log batch. p.mu must be held.
-func (p *pendingSet) seal() {
-	if b := p.open; b != nil {
-		b.sealed = true
-		if b.left == 0 {
-			p.finish(b)
+// chats returns how many chats have messages pending.
+func (p *pendingSet) chats() int {
+	n := 0
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		n += len(sh.chats)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// list returns session's pending messages as they are now; the writer goroutine
+// reads them after letting the lock go (what is in them it alone changes).
+func (p *pendingSet) list(session string) []pendingRef {
+	sh := p.shard(session)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.chats[session].refs
+}
+
+// drop forgets a chat's pending messages (deleted) and returns them, for release.
+// The writer goroutine's.
+func (p *pendingSet) drop(session string) []pendingRef {
+	sh := p.shard(session)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	refs := sh.chats[session].refs
+	delete(sh.chats, session)
+	sh.n.Store(sh.n.Load() - int64(len(refs)))
+	return refs
+}
+
+// merged removes the first counts[i] pending messages of each chat sessions[i],
+// now in message_chunks, and returns them, for release. Messages left came during
+// the merge, which began at taken. The writer goroutine's.
+func (p *pendingSet) merged(sessions []string, counts []int, taken time.Time) []pendingRef {
+	var byShard [pendingShards][]int
+	for i, s := range sessions {
+		k := maphash.String(p.seed, s) % pendingShards
+		byShard[k] = append(byShard[k], i)
+	}
+	var out []pendingRef
+	for k, idx := range byShard {
+		if len(idx) == 0 {
+			continue
 		}
-		p.open = nil
+		sh := &p.shards[k]
+		sh.mu.Lock()
+		for _, i := range idx {
+			out = append(out, sh.merged(sessions[i], counts[i], taken)...)
+		}
+		sh.mu.Unlock()
 	}
+	return out
 }
 
-// drop forgets a chat's pending messages (deleted); through is the last batch id
-// that may hold any. p.mu must be held.
-func (p *pendingSet) drop(session string, through int64) {
-	for _, r := range p.bySession[session] {
-		p.release(r.b)
-	}
-	p.rows -= len(p.bySession[session])
-	p.size.Store(int64(p.rows))
-	delete(p.bySession, session)
-	if through > 0 { // a mark of message_pending_drops, read back at start
-		p.dropped[session] = max(p.dropped[session], through)
-	}
-}
-
-// count returns how many messages are pending, without taking mu.
-func (p *pendingSet) count() int { return int(p.size.Load()) }
-
-// merged removes the first n pending messages of session, now in messages. p.mu
+// merged removes the first n of session's pending messages and returns them. sh.mu
 // must be held.
-func (p *pendingSet) merged(session string, n int) {
-	s := p.bySession[session]
-	for _, r := range s[:n] {
-		p.release(r.b)
+func (sh *pendingShard) merged(session string, n int, taken time.Time) []pendingRef {
+	l := sh.chats[session]
+	sh.n.Store(sh.n.Load() - int64(n))
+	if n == len(l.refs) {
+		delete(sh.chats, session)
+		return l.refs
 	}
-	p.rows -= n
-	p.size.Store(int64(p.rows))
-	if n == len(s) {
-		delete(p.bySession, session)
-		return
+	out := l.refs[:n]
+	l.refs = append([]pendingRef(nil), l.refs[n:]...) // let the merged prefix go
+	l.since = taken
+	sh.chats[session] = l
+	sh.aging.push(session, taken)
+	return out
+}
+
+// released counts the messages of refs merged or dropped in their message_pending
+// rows, and returns how many each log segment had. The writer goroutine's.
+func (p *pendingSet) released(refs []pendingRef) map[*logSegment]int {
+	segs := make(map[*logSegment]int)
+	for _, r := range refs {
+		if b := r.b; b.seg != nil {
+			segs[b.seg]++
+		} else if b.left--; b.left == 0 {
+			p.rows.empty = append(p.rows.empty, b)
+		}
 	}
-	s = append([]pendingRef(nil), s[n:]...) // let the merged prefix go
-	p.bySession[session] = s
-	p.aging.push(session, s[0].b.at)
+	return segs
 }
 
 // requeue queues the sessions again after a merge of them failed, so they stay due.
-// p.mu must be held.
 func (p *pendingSet) requeue(sessions []string) {
 	for _, s := range sessions {
-		refs := p.bySession[s]
-		if len(refs) >= p.rowsDue {
-			p.full = append(p.full, s)
+		sh := p.shard(s)
+		sh.mu.Lock()
+		if l := sh.chats[s]; len(l.refs) > 0 {
+			if len(l.refs) >= p.rowsDue {
+				sh.full = append(sh.full, s)
+			}
+			sh.aging.push(s, l.since)
 		}
-		if len(refs) > 0 {
-			p.aging.push(s, refs[0].b.at)
-		}
+		sh.mu.Unlock()
 	}
 }
 
-// trimmed forgets the batch rows deleted (p.empty) and the emptied batches at the
-// front of order. p.mu must be held.
+// trimmed forgets the message_pending rows deleted (rows.empty) and the emptied rows
+// at the front of rows.order. The writer goroutine's.
 func (p *pendingSet) trimmed() {
-	clear(p.empty)
-	p.empty = p.empty[:0]
+	r := &p.rows
+	clear(r.empty)
+	r.empty = r.empty[:0]
 	i := 0
-	for i < len(p.order) && p.order[i].finished() {
+	for i < len(r.order) && r.order[i].left == 0 {
 		i++
 	}
-	clear(p.order[:i])
-	p.order = p.order[i:]
-	if len(p.order) == 0 {
-		p.order = nil
+	clear(r.order[:i])
+	r.order = r.order[i:]
+	if len(r.order) == 0 {
+		r.order = nil
 	}
 }
 
-// live reports whether m, in batch id, belongs to a chat not dropped since.
+// live reports whether m, in message_pending row id, belongs to a chat not dropped
+// since.
 func (p *pendingSet) live(m *chat.Message, id int64) bool {
-	through, ok := p.dropped[m.SessionID]
+	through, ok := p.rows.dropped[m.SessionID]
 	return !ok || id > through
 }
 
@@ -319,9 +397,10 @@ func (p *pendingSet) live(m *chat.Message, id int64) bool {
 // has pending messages and the oldest is no newer than after+1 (everything older is in
 // messages, everything newer is pending).
 func (p *pendingSet) after(session string, after int64, limit int) ([]chat.Message, bool) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	s := p.bySession[session]
+	sh := p.shard(session)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.chats[session].refs
 	if len(s) == 0 {
 		return nil, false
 	}
@@ -343,9 +422,10 @@ func (p *pendingSet) after(session string, after int64, limit int) ([]chat.Messa
 
 // lastSeq returns the chat's newest pending seq, or 0 when none is pending.
 func (p *pendingSet) lastSeq(session string) int64 {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if s := p.bySession[session]; len(s) > 0 {
+	sh := p.shard(session)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if s := sh.chats[session].refs; len(s) > 0 {
 		return s[len(s)-1].m.Seq
 	}
 	return 0
@@ -353,47 +433,62 @@ func (p *pendingSet) lastSeq(session string) int64 {
 
 // due returns the chats to merge now, at most about budget messages: those that
 // reached mergeRows, then those whose oldest pending message waited mergeAge; every
-// chat when idle.
+// chat when idle. The writer goroutine's.
 func (p *pendingSet) due(idle bool, now time.Time) []string {
-	if p.aging.len() > 2*len(p.bySession)+1024 {
-		p.aging.rebuild(p.bySession)
-	}
 	var out []string
 	n := 0
 	seen := make(map[string]bool)
-	take := func(s string) bool {
-		if k := len(p.bySession[s]); k > 0 && !seen[s] {
+	take := func(l pendingList, s string) {
+		if len(l.refs) > 0 && !seen[s] {
 			seen[s] = true
 			out = append(out, s)
-			n += k
+			n += len(l.refs)
 		}
-		return n < p.budget
 	}
-	if idle {
-		for s := range p.bySession {
-			if !take(s) {
-				break
-			}
+	// Each pass looks at every shard, from the turn's, while the budget lasts.
+	pass := func(look func(sh *pendingShard)) {
+		for i := 0; i < pendingShards && n < p.budget; i++ {
+			sh := &p.shards[(p.turn+i)%pendingShards]
+			sh.mu.Lock()
+			look(sh)
+			sh.mu.Unlock()
 		}
+	}
+	p.turn = (p.turn + 1) % pendingShards
+	if idle {
+		pass(func(sh *pendingShard) {
+			for s, l := range sh.chats {
+				if take(l, s); n >= p.budget {
+					return
+				}
+			}
+		})
 		return out
 	}
-	for len(p.full) > 0 && n < p.budget {
-		s := p.full[0]
-		p.full = p.full[1:]
-		take(s)
-	}
-	for n < p.budget {
-		e, ok := p.aging.front()
-		if !ok || now.Sub(e.at) < mergeAge {
-			break
+	pass(func(sh *pendingShard) {
+		for len(sh.full) > 0 && n < p.budget {
+			s := sh.full[0]
+			sh.full = sh.full[1:]
+			take(sh.chats[s], s)
 		}
-		p.aging.pop()
-		// A stale entry (the chat merged since) is skipped: the chat's current oldest
-		// message has an entry of its own, further back.
-		if s := p.bySession[e.session]; len(s) > 0 && now.Sub(s[0].b.at) >= mergeAge {
-			take(e.session)
+	})
+	pass(func(sh *pendingShard) {
+		if sh.aging.len() > 2*len(sh.chats)+1024/pendingShards {
+			sh.aging.rebuild(sh.chats)
 		}
-	}
+		for n < p.budget {
+			e, ok := sh.aging.front()
+			if !ok || now.Sub(e.at) < mergeAge {
+				return
+			}
+			sh.aging.pop()
+			// A stale entry (the chat merged since) is skipped: the chat's current
+			// oldest message has an entry of its own, further back.
+			if l := sh.chats[e.session]; len(l.refs) > 0 && now.Sub(l.since) >= mergeAge {
+				take(l, e.session)
+			}
+		}
+	})
 	return out
 }
 

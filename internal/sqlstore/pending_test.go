@@ -30,11 +30,7 @@ func countStored(t *testing.T, db *DB, session string) int {
 }
 
 // countPending returns the session's messages pending in memory.
-func countPending(db *DB, session string) int {
-	db.pending.mu.RLock()
-	defer db.pending.mu.RUnlock()
-	return len(db.pending.bySession[session])
-}
+func countPending(db *DB, session string) int { return len(db.pending.list(session)) }
 
 // countBatchRows returns the rows of message_pending.
 func countBatchRows(t *testing.T, db *DB) int {
@@ -533,8 +529,8 @@ func TestPendingReadsDuringMerges(t *testing.T) {
 // TestPendingDueByAge checks the merge's choice of quiet chats: a chat whose oldest
 // pending message waited mergeAge is due and a younger one is not (even behind a
 // stale entry of its own, left when it was merged by other ways), a partly merged
-// chat stays due for what is left, and chats merged over and over by other ways
-// (idle merges) do not pile up entries.
+// chat stays due for what is left, from the merge's start, and chats merged over and
+// over by other ways (idle merges) do not pile up entries.
 func TestPendingDueByAge(t *testing.T) {
 	p := newPendingSet()
 	p.budget = 1 << 20
@@ -542,14 +538,20 @@ func TestPendingDueByAge(t *testing.T) {
 	add := func(session string, seq int64) time.Time {
 		m := testMessage(session, fmt.Sprintf("c-%d", seq))
 		m.Seq = seq
-		p.addLogged(&m, seg)
-		return p.open.at
+		sh := p.shard(session)
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		p.addLogged(sh, &m, seg)
+		return sh.chats[session].since
+	}
+	merged := func(session string, n int, taken time.Time) {
+		p.merged([]string{session}, []int{n}, taken)
 	}
 	quiet, busy := chat.NewSessionID(), chat.NewSessionID()
-	t0 := add(quiet, 1)
-	add(busy, 1)
+	first := add(quiet, 1)
+	t0 := add(busy, 1) // no earlier than first
 	add(busy, 2)
-	if got := p.due(false, t0.Add(mergeAge-time.Nanosecond)); len(got) != 0 {
+	if got := p.due(false, first.Add(mergeAge-time.Nanosecond)); len(got) != 0 {
 		t.Fatalf("due before mergeAge: %v, want none", got)
 	}
 	got := p.due(false, t0.Add(mergeAge))
@@ -559,15 +561,14 @@ func TestPendingDueByAge(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("due after mergeAge: %v, want %v", got, want)
 	}
-	p.merged(quiet, 1)
-	p.merged(busy, 1) // in part: a message came during the merge
+	merged(quiet, 1, t0)
+	merged(busy, 1, t0) // in part: a message came during the merge, which began at t0
 
 	// The quiet chat is merged in full by other ways (idle, mergeRows) without being
-	// chosen by age, leaving its entry; its next message is in a newer batch.
+	// chosen by age, leaving its entry; its next message comes later.
 	t1 := add(quiet, 2)
-	p.merged(quiet, 1)
-	p.seal()
-	for !time.Now().After(t1) { // the next batch begins later than the stale entry
+	merged(quiet, 1, t1)
+	for !time.Now().After(t1) { // the next message comes later than the stale entry
 	}
 	t2 := add(quiet, 3)
 	if got := p.due(false, t2.Add(mergeAge-time.Nanosecond)); !slices.Equal(got, []string{busy}) {
@@ -578,15 +579,15 @@ func TestPendingDueByAge(t *testing.T) {
 	}
 
 	// Many rounds of a message and an idle merge of everything: the queue stays bounded.
+	sh := p.shard(quiet)
 	for i := range 5000 {
-		p.seal()
 		add(quiet, int64(4+i))
 		for _, s := range p.due(true, t2) {
-			p.merged(s, len(p.bySession[s]))
+			merged(s, len(p.list(s)), t2)
 		}
 		p.due(false, t2) // nothing aged: only the bound is kept
 	}
-	if n := p.aging.len(); n > 2*len(p.bySession)+1024+1 {
-		t.Fatalf("%d entries queued by age for %d pending chats", n, len(p.bySession))
+	if n := sh.aging.len(); n > 2*len(sh.chats)+1024/pendingShards+1 {
+		t.Fatalf("%d entries queued by age for %d pending chats", n, len(sh.chats))
 	}
 }

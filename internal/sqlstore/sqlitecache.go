@@ -53,14 +53,15 @@ type cacheShard struct {
 // chatMem is what the SQLite writer remembers of one chat: an append looks its chat
 // up once and finds its status, seq and client ids together, under the chat's lock.
 type chatMem struct {
-	mu     sync.Mutex
-	dead   bool // under mu: forgotten by its shard; the chat is looked up again
-	shard  *cacheShard
-	status chatStatus
-	ids    map[uint64]int64 // hash of client id → seq; nil until loaded (clientIDs)
-	seq    int64            // the last seq stored, once ids is loaded
-	rec    []byte           // the append's log record, encoded before the log's lock is taken
-	writes uint32           // its log writes, for logTimingEvery
+	mu      sync.Mutex
+	dead    bool // under mu: forgotten by its shard; the chat is looked up again
+	shard   *cacheShard
+	status  chatStatus
+	ids     map[uint64]int64 // hash of client id → seq; nil until loaded (clientIDs)
+	seq     int64            // the last seq stored, once ids is loaded
+	rec     []byte           // the append's log record, encoded before the log's lock is taken
+	writes  uint32           // its log writes, for logTimingEvery
+	pending *pendingShard    // its shard of the pending set, once an append looked it up
 }
 
 // chatStatus is whether a chat takes messages, as far as the writer has read it.

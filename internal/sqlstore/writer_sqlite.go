@@ -36,7 +36,8 @@ type sqliteWriter struct {
 	// place among the pending messages, and the writer's batches (End,
 	// DeleteSession) hold the locks of their chats throughout, so a chat's seq, ids
 	// and status and the order of its appends and its end have one owner at a time.
-	// Merges take neither: they only move pending messages (under pending.mu).
+	// Merges take neither: they only move pending messages (under the pending set's
+	// shard locks).
 	lmu     sync.Mutex   // the log lock: the log's files, segments and buffer
 	log     *msgLog      // the message log (msglog.go)
 	closed  atomic.Bool  // appends are refused
@@ -130,7 +131,7 @@ func newSQLiteWriter(ctx context.Context, loop *writer) (*sqliteWriter, error) {
 	}
 	// Batch rows an earlier version left are merged before the log is read back, so
 	// every pending message from now on is in the log, newer than anything stored.
-	for w.pending.rows > 0 {
+	for w.pending.count() > 0 {
 		moved, err := w.merge(w.pending.due(true, time.Now()))
 		if err != nil {
 			w.close()
@@ -264,11 +265,11 @@ func (w *sqliteWriter) commitBatch(batch []*request, _ bool) error {
 		return err
 	}
 	if len(w.drops) > 0 {
-		w.pending.mu.Lock()
+		var refs []pendingRef
 		for _, s := range w.drops {
-			w.pending.drop(s, 0)
+			refs = append(refs, w.pending.drop(s)...)
 		}
-		w.pending.mu.Unlock()
+		w.unlive(w.pending.released(refs))
 	}
 	return nil
 }
@@ -349,10 +350,10 @@ func (w *sqliteWriter) appendNow(ctx context.Context, r *request) {
 	if !w.appended.Load() {
 		w.appended.Store(true)
 	}
-	w.pending.mu.Lock()
-	w.pending.addLogged(&r.out, seg)
-	w.pending.mu.Unlock()
-	seg.landing.Add(-1)
+	sh := c.pending
+	sh.mu.Lock()
+	w.pending.addLogged(sh, &r.out, seg)
+	sh.mu.Unlock()
 }
 
 // beforeCheckpoint hands the checkpointer the message log's part in a checkpoint:
@@ -365,9 +366,7 @@ func (w *sqliteWriter) beforeCheckpoint() func() {
 		w.lmu.Unlock()
 		return nil
 	}
-	w.pending.mu.RLock() // merges count a segment's open batches down under it
 	files, current, emptied := w.log.beforeCheckpoint()
-	w.pending.mu.RUnlock()
 	w.lmu.Unlock()
 	for _, lf := range files {
 		if err := lf.syncClose(); err != nil {
@@ -498,7 +497,10 @@ func (w *sqliteWriter) appendMessage(ctx context.Context, st sqliteStmts, r *req
 			return false, err
 		}
 	}
-	if w.pending.count() >= maxPending {
+	if c.pending == nil {
+		c.pending = w.pending.shard(s)
+	}
+	if c.pending.isFull() {
 		r.err = chat.Errorf(chat.EUnavailable, "too many messages wait to be stored; try again shortly")
 		return false, nil
 	}
