@@ -18,7 +18,7 @@ PKGS     ?= ./...
 help:
 	@sed -n 's/^## //p' Makefile
 
-## test: stack up, go vet, go test -race (stack.env loaded, CI passed through), stack down; keeps go test's exit code
+## test: stack up, go vet, a build for windows and darwin, go test -race (stack.env loaded, CI passed through), stack down; keeps go test's exit code
 test:
 	@set -euo pipefail; \
 	trap '$(STACK) down $(STACK_TEST_USER)' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
@@ -26,6 +26,8 @@ test:
 	. ./stack.env; \
 	echo "make test: go vet $(PKGS)"; \
 	$(GO) vet $(PKGS); \
+	echo "make test: go build for windows and darwin (go run ./cmd/parley works there too)"; \
+	GOOS=windows $(GO) build ./...; GOOS=darwin $(GO) build ./...; \
 	echo "make test: go test -race -count=1 -timeout 9m $(PKGS) (CI=$${CI:-})"; \
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 

@@ -2,7 +2,6 @@ package web
 
 import (
 	"encoding/binary"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -79,10 +78,10 @@ func (c *frameConn) Flush() error {
 
 var _ hub.TryFrameWriter = (*frameConn)(nil)
 
-// canTry sets the connection up for TryFlush if it is a TCP socket.
+// canTry sets the connection up for TryFlush if it is a TCP socket (on Unix).
 func (c *frameConn) canTry() {
 	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
+	if !ok || !canTryWrite {
 		return
 	}
 	raw, err := sc.SyscallConn()
@@ -139,14 +138,7 @@ func (c *frameConn) writeNow(p []byte) (int, error) {
 // tryWrite is raw.Write's callback: one write(2) of tryP on the non-blocking socket,
 // done whatever it wrote (a full socket buffer writes nothing, EAGAIN).
 func (c *frameConn) tryWrite(fd uintptr) bool {
-	n, err := syscall.Write(int(fd), c.tryP)
-	if err == syscall.EAGAIN || err == syscall.EINTR {
-		n, err = 0, nil
-	}
-	if err != nil {
-		err = os.NewSyscallError("write", err)
-	}
-	c.tryN, c.tryErr = max(n, 0), err
+	c.tryN, c.tryErr = tryWriteFD(fd, c.tryP)
 	return true
 }
 
