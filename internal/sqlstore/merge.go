@@ -60,8 +60,6 @@ func (w *sqliteWriter) loadPending(ctx context.Context) error {
 			return err
 		}
 		p.rows.dropped[s] = max(p.rows.dropped[s], through)
-		// Rows read back get ids above every mark's, so no mark can cover them.
-		p.rows.nextID = max(p.rows.nextID, through+1)
 	}
 	if err := rows.Close(); err != nil {
 		return err

@@ -126,12 +126,11 @@ type legacyRows struct {
 	order   []*pendingBatch  // rows with messages left, oldest first (emptied ones leave from the front)
 	empty   []*pendingBatch  // rows emptied since the last merge (to delete)
 	dropped map[string]int64 // chat → last row id its drop mark covers
-	nextID  int64            // above every row id and every drop mark's
 }
 
 func newPendingSet() *pendingSet {
 	p := &pendingSet{seed: maphash.MakeSeed(), budget: mergeFirst, rowsDue: mergeRows}
-	p.rows = legacyRows{dropped: make(map[string]int64), nextID: 1}
+	p.rows = legacyRows{dropped: make(map[string]int64)}
 	for i := range p.shards {
 		p.shards[i].chats = make(map[string]pendingList)
 	}
@@ -209,7 +208,6 @@ func (p *pendingSet) add(b *pendingBatch) {
 		} else {
 			p.rows.order = append(p.rows.order, b)
 		}
-		p.rows.nextID = max(p.rows.nextID, b.id+1)
 	}
 	for i := range b.msgs {
 		m := &b.msgs[i]
@@ -263,18 +261,6 @@ func (p *pendingSet) count() int {
 		n += p.shards[i].n.Load()
 	}
 	return int(n)
-}
-
-// chats returns how many chats have messages pending.
-func (p *pendingSet) chats() int {
-	n := 0
-	for i := range p.shards {
-		sh := &p.shards[i]
-		sh.mu.Lock()
-		n += len(sh.chats)
-		sh.mu.Unlock()
-	}
-	return n
 }
 
 // list returns session's pending messages as they are now; the writer goroutine
