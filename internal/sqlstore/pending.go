@@ -138,8 +138,11 @@ func newPendingSet() *pendingSet {
 }
 
 // shard returns the shard of session's chat.
-func (p *pendingSet) shard(session string) *pendingShard {
-	return &p.shards[maphash.String(p.seed, session)%pendingShards]
+func (p *pendingSet) shard(session string) *pendingShard { return &p.shards[p.shardIndex(session)] }
+
+// shardIndex returns the index of session's shard.
+func (p *pendingSet) shardIndex(session string) uint64 {
+	return maphash.String(p.seed, session) % pendingShards
 }
 
 // agingQueue lists chats in the order their oldest pending message came, so the merge
@@ -218,11 +221,15 @@ func (p *pendingSet) add(b *pendingBatch) {
 	}
 }
 
-// add appends ref to session's pending messages; since is when it came. sh.mu must
-// be held.
+// add appends ref to session's pending messages; since is when it came, zero for
+// now (the clock is read only for a chat's first pending message). sh.mu must be
+// held.
 func (sh *pendingShard) add(session string, ref pendingRef, since time.Time, rowsDue int) {
 	l := sh.chats[session]
 	if len(l.refs) == 0 {
+		if since.IsZero() {
+			since = time.Now()
+		}
 		l.since = since
 		sh.aging.push(session, since)
 	}
@@ -244,11 +251,7 @@ func (p *pendingSet) addLogged(sh *pendingShard, m *chat.Message, seg *logSegmen
 		sh.open = b
 	}
 	b.msgs = append(b.msgs, *m)
-	var since time.Time
-	if l := sh.chats[m.SessionID]; len(l.refs) == 0 {
-		since = time.Now() // read only for a chat's first pending message
-	}
-	sh.add(m.SessionID, pendingRef{&b.msgs[len(b.msgs)-1], b}, since, p.rowsDue)
+	sh.add(m.SessionID, pendingRef{&b.msgs[len(b.msgs)-1], b}, time.Time{}, p.rowsDue)
 }
 
 // isFull reports whether sh holds its share of maxPending messages.
@@ -290,7 +293,7 @@ func (p *pendingSet) drop(session string) []pendingRef {
 func (p *pendingSet) merged(sessions []string, counts []int, taken time.Time) []pendingRef {
 	var byShard [pendingShards][]int
 	for i, s := range sessions {
-		k := maphash.String(p.seed, s) % pendingShards
+		k := p.shardIndex(s)
 		byShard[k] = append(byShard[k], i)
 	}
 	var out []pendingRef
